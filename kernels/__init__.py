@@ -1,0 +1,102 @@
+"""minriff.kernels — the op layer. No model knowledge lives here.
+
+An op is a plain function on arrays (NCHW images, (B, T, C) sequences, float32 compute).
+Each op exists per backend with the same signature:
+
+    ref   NumPy, written to be read (float64-capable)       kernels/ref.py
+    cpu   Numba, the fast CPU path                          kernels/cpu.py
+    cuda  CUDA C compiled by CuPy (or the CPU emulator)     kernels/cuda/
+
+Usage:
+    from minriff import kernels
+    F = kernels.ops("cpu")          # namespace of ops for one backend
+    kernels.backend("cpu")          # choose the backend model code uses
+    F = kernels.ops()               # ... the chosen one
+    kernels.register("cpu", "softmax", my_softmax)   # swap one op
+
+Every op goes through the shape checks in `checks.py` before reaching the backend, so a
+replacement kernel gets the same clear `ValueError`s for bad input as the built-in ones.
+"""
+from __future__ import annotations
+
+import importlib
+import types
+
+from . import checks
+
+OP_NAMES = (
+    "conv2d",
+    "linear",
+    "group_norm",
+    "layer_norm",
+    "attention",
+    "softmax",
+    "silu",
+    "gelu",
+    "quick_gelu",
+    "geglu",
+    "upsample_nearest2x",
+    "timestep_embedding",
+)
+
+BACKENDS = ("ref", "cpu", "cuda")
+_MODULES = {"ref": ".ref", "cpu": ".cpu", "cuda": ".cuda"}
+
+_overrides: dict[str, dict[str, object]] = {b: {} for b in BACKENDS}
+_cache: dict[str, types.SimpleNamespace] = {}
+_current = "cpu"
+
+
+def _load(name: str) -> types.SimpleNamespace:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown kernel backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    if name in _cache:
+        return _cache[name]
+    mod = importlib.import_module(_MODULES[name], __name__)
+    ns = types.SimpleNamespace(name=name, xp=getattr(mod, "xp", None) or importlib.import_module("numpy"))
+    for op in OP_NAMES:
+        impl = _overrides[name].get(op) or getattr(mod, op, None)
+        if impl is None:
+            raise NotImplementedError(f"backend {name!r} has no op {op!r}")
+        setattr(ns, op, checks.checked(op, impl))
+        setattr(ns, op + "_unchecked", impl)
+    # Extra backend helpers (e.g. asarray / to_host for device backends) pass through.
+    for extra in ("asarray", "to_host"):
+        setattr(ns, extra, getattr(mod, extra, None) or _identity_asarray(ns.xp, extra))
+    _cache[name] = ns
+    return ns
+
+
+def _identity_asarray(xp, which):
+    if which == "asarray":
+        return lambda a, dtype=None: xp.asarray(a, dtype=dtype)
+    return lambda a: a
+
+
+def ops(name: str | None = None) -> types.SimpleNamespace:
+    """The ops of one backend (default: the one chosen with `backend`)."""
+    return _load(name or _current)
+
+
+def backend(name: str | None = None) -> str:
+    """Choose the backend model code uses; with no argument, return the current one."""
+    global _current
+    if name is not None:
+        _load(name)  # fail now, not at first use
+        _current = name
+    return _current
+
+
+def register(backend_name: str, op: str, fn) -> None:
+    """Replace one op of a backend. The shape checks still run in front of it."""
+    if backend_name not in BACKENDS:
+        raise ValueError(f"unknown kernel backend {backend_name!r}")
+    if op not in OP_NAMES:
+        raise ValueError(f"unknown op {op!r}; ops are {', '.join(OP_NAMES)}")
+    _overrides[backend_name][op] = fn
+    _cache.pop(backend_name, None)
+
+
+def unregister(backend_name: str, op: str) -> None:
+    _overrides[backend_name].pop(op, None)
+    _cache.pop(backend_name, None)

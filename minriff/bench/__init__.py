@@ -1,0 +1,28 @@
+"""`minriff bench TARGET`: benchmarks report throughput as ratios to baselines measured in the
+same run (numpy sgemm peak, PyTorch on the same CPU when installed), because the machine is
+shared and noisy. Each target lives in its own module: bench/ops.py, bench/unet.py, ..."""
+from __future__ import annotations
+
+import importlib
+
+TARGETS = {
+    "ops": "per-op throughput at Stable Diffusion shapes vs sgemm peak and torch",
+    "unet": "one UNet step (batch 2, 64x64 latents, full-size random weights) vs torch/diffusers",
+    "audio": "spectrogram image -> audio: inverse mel + Griffin-Lim vs librosa",
+}
+
+
+class command:  # the CLI's subcommand object
+    @staticmethod
+    def add_arguments(p):
+        p.add_argument("target", choices=sorted(TARGETS), help="; ".join(f"{k}: {v}" for k, v in TARGETS.items()))
+        p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
+        p.add_argument("--backend", default="cpu", help="kernel backend to time (cpu, ref, cuda)")
+        p.add_argument("--repeat", type=int, default=None, help="timed repetitions (median reported)")
+        p.add_argument("--quick", action="store_true", help="smaller shapes / fewer repeats (smoke run)")
+        p.add_argument("--weights", default=None, help="weights file (unet bench; default: random sd15 shapes)")
+
+    @staticmethod
+    def run(args) -> int:
+        mod = importlib.import_module(f"minriff.bench.{args.target}")
+        return mod.run(args)

@@ -1,0 +1,62 @@
+"""The `minriff` command. Each subcommand lives in the module that owns its feature and exposes
+`add_arguments(parser)` and `run(args) -> int`; modules are imported only when their command runs,
+so `minriff --help` is instant."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import MinriffError
+
+# name -> (module, one-line help)
+COMMANDS = {
+    "generate": ("minriff.cli_generate:generate", "text -> music: write a WAV/FLAC/MP3 (and optionally the spectrogram PNG)"),
+    "interpolate": ("minriff.cli_generate:interpolate", "morph from prompt A to prompt B over consecutive clips, joined seamlessly"),
+    "riffuse": ("minriff.cli_generate:riffuse", "run one request of the original Riffusion server (flags or a JSON file)"),
+    "audio2image": ("minriff.cli_audio:audio2image", "audio file -> Riffusion spectrogram PNG (with EXIF parameters)"),
+    "image2audio": ("minriff.cli_audio:image2audio", "Riffusion spectrogram PNG -> audio file"),
+    "convert": ("minriff.cli_weights:convert", "convert a diffusers folder or an LDM .ckpt/.safetensors into minriff's format"),
+    "download": ("minriff.cli_weights:download", "download riffusion/riffusion-model-v1 from the Hugging Face Hub and convert it"),
+    "info": ("minriff.cli_weights:info", "show what a converted weights file holds"),
+    "init-random": ("minriff.cli_weights:init_random", "write random weights with real (sd15) or tiny shapes, for benchmarks and tests"),
+    "bench": ("minriff.bench:command", "benchmarks: ops, unet, audio, clip (ratios to same-run baselines)"),
+}
+
+
+def _resolve(target: str):
+    mod, _, attr = target.partition(":")
+    return getattr(importlib.import_module(mod), attr)
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minriff", description="Riffusion text -> music on NumPy/Numba/CuPy kernels. `minriff COMMAND --help` for details.")
+    parser.add_argument("--version", action="version", version=f"minriff {importlib.import_module('minriff').__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (target, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if name == only:
+            _resolve(target).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    cmd = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=cmd if cmd in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(_resolve(COMMANDS[args.command][0]).run(args) or 0)
+    except MinriffError as e:
+        print(f"minriff {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Model configurations as dataclasses, read from diffusers/transformers `config.json` values.
+
+`from_dict` keeps the fields minriff knows, ignores bookkeeping keys (`_class_name`, ...) and
+refuses values it cannot run (a ConfigError naming the field). Presets: `SD15` (Stable Diffusion
+v1.5 = Riffusion shapes) and `TINY` (a few-thousand-parameter model with the same structure, for
+tests: it still decodes 64-row latents to 512-px-high spectrograms).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+
+
+def _from_dict(cls, d: dict, what: str):
+    if not isinstance(d, dict):
+        raise ConfigError(f"{what} config must be a JSON object, got {type(d).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
+    try:
+        cfg = cls(**kw)
+    except TypeError as e:
+        raise ConfigError(f"{what} config: {e}") from None
+    cfg.validate()
+    return cfg
+
+
+@dataclass(frozen=True)
+class CLIPTextConfig:
+    vocab_size: int = 49408
+    hidden_size: int = 768
+    intermediate_size: int = 3072
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    max_position_embeddings: int = 77
+    layer_norm_eps: float = 1e-5
+    hidden_act: str = "quick_gelu"
+    projection_dim: int = 768
+
+    @classmethod
+    def from_dict(cls, d):
+        return _from_dict(cls, d, "text encoder")
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def validate(self):
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(f"text encoder: hidden_size {self.hidden_size} not divisible by {self.num_attention_heads} heads")
+        if self.hidden_act not in ("quick_gelu", "gelu"):
+            raise ConfigError(f"text encoder: unsupported hidden_act {self.hidden_act!r} (SD 2.x uses OpenCLIP; unsupported)")
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    sample_size: int = 64
+    in_channels: int = 4
+    out_channels: int = 4
+    block_out_channels: tuple = (320, 640, 1280, 1280)
+    layers_per_block: int = 2
+    down_block_types: tuple = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
+    up_block_types: tuple = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")
+    attention_head_dim: object = 8  # diffusers' name; for SD v1.x it is the number of heads (int or per-block tuple)
+    num_attention_heads: object = None  # newer diffusers spelling; wins when set
+    cross_attention_dim: int = 768
+    norm_num_groups: int = 32
+    norm_eps: float = 1e-5
+    act_fn: str = "silu"
+    flip_sin_to_cos: bool = True
+    freq_shift: int = 0
+    downsample_padding: int = 1
+    mid_block_scale_factor: float = 1.0
+    use_linear_projection: bool = False
+    upcast_attention: bool = False
+    only_cross_attention: bool = False
+    dual_cross_attention: bool = False
+    center_input_sample: bool = False
+    num_class_embeds: object = None
+    transformer_layers_per_block: object = 1
+
+    @classmethod
+    def from_dict(cls, d):
+        return _from_dict(cls, d, "UNet")
+
+    def to_dict(self):
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    def heads(self) -> tuple:
+        """Number of attention heads per down block (diffusers' attention_head_dim quirk)."""
+        h = self.num_attention_heads if self.num_attention_heads is not None else self.attention_head_dim
+        return tuple(h) if isinstance(h, (list, tuple)) else (h,) * len(self.block_out_channels)
+
+    def validate(self):
+        n = len(self.block_out_channels)
+        if len(self.down_block_types) != n or len(self.up_block_types) != n:
+            raise ConfigError("UNet: block_out_channels, down_block_types and up_block_types differ in length")
+        if self.in_channels != 4:
+            raise ConfigError(f"UNet: in_channels={self.in_channels} is unsupported (9 = inpainting UNet, 8 = pix2pix)")
+        if self.num_class_embeds is not None or self.dual_cross_attention:
+            raise ConfigError("UNet: class embeddings / dual cross-attention are unsupported")
+        if self.transformer_layers_per_block not in (1, None) and self.transformer_layers_per_block != (1,) * n:
+            raise ConfigError("UNet: transformer_layers_per_block > 1 (SDXL) is unsupported")
+        if self.act_fn != "silu":
+            raise ConfigError(f"UNet: unsupported act_fn {self.act_fn!r}")
+        for c in self.block_out_channels:
+            if c % self.norm_num_groups:
+                raise ConfigError(f"UNet: {c} channels not divisible by norm_num_groups={self.norm_num_groups}")
+        known = {"CrossAttnDownBlock2D", "DownBlock2D", "UpBlock2D", "CrossAttnUpBlock2D"}
+        for t in self.down_block_types + self.up_block_types:
+            if t not in known:
+                raise ConfigError(f"UNet: unsupported block type {t!r}")
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    in_channels: int = 3
+    out_channels: int = 3
+    latent_channels: int = 4
+    block_out_channels: tuple = (128, 256, 512, 512)
+    layers_per_block: int = 2
+    norm_num_groups: int = 32
+    act_fn: str = "silu"
+    sample_size: int = 512
+    scaling_factor: float = 0.18215
+    down_block_types: tuple = ("DownEncoderBlock2D",) * 4
+    up_block_types: tuple = ("UpDecoderBlock2D",) * 4
+
+    @classmethod
+    def from_dict(cls, d):
+        return _from_dict(cls, d, "VAE")
+
+    def to_dict(self):
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @property
+    def downscale(self) -> int:
+        return 2 ** (len(self.block_out_channels) - 1)
+
+    def validate(self):
+        for c in self.block_out_channels:
+            if c % self.norm_num_groups:
+                raise ConfigError(f"VAE: {c} channels not divisible by norm_num_groups={self.norm_num_groups}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    text_encoder: CLIPTextConfig = field(default_factory=CLIPTextConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+
+
+SD15 = ModelConfig()
+
+# Tiny: same structure, a few thousand parameters per model. The VAE keeps 4 blocks (factor 8) so a
+# 64×(W/8) latent still decodes to a 512-px-high spectrogram. vocab_size is set from the tiny
+# tokenizer vocabulary by whoever builds the tiny model (see minriff.tokenizer).
+TINY = ModelConfig(
+    text_encoder=CLIPTextConfig(vocab_size=49408, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                num_attention_heads=2, projection_dim=16),
+    unet=UNetConfig(block_out_channels=(8, 16), layers_per_block=1,
+                    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+                    attention_head_dim=2, cross_attention_dim=16, norm_num_groups=4, sample_size=8),
+    vae=VAEConfig(block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=4, sample_size=64),
+)
+
+PRESETS = {"sd15": SD15, "tiny": TINY}

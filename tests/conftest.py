@@ -1,0 +1,42 @@
+"""Shared test setup.
+
+- `oracle` tests compare against torch/diffusers/transformers live. They are deselected by the
+  default command (`-m "not oracle"`); under `pytest -m oracle` a missing oracle package is an
+  error, not a skip (CI sets MINRIFF_REQUIRE_ORACLE=1), so the comparison can never vanish quietly.
+- `shared` data (../shared/reference) is optional: tests that use it skip with a reason when absent.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
+SHARED = Path(os.environ.get("MINRIFF_SHARED", ROOT.parent / "shared"))
+REFERENCE = SHARED / "reference"
+
+settings.register_profile(
+    "default", deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+settings.load_profile("default")
+
+
+def oracle(module: str):
+    """Import an oracle package (torch, diffusers, transformers, librosa) for a live comparison."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        if os.environ.get("MINRIFF_REQUIRE_ORACLE") == "1":
+            pytest.fail(f"oracle package {module!r} is required (MINRIFF_REQUIRE_ORACLE=1) but missing: {e}")
+        pytest.skip(f"oracle package {module!r} not installed")
+
+
+def shared_file(*parts: str) -> Path:
+    p = REFERENCE.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"shared reference data absent: {p}")
+    return p
