@@ -1,0 +1,254 @@
+"""UNet2DConditionModel of the Stable Diffusion v1.x family (Riffusion's denoiser).
+
+    x (B,4,h,w), t, text (B,77,768)
+    time_proj (sinusoid) -> time_embedding (linear_1, SiLU, linear_2) -> temb
+    conv_in -> down_blocks (resnets [+ transformers], stride-2 downsampler) -> skips
+    mid_block (resnet, transformer, resnet)
+    up_blocks (concat a skip before each resnet, [transformers], nearest×2 upsampler)
+    conv_norm_out -> SiLU -> conv_out -> eps (B,4,h,w)
+
+Heads per block come from `cfg.heads()` (diffusers calls the head *count* attention_head_dim);
+the mid block uses the last down block's value and the up blocks the reversed list.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import kernels
+from .blocks import Attention, Downsample2D, ResnetBlock2D, Upsample2D
+from .configs import UNetConfig
+from .errors import ConfigError, InputError
+from .nn import Conv2d, GroupNorm, LayerNorm, Linear, Module
+
+
+class GEGLUFeedForward(Module):
+    """net.0.proj: Linear C -> 2·4C, a·gelu(b) of the halves; net.2: Linear 4C -> C."""
+
+    def __init__(self, dim: int, mult: int = 4):
+        self.net = [_GEGLUProj(dim, dim * mult), None, Linear(dim * mult, dim)]  # net.1 is Dropout
+
+    def __call__(self, x):  # (B, T, C) -> (B, T, C)
+        return self.net[2](kernels.ops().geglu(self.net[0].proj(x)))
+
+
+class _GEGLUProj(Module):
+    def __init__(self, dim: int, inner: int):
+        self.proj = Linear(dim, 2 * inner)
+
+
+class BasicTransformerBlock(Module):
+    """Pre-LN: x += attn1(norm1 x); x += attn2(norm2 x, text); x += ff(norm3 x)."""
+
+    def __init__(self, dim: int, heads: int, cross_dim: int, only_cross_attention: bool = False):
+        self.norm1 = LayerNorm(dim)
+        self.attn1 = Attention(dim, heads, cross_dim if only_cross_attention else None)
+        self.norm2 = LayerNorm(dim)
+        self.attn2 = Attention(dim, heads, cross_dim)
+        self.norm3 = LayerNorm(dim)
+        self.ff = GEGLUFeedForward(dim)
+        self.only_cross_attention = only_cross_attention
+
+    def __call__(self, x, context):  # (B, T, C), (B, S, Cc) -> (B, T, C)
+        x += self.attn1(self.norm1(x), context if self.only_cross_attention else None)  # x is owned: update in place
+        x += self.attn2(self.norm2(x), context)
+        x += self.ff(self.norm3(x))
+        return x
+
+
+class Transformer2DModel(Module):
+    """GroupNorm (eps 1e-6) -> proj_in (1×1 conv, or Linear after flattening) -> transformer
+    blocks over the h·w positions -> proj_out -> + input."""
+
+    def __init__(self, channels: int, heads: int, cross_dim: int, groups: int, linear_projection: bool,
+                 only_cross_attention: bool = False):
+        self.norm = GroupNorm(groups, channels, eps=1e-6)
+        proj = (lambda: Linear(channels, channels)) if linear_projection else (lambda: Conv2d(channels, channels, 1))
+        self.proj_in = proj()
+        self.transformer_blocks = [BasicTransformerBlock(channels, heads, cross_dim, only_cross_attention)]
+        self.proj_out = proj()
+
+    def __call__(self, x, context):  # (B, C, H, W) -> same
+        xp = kernels.ops().xp
+        B, C, H, W = x.shape
+        h = xp.ascontiguousarray(self.norm(x).reshape(B, C, H * W).transpose(0, 2, 1))  # (B, T, C)
+        h = _project(self.proj_in, h)
+        for block in self.transformer_blocks:
+            h = block(h, context)
+        h = _project(self.proj_out, h)
+        return x + h.transpose(0, 2, 1).reshape(B, C, H, W)
+
+
+def _project(layer, h):
+    """Linear, or a 1×1 Conv2d applied as the same Linear on (B, T, C) (no layout round trip)."""
+    if isinstance(layer, Linear):
+        return layer(h)
+    w = layer.weight
+    return kernels.ops().linear(h, w.reshape(w.shape[0], w.shape[1]), layer.bias)
+
+
+class DownBlock(Module):
+    """CrossAttnDownBlock2D (with attentions) or DownBlock2D; returns the output and its skips."""
+
+    def __init__(self, cfg: UNetConfig, cin: int, cout: int, temb: int, heads: int, cross: bool, last: bool):
+        g, eps = cfg.norm_num_groups, cfg.norm_eps
+        self.resnets = [ResnetBlock2D(cin if i == 0 else cout, cout, temb, g, eps) for i in range(cfg.layers_per_block)]
+        if cross:
+            self.attentions = [_transformer(cfg, cout, heads) for _ in range(cfg.layers_per_block)]
+        if not last:
+            self.downsamplers = [Downsample2D(cout, cfg.downsample_padding)]
+
+    def __call__(self, x, temb_act, context):
+        skips = []
+        for i, resnet in enumerate(self.resnets):
+            x = resnet(x, temb_act)
+            if hasattr(self, "attentions"):
+                x = self.attentions[i](x, context)
+            skips.append(x)
+        if hasattr(self, "downsamplers"):
+            x = self.downsamplers[0](x)
+            skips.append(x)
+        return x, skips
+
+
+class UpBlock(Module):
+    """UpBlock2D / CrossAttnUpBlock2D: layers_per_block+1 resnets, each fed the concatenation of
+    the running activation and the most recent unused skip."""
+
+    def __init__(self, cfg: UNetConfig, prev: int, cout: int, skip_last: int, temb: int, heads: int,
+                 cross: bool, last: bool):
+        g, eps, n = cfg.norm_num_groups, cfg.norm_eps, cfg.layers_per_block + 1
+        self.resnets = [
+            ResnetBlock2D((prev if i == 0 else cout) + (skip_last if i == n - 1 else cout), cout, temb, g, eps)
+            for i in range(n)
+        ]
+        if cross:
+            self.attentions = [_transformer(cfg, cout, heads) for _ in range(n)]
+        if not last:
+            self.upsamplers = [Upsample2D(cout)]
+
+    def __call__(self, x, skips: list, temb_act, context):
+        xp = kernels.ops().xp
+        for i, resnet in enumerate(self.resnets):
+            x = xp.concatenate([x, skips.pop()], axis=1)  # pop: the skip is freed once used
+            x = resnet(x, temb_act)
+            if hasattr(self, "attentions"):
+                x = self.attentions[i](x, context)
+        if hasattr(self, "upsamplers"):
+            x = self.upsamplers[0](x)
+        return x
+
+
+class MidBlock(Module):
+    """UNetMidBlock2DCrossAttn: resnet, transformer, resnet (output_scale_factor = mid_block_scale_factor)."""
+
+    def __init__(self, cfg: UNetConfig, ch: int, temb: int, heads: int):
+        g, eps, s = cfg.norm_num_groups, cfg.norm_eps, cfg.mid_block_scale_factor
+        self.resnets = [ResnetBlock2D(ch, ch, temb, g, eps, s) for _ in range(2)]
+        self.attentions = [_transformer(cfg, ch, heads)]
+
+    def __call__(self, x, temb_act, context):
+        x = self.resnets[0](x, temb_act)
+        x = self.attentions[0](x, context)
+        return self.resnets[1](x, temb_act)
+
+
+def _transformer(cfg: UNetConfig, ch: int, heads: int) -> Transformer2DModel:
+    if ch % heads:
+        raise ConfigError(f"UNet: {ch} channels cannot be split into {heads} attention heads")
+    return Transformer2DModel(ch, heads, cfg.cross_attention_dim, cfg.norm_num_groups, cfg.use_linear_projection,
+                              bool(cfg.only_cross_attention))
+
+
+class TimestepEmbedding(Module):
+    def __init__(self, cin: int, dim: int):
+        self.linear_1 = Linear(cin, dim)
+        self.linear_2 = Linear(dim, dim)
+
+    def __call__(self, x):  # (B, cin) -> (B, dim)
+        return self.linear_2(kernels.ops().silu(self.linear_1(x)))
+
+
+class UNet2DConditionModel(Module):
+    def __init__(self, cfg: UNetConfig):
+        if isinstance(cfg.only_cross_attention, (list, tuple)):
+            raise ConfigError("UNet: per-block only_cross_attention is unsupported")
+        self.cfg = cfg
+        ch = cfg.block_out_channels
+        n = len(ch)
+        temb = ch[0] * 4
+        heads = cfg.heads()
+        if len(heads) != n:
+            raise ConfigError(f"UNet: {len(heads)} attention head counts for {n} blocks")
+        self.time_embedding = TimestepEmbedding(ch[0], temb)
+        self.conv_in = Conv2d(cfg.in_channels, ch[0], 3, padding=1)
+        self.down_blocks = [
+            DownBlock(cfg, ch[max(i - 1, 0)], ch[i], temb, heads[i], t == "CrossAttnDownBlock2D", i == n - 1)
+            for i, t in enumerate(cfg.down_block_types)
+        ]
+        self.mid_block = MidBlock(cfg, ch[-1], temb, heads[-1])
+        rch, rheads = ch[::-1], heads[::-1]
+        self.up_blocks = [
+            UpBlock(cfg, rch[max(i - 1, 0)], rch[i], rch[min(i + 1, n - 1)], temb, rheads[i],
+                    t == "CrossAttnUpBlock2D", i == n - 1)
+            for i, t in enumerate(cfg.up_block_types)
+        ]
+        self.conv_norm_out = GroupNorm(cfg.norm_num_groups, ch[0], cfg.norm_eps)
+        self.conv_out = Conv2d(ch[0], cfg.out_channels, 3, padding=1)
+
+    @property
+    def downscale(self) -> int:
+        return 2 ** (len(self.cfg.block_out_channels) - 1)
+
+    def __call__(self, x, t, context, trace: dict | None = None):
+        """x (B, in, h, w) noisy latents, t scalar or (B,) timesteps, context (B, S, cross_dim) text
+        states -> predicted noise (B, out, h, w). `trace`, when given, receives each block's output
+        under its diffusers module name (for layer-by-layer comparisons)."""
+        F = kernels.ops()
+        dtype = self.conv_in.weight.dtype
+        x, t, context = self._check_inputs(F, x, t, context, dtype)
+        rec = (lambda name, v: trace.__setitem__(name, F.to_host(v).copy())) if trace is not None else (lambda *a: None)
+
+        c = self.cfg
+        t_emb = F.timestep_embedding(t, c.block_out_channels[0], c.flip_sin_to_cos, float(c.freq_shift))
+        temb = self.time_embedding(t_emb.astype(dtype, copy=False))
+        rec("time_embedding", temb)
+        temb_act = F.silu(temb)  # every ResNet applies SiLU to temb first: do it once
+
+        if c.center_input_sample:
+            x = 2 * x - 1.0
+        x = self.conv_in(x)
+        rec("conv_in", x)
+        skips = [x]
+        for i, block in enumerate(self.down_blocks):
+            x, s = block(x, temb_act, context)
+            skips += s
+            rec(f"down_blocks.{i}", x)
+        x = self.mid_block(x, temb_act, context)
+        rec("mid_block", x)
+        for i, block in enumerate(self.up_blocks):
+            x = block(x, skips, temb_act, context)
+            rec(f"up_blocks.{i}", x)
+        x = self.conv_out(self.conv_norm_out(x, silu=True))
+        rec("conv_out", x)
+        return x
+
+    def _check_inputs(self, F, x, t, context, dtype):
+        xp, c = F.xp, self.cfg
+        x = F.asarray(x, dtype=dtype)
+        if x.ndim != 4 or x.shape[1] != c.in_channels:
+            raise InputError(f"UNet: latents must be (B, {c.in_channels}, h, w), got shape {tuple(x.shape)}")
+        B, _, h, w = x.shape
+        d = self.downscale
+        if h % d or w % d or h == 0 or w == 0:
+            raise InputError(f"UNet: latent size {h}×{w} must be a positive multiple of {d} "
+                             f"(image size a multiple of {8 * d} pixels)")
+        t = xp.asarray(F.asarray(t), dtype=xp.float32).reshape(-1)
+        if t.shape[0] == 1:
+            t = xp.broadcast_to(t, (B,)).copy()
+        if t.shape[0] != B:
+            raise InputError(f"UNet: {t.shape[0]} timesteps for a batch of {B}")
+        context = F.asarray(context, dtype=dtype)
+        if context.ndim != 3 or context.shape[0] != B or context.shape[2] != c.cross_attention_dim:
+            raise InputError(f"UNet: text states must be (B={B}, S, {c.cross_attention_dim}), "
+                             f"got shape {tuple(context.shape)}")
+        return x, t, context
