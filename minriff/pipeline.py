@@ -1,0 +1,425 @@
+"""`Riffusion`: text -> spectrogram image -> audio, on minriff's own models and kernels.
+
+    from minriff import Riffusion
+    riff = Riffusion.load()                       # newest weights in $MINRIFF_WEIGHTS or ./weights/
+    wave, sr = riff.generate_audio("jazz piano solo", seed=42)
+
+Three ways to make a spectrogram:
+- `generate_spectrogram`: text-to-image (optionally image-to-image with `init_image`), diffusers'
+  StableDiffusion(Img2Img)Pipeline semantics, classifier-free guidance with the negative prompt;
+- `interpolate_styles`: between two prompts/seeds (lerp of text states, slerp of noises);
+- `riffuse`: one request of the original Riffusion server (reference/riffusion.md §2.3-2.5).
+
+Image geometry: height is always 512 px (the mel bins); width follows the duration at 10 ms per
+pixel, rounded *up* to a multiple of 64 px (`image_width`): 5 s -> 512 px, which converts to
+(512 - 1) * 10 ms = 5.11 s of audio. 64 px = 8 latent columns is what the Stable Diffusion v1 UNet
+needs (three 2x downsamplings of the latent). Durations are capped at MAX_SECONDS (see there).
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import kernels
+from .errors import InputError, WeightsError
+from .latents import as_rgb_array, image_to_model, lerp, mask_to_latent, model_to_image, slerp
+
+HEIGHT = 512
+MS_PER_PIXEL = 10
+WIDTH_MULTIPLE = 64
+# Self-attention at the finest latent level costs width^2: a 30 s clip (3008 px, 24,064 latent
+# positions) already spends ~35x the attention work of a 5 s clip per step (minutes per step on a
+# laptop CPU at full size), and the model was trained on 512-px images. Longer music: `interpolate`
+# or several clips.
+MAX_SECONDS = 30.0
+SCHEDULERS = ("pndm", "ddim", "dpmpp2m", "euler", "euler_a", "lms")
+WEIGHTS_ENV = "MINRIFF_WEIGHTS"
+
+HOW_TO_GET_WEIGHTS = (
+    "get weights with `minriff download` (the real Riffusion model, needs internet), "
+    "`minriff convert CHECKPOINT -o weights/riffusion.safetensors` (a checkpoint you have), or "
+    "`minriff init-random --config tiny -o weights/tiny.safetensors` (a random test model: it runs, "
+    "but makes noise)"
+)
+
+
+def find_weights(path=None) -> Path:
+    """A converted weights file: `path` (file, or folder -> newest *.safetensors in it), else the newest
+    in $MINRIFF_WEIGHTS (file or folder), else in ./weights/."""
+    if path is not None:
+        p = Path(path)
+        if p.is_dir():
+            return _newest(p) or _no_weights(f"no *.safetensors file in {p}")
+        if p.is_file():
+            return p
+        raise WeightsError(f"weights file not found: {p}; {HOW_TO_GET_WEIGHTS}")
+    env = os.environ.get(WEIGHTS_ENV)
+    if env:
+        p = Path(env)
+        if p.is_file():
+            return p
+        if p.is_dir() and _newest(p):
+            return _newest(p)
+    found = _newest(Path("weights"))
+    if found:
+        return found
+    where = f"${WEIGHTS_ENV} ({env}) or ./weights/" if env else "./weights/ (or $MINRIFF_WEIGHTS)"
+    _no_weights(f"no converted weights found in {where}")
+
+
+def _newest(folder: Path):
+    files = sorted(folder.glob("*.safetensors"), key=lambda f: f.stat().st_mtime) if folder.is_dir() else []
+    return files[-1] if files else None
+
+
+def _no_weights(msg):
+    raise WeightsError(f"{msg}; {HOW_TO_GET_WEIGHTS}")
+
+
+def image_width(duration_s: float) -> int:
+    """Spectrogram width in pixels for a clip of `duration_s` seconds (see the module docstring)."""
+    check_duration(duration_s)
+    px = duration_s * 1000.0 / MS_PER_PIXEL
+    return max(1, math.ceil(px / WIDTH_MULTIPLE - 1e-9)) * WIDTH_MULTIPLE
+
+
+def check_duration(duration_s) -> None:
+    if not isinstance(duration_s, (int, float)) or not math.isfinite(duration_s) or duration_s <= 0:
+        raise InputError(f"duration must be a positive number of seconds, got {duration_s!r}")
+    if duration_s > MAX_SECONDS:
+        raise InputError(
+            f"duration {duration_s} s is above the limit of {MAX_SECONDS:g} s per clip (UNet attention "
+            f"cost grows with width squared); use `minriff interpolate` to chain clips")
+
+
+def check_common(steps, guidance, scheduler) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise InputError(f"steps must be an integer >= 1, got {steps!r}")
+    if not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or guidance < 0:
+        raise InputError(f"guidance must be a number >= 0, got {guidance!r}")
+    if scheduler not in SCHEDULERS:
+        raise InputError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+
+
+def check_prompt(prompt, what="prompt") -> str:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError(f"{what} is empty: describe the music, e.g. \"jazz piano solo\"")
+    return prompt
+
+
+def check_alpha(alpha) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        raise InputError(f"alpha must be a number in [0, 1], got {alpha!r}")
+    return float(alpha)
+
+
+def check_strength(strength, what="denoising strength") -> float:
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 < strength <= 1.0:
+        raise InputError(f"{what} must be a number in (0, 1], got {strength!r}")
+    return float(strength)
+
+
+def random_seed() -> int:
+    return int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
+
+
+class Progress:
+    """A one-line text progress bar on stderr (no dependency); silent when quiet."""
+
+    def __init__(self, total: int, label: str, quiet: bool = False, stream=None):
+        self.total, self.label, self.quiet = total, label, quiet
+        self.stream = stream or sys.stderr
+        self.start = time.perf_counter()
+        self.done = 0
+        self._draw()
+
+    def _draw(self, end=""):
+        if self.quiet:
+            return
+        width = 24
+        filled = width * self.done // max(self.total, 1)
+        secs = time.perf_counter() - self.start
+        bar = "#" * filled + "." * (width - filled)
+        self.stream.write(f"\r{self.label} [{bar}] {self.done}/{self.total} {secs:.1f}s{end}")
+        self.stream.flush()
+
+    def update(self, n: int = 1):
+        self.done += n
+        self._draw("\n" if self.done >= self.total else "")
+
+
+class Riffusion:
+    """The loaded models plus the sampling loops. Build with `Riffusion.load(...)`."""
+
+    def __init__(self, models: dict, backend: str = "cpu", quiet: bool = False, source: str = ""):
+        kernels.backend(backend)
+        self.F = kernels.ops(backend)
+        self.backend = backend
+        self.text_encoder = models["text_encoder"]
+        self.unet = models["unet"]
+        self.vae = models["vae"]
+        self.tokenizer = models["tokenizer"]
+        self.scheduler_config = dict(models.get("scheduler_config") or {})
+        self.config = models["config"]
+        self.quiet = quiet
+        self.source = source
+        if backend == "cuda":
+            for m in (self.text_encoder, self.unet, self.vae):
+                m.apply_to_parameters(self.F.asarray)
+        self._text_cache: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def load(cls, path=None, backend: str = "cpu", quiet: bool = False, dtype=np.float32) -> "Riffusion":
+        from . import weights
+
+        if backend not in kernels.BACKENDS:
+            raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(kernels.BACKENDS)}")
+        file = find_weights(path)
+        return cls(weights.load_models(file, dtype=dtype), backend=backend, quiet=quiet, source=str(file))
+
+    # ---- geometry -------------------------------------------------------------------------------
+    @property
+    def latent_downscale(self) -> int:
+        return self.config.vae.downscale
+
+    def latent_shape(self, width: int) -> tuple:
+        f = self.latent_downscale
+        return (1, self.config.unet.in_channels, HEIGHT // f, width // f)
+
+    def check_image(self, image, what="seed image") -> np.ndarray:
+        rgb = as_rgb_array(image)
+        h, w = rgb.shape[:2]
+        if h != HEIGHT or w % WIDTH_MULTIPLE or w < WIDTH_MULTIPLE:
+            raise InputError(
+                f"{what} is {w}x{h} px; it must be {HEIGHT} px high and a multiple of {WIDTH_MULTIPLE} px wide "
+                f"(a Riffusion spectrogram, e.g. from `minriff audio2image`)")
+        return rgb
+
+    # ---- text -----------------------------------------------------------------------------------
+    def encode_prompt(self, prompt: str) -> np.ndarray:
+        """(1, 77, C) text states of a prompt with the original's (word:1.5) weighting syntax; cached."""
+        if prompt not in self._text_cache:
+            from . import prompt_weighting
+
+            states = prompt_weighting.weighted_embeddings(self.tokenizer, self._run_text_encoder, prompt)
+            self._text_cache[prompt] = np.asarray(states, dtype=np.float32)
+        return self._text_cache[prompt]
+
+    def _run_text_encoder(self, ids: np.ndarray) -> np.ndarray:
+        return np.asarray(self.F.to_host(self.text_encoder(self.F.asarray(ids))), dtype=np.float32)
+
+    # ---- models ---------------------------------------------------------------------------------
+    def _noise(self, seed: int, shape) -> np.ndarray:
+        from .rng import Generator
+
+        return Generator(int(seed)).randn(shape)
+
+    def encode_image(self, rgb: np.ndarray, generator) -> np.ndarray:
+        """(H, W, 3) uint8 -> scaled latents z * scaling_factor, sampled with `generator`."""
+        F = self.F
+        mean, logvar = self.vae.encode(F.asarray(image_to_model(rgb)))
+        mean, logvar = F.to_host(mean), F.to_host(logvar)
+        eps = generator.randn(mean.shape)
+        z = F.to_host(self.vae.sample(F.asarray(mean), F.asarray(logvar), F.asarray(eps)))
+        return np.asarray(z, dtype=np.float32) * np.float32(self.config.vae.scaling_factor)
+
+    def decode_latents(self, latents: np.ndarray) -> np.ndarray:
+        z = latents / np.float32(self.config.vae.scaling_factor)
+        return model_to_image(self.F.to_host(self.vae.decode(self.F.asarray(z.astype(np.float32)))))
+
+    def _eps(self, x: np.ndarray, t, context, guidance: float) -> np.ndarray:
+        """Noise prediction with classifier-free guidance (batch [uncond, cond]) when guidance > 1."""
+        F = self.F
+        cfg = guidance > 1.0
+        x_in = np.concatenate([x, x]) if cfg else x
+        eps = np.asarray(F.to_host(self.unet(F.asarray(x_in), t, context)), dtype=np.float32)
+        if not cfg:
+            return eps
+        uncond, cond = eps[:1], eps[1:]
+        return uncond + np.float32(guidance) * (cond - uncond)
+
+    def _context(self, cond: np.ndarray, uncond: np.ndarray, guidance: float):
+        both = np.concatenate([uncond, cond]) if guidance > 1.0 else cond
+        return self.F.asarray(both.astype(np.float32))
+
+    def _denoise(self, sched, timesteps, latents, context, guidance, label, after_step=None, generator=None):
+        bar = Progress(len(timesteps), label, self.quiet)
+        for t in timesteps:
+            x_in = sched.scale_model_input(latents, t)
+            eps = self._eps(np.asarray(x_in, dtype=np.float32), t, context, guidance)
+            latents = np.asarray(sched.step(eps, t, latents, generator=generator), dtype=np.float32)
+            if after_step is not None:
+                latents = after_step(latents, t)
+            bar.update()
+        return latents
+
+    def make_scheduler(self, name: str, steps: int):
+        from . import schedulers
+
+        sched = schedulers.make(name, self.scheduler_config)
+        sched.set_timesteps(int(steps))
+        return sched
+
+    # ---- text -> spectrogram --------------------------------------------------------------------
+    def generate_spectrogram(self, prompt: str, negative_prompt: str | None = None, duration_s: float = 5.0,
+                             steps: int = 30, guidance: float = 7.0, seed: int | None = None,
+                             scheduler: str = "dpmpp2m", init_image=None, strength: float = 0.75) -> np.ndarray:
+        """Text -> (512, W, 3) uint8 spectrogram. With `init_image` (a 512-px-high spectrogram) this is
+        image-to-image at `strength` (diffusers' img2img schedule) and the width is the image's.
+        The seed used is kept in `self.last_seed`."""
+        check_prompt(prompt)
+        check_common(steps, guidance, scheduler)
+        from .rng import Generator
+
+        seed = random_seed() if seed is None else int(seed)
+        self.last_seed = seed
+        gen = Generator(seed)
+        cond = self.encode_prompt(prompt)
+        uncond = self.encode_prompt(negative_prompt or "")
+        context = self._context(cond, uncond, guidance)
+        sched = self.make_scheduler(scheduler, steps)
+        if init_image is None:
+            shape = self.latent_shape(image_width(duration_s))
+            latents = gen.randn(shape) * np.float32(sched.init_noise_sigma)
+            timesteps = list(sched.timesteps)
+        else:
+            strength = check_strength(strength)
+            z = self.encode_image(self.check_image(init_image), gen)
+            timesteps = img2img_timesteps(sched, steps, strength)
+            noise = gen.randn(z.shape)
+            latents = np.asarray(sched.add_noise(z, noise, timesteps[0]), dtype=np.float32)
+        latents = self._denoise(sched, timesteps, latents.astype(np.float32), context, guidance,
+                                "denoising", generator=gen)
+        return self.decode_latents(latents)
+
+    def interpolate_styles(self, prompt_a: str, prompt_b: str, alpha: float, seed_a: int = 42,
+                           seed_b: int | None = None, negative_prompt: str | None = None,
+                           duration_s: float = 5.0, steps: int = 30, guidance: float = 7.0,
+                           scheduler: str = "dpmpp2m", seed_image=None, denoising: float = 0.75) -> np.ndarray:
+        """A spectrogram between two prompts: text states lerped, the two seeds' noises slerped, at
+        `alpha` (0 = A, 1 = B). With `seed_image` it is exactly `riffuse` (img2img at `denoising`)."""
+        from .riffuse import PromptInput
+
+        alpha = check_alpha(alpha)
+        seed_b = seed_a if seed_b is None else seed_b
+        if seed_image is not None:
+            a = PromptInput(prompt_a, int(seed_a), negative_prompt, denoising, guidance)
+            b = PromptInput(prompt_b, int(seed_b), negative_prompt, denoising, guidance)
+            return self.riffuse(a, b, alpha, seed_image, steps=steps, scheduler=scheduler)
+        check_prompt(prompt_a, "prompt A")
+        check_prompt(prompt_b, "prompt B")
+        check_common(steps, guidance, scheduler)
+        from .rng import Generator
+
+        shape = self.latent_shape(image_width(duration_s))
+        gen = Generator(int(seed_a))
+        noise = slerp(alpha, gen.randn(shape), Generator(int(seed_b)).randn(shape))
+        cond = lerp(self.encode_prompt(prompt_a), self.encode_prompt(prompt_b), np.float32(alpha))
+        context = self._context(cond, self.encode_prompt(negative_prompt or ""), guidance)
+        sched = self.make_scheduler(scheduler, steps)
+        latents = noise * np.float32(sched.init_noise_sigma)
+        latents = self._denoise(sched, list(sched.timesteps), latents, context, guidance, "denoising", generator=gen)
+        return self.decode_latents(latents)
+
+    def riffuse(self, start, end, alpha: float, seed_image, mask=None, steps: int = 50,
+                scheduler: str = "pndm") -> np.ndarray:
+        """One request of the original Riffusion server (reference/riffusion.md §2.3-2.5).
+
+        start/end: `riffuse.PromptInput` or dicts with its fields. Text states, guidance and denoising
+        are lerped at `alpha`, the start/end seeds' noises slerped; the seed image is encoded (VAE
+        sample drawn from a fresh generator seeded with start.seed), noised to the original's start
+        timestep and denoised; a mask (black keeps the seed, white regenerates) blends latents after
+        every step. Negative prompts, which the original ignored, are honoured (lerped too)."""
+        from .riffuse import PromptInput
+        from .rng import Generator
+
+        start = start if isinstance(start, PromptInput) else PromptInput.from_dict(start, "start")
+        end = end if isinstance(end, PromptInput) else PromptInput.from_dict(end, "end")
+        alpha = check_alpha(alpha)
+        for p, name in ((start, "start"), (end, "end")):
+            check_prompt(p.prompt, f"{name} prompt")
+            check_common(steps, p.guidance, scheduler)
+            check_strength(p.denoising, f"{name} denoising")
+        guidance = float(lerp(start.guidance, end.guidance, alpha))
+        strength = float(lerp(start.denoising, end.denoising, alpha))
+        rgb = self.check_image(seed_image)
+        keep = None
+        if mask is not None:
+            mask_rgb = self.check_image(mask, "mask image")
+            if mask_rgb.shape != rgb.shape:
+                raise InputError(f"mask image is {mask_rgb.shape[1]}x{mask_rgb.shape[0]} px but the seed image is "
+                                 f"{rgb.shape[1]}x{rgb.shape[0]} px; they must match")
+            keep = mask_to_latent(mask_rgb, self.latent_downscale, self.config.unet.in_channels)
+
+        cond = lerp(self.encode_prompt(start.prompt), self.encode_prompt(end.prompt), np.float32(alpha))
+        uncond = lerp(self.encode_prompt(start.negative_prompt or ""),
+                      self.encode_prompt(end.negative_prompt or ""), np.float32(alpha))
+        context = self._context(cond, uncond, guidance)
+        z = self.encode_image(rgb, Generator(start.seed))
+        sched = self.make_scheduler(scheduler, steps)
+        t0, timesteps = riffusion_timesteps(sched, steps, strength, self.scheduler_config)
+        gen_a = Generator(start.seed)
+        noise = slerp(alpha, gen_a.randn(z.shape), Generator(end.seed).randn(z.shape))
+        latents = np.asarray(sched.add_noise(z, noise, t0), dtype=np.float32)
+
+        def blend(x, t):
+            kept = np.asarray(sched.add_noise(z, noise, t), dtype=np.float32)
+            return kept * keep + x * (1.0 - keep)
+
+        latents = self._denoise(sched, timesteps, latents, context, guidance, "riffusing",
+                                after_step=blend if keep is not None else None, generator=gen_a)
+        return self.decode_latents(latents)
+
+    # ---- spectrogram <-> audio ------------------------------------------------------------------
+    def spectrogram_to_audio(self, image, method: str = "nnls", seed: int = 0) -> np.ndarray:
+        """Spectrogram image -> waveform (C, N) float32 at 44.1 kHz (`minriff.spectrogram`)."""
+        from PIL import Image
+
+        from . import spectrogram
+
+        return spectrogram.image_to_audio(Image.fromarray(as_rgb_array(image)), method=method, seed=seed)
+
+    def audio_to_spectrogram(self, waveform: np.ndarray, sample_rate: int = 44100) -> np.ndarray:
+        """Waveform (C, N) -> (512, W, 3) uint8 spectrogram with Riffusion's parameters."""
+        from . import spectrogram
+
+        params = spectrogram.SpectrogramParams()
+        if sample_rate != params.sample_rate:
+            raise InputError(f"audio must be at {params.sample_rate} Hz, got {sample_rate} Hz "
+                             "(`minriff.audio.read_audio` resamples files)")
+        wave = np.atleast_2d(np.asarray(waveform, dtype=np.float32))
+        return as_rgb_array(spectrogram.audio_to_image(wave, params))
+
+    def generate_audio(self, prompt: str, method: str = "nnls", **kwargs) -> tuple[np.ndarray, int]:
+        """Text -> (waveform (C, N) float32, sample_rate). kwargs as for `generate_spectrogram`."""
+        image = self.generate_spectrogram(prompt, **kwargs)
+        self.last_image = image
+        return self.spectrogram_to_audio(image, method=method), SAMPLE_RATE
+
+
+SAMPLE_RATE = 44100
+
+
+def img2img_timesteps(sched, steps: int, strength: float) -> list:
+    """diffusers' img2img schedule: skip the first steps - int(steps * strength) steps."""
+    init = min(int(steps * strength), steps)
+    t_start = max(steps - init, 0)
+    order = getattr(sched, "order", 1)
+    if hasattr(sched, "set_begin_index"):
+        sched.set_begin_index(t_start * order)
+    return list(sched.timesteps[t_start * order:])
+
+
+def riffusion_timesteps(sched, steps: int, strength: float, config: dict) -> tuple:
+    """The original interpolation schedule (reference/riffusion.md §2.4, diffusers v0.9 logic):
+    (noise level t0, timesteps to run). Keeps the original's PNDM quirk on purpose."""
+    offset = int(config.get("steps_offset", 0) or 0)
+    init = min(int(steps * strength) + offset, steps)
+    t0 = sched.timesteps[-init]
+    t_start = max(steps - init + offset, 0)
+    return t0, list(sched.timesteps[t_start:])
