@@ -1,0 +1,338 @@
+"""Read torch checkpoints (`torch.save` zip format: `.ckpt`, `.bin`, `.pt`) without torch, safely.
+
+A torch zip checkpoint is `<root>/data.pkl` (a pickle of the state dict) plus one raw file per
+storage (`<root>/data/<key>`). The pickle names the functions that rebuild tensors; a hostile file
+can name any function (`os.system`) instead. The unpickler here resolves only a fixed allow-list,
+mapped to minriff's own stand-ins (never to torch or to the named module):
+
+- `torch._utils._rebuild_tensor_v2` / `_rebuild_tensor` / `_rebuild_parameter(_with_state)`
+  -> a LazyTensor (shape, strides and a storage view; nothing is read until it is used),
+- `torch.<Type>Storage` -> the element type of a storage, `torch.<dtype>` dtype objects,
+- `collections.OrderedDict`,
+- inert stand-ins for four globals that real Stable Diffusion `.ckpt` files carry outside the state
+  dict (the Lightning `ModelCheckpoint` class used as a dict key, `numpy.core.multiarray.scalar`,
+  `numpy.dtype`, `_codecs.encode` for a saved step counter): they only record their arguments.
+Everything else raises UnsafePickleError naming `module.name`, before anything is called.
+
+Storages are memory-mapped when the zip entry is stored uncompressed (what torch writes);
+bfloat16 is widened to float32 when a tensor is materialised.
+"""
+from __future__ import annotations
+
+import collections
+import io
+import mmap
+import pickle
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UnsafePickleError, WeightsError
+
+STORAGE_DTYPES = {
+    "DoubleStorage": "float64", "FloatStorage": "float32", "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32",
+    "ShortStorage": "int16", "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool",
+}
+TORCH_DTYPES = {"float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool",
+                "double", "float", "half", "long", "int", "short"}
+INERT_GLOBALS = {
+    ("pytorch_lightning.callbacks.model_checkpoint", "ModelCheckpoint"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+}
+
+
+def np_dtype(name: str) -> np.dtype:
+    return np.dtype(np.uint16 if name == "bfloat16" else name)
+
+
+class StorageType:
+    def __init__(self, dtype_name: str):
+        self.dtype_name = dtype_name
+
+
+class Opaque:
+    """Inert record of a non-tensor global's call (see INERT_GLOBALS): never executes anything."""
+
+    def __init__(self, name: str, args=()):
+        self.name, self.args, self.state = name, args, None
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def __repr__(self):
+        return f"<opaque {self.name}>"
+
+
+class OpaqueGlobal:
+    def __init__(self, name: str):
+        self.name = name
+
+    def __call__(self, *args):
+        return Opaque(self.name, args)
+
+    def __repr__(self):
+        return f"<opaque global {self.name}>"
+
+
+class Storage:
+    """One `data/<key>` entry: a flat NumPy array (mmap view when stored uncompressed)."""
+
+    def __init__(self, archive: "TorchZip", key: str, dtype_name: str, numel: int):
+        self.archive, self.key, self.dtype_name, self.numel = archive, key, dtype_name, numel
+        self._array = None
+
+    def array(self) -> np.ndarray:
+        if self._array is None:
+            self._array = self.archive.storage_array(self.key, np_dtype(self.dtype_name), self.numel)
+        return self._array
+
+
+class LazyTensor:
+    """A tensor as the pickle describes it; `np.asarray(t)` reads it (bf16 -> float32)."""
+
+    def __init__(self, storage: Storage, offset: int, shape, stride):
+        if not (isinstance(storage, Storage) and _ints(shape) and _ints(stride) and len(shape) == len(stride)
+                and type(offset) is int and offset >= 0):
+            raise WeightsError("checkpoint pickle: malformed tensor record")
+        self.storage, self.offset, self.shape, self.stride = storage, offset, tuple(shape), tuple(stride)
+        last = offset + sum((n - 1) * s for n, s in zip(shape, stride)) if all(shape) else offset - 1
+        if any(s < 0 for s in stride) or any(n < 0 for n in shape) or last >= storage.numel:
+            raise WeightsError(f"checkpoint: tensor {self.shape} at offset {offset} with strides {self.stride} "
+                               f"runs past its storage of {storage.numel} elements")
+
+    @property
+    def dtype_name(self) -> str:
+        return self.storage.dtype_name
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.float32) if self.dtype_name == "bfloat16" else np_dtype(self.dtype_name)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def numpy(self) -> np.ndarray:
+        flat = self.storage.array()
+        item = flat.itemsize
+        view = np.lib.stride_tricks.as_strided(flat[self.offset:], shape=self.shape,
+                                               strides=[s * item for s in self.stride], writeable=False)
+        if self.dtype_name == "bfloat16":
+            return (view.astype(np.uint32) << 16).view(np.float32)
+        return view
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.numpy()
+        return a if dtype is None else a.astype(dtype)
+
+    def __getitem__(self, index):
+        return self.numpy()[index]
+
+
+def _ints(t) -> bool:
+    return isinstance(t, tuple) and all(type(v) is int for v in t)
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride, *unused):
+    return LazyTensor(storage, storage_offset, size, stride)
+
+
+def _rebuild_parameter(data, *unused):
+    if not isinstance(data, LazyTensor):
+        raise WeightsError("checkpoint pickle: parameter without tensor data")
+    return data
+
+
+ALLOWED = {
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    **{("torch", name): StorageType(dt) for name, dt in STORAGE_DTYPES.items()},
+    **{("torch", name): f"torch.{name}" for name in TORCH_DTYPES},
+    **{key: OpaqueGlobal(".".join(key)) for key in INERT_GLOBALS},
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file, archive: "TorchZip | None"):
+        super().__init__(file)
+        self.archive = archive
+
+    def find_class(self, module, name):
+        try:
+            return ALLOWED[(module, name)]
+        except (KeyError, TypeError):
+            raise UnsafePickleError(f"checkpoint refers to the global {module}.{name}, which is not a tensor-rebuild "
+                                    "function or storage type; refusing to load it (it could run code)") from None
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"
+                and isinstance(pid[1], StorageType) and isinstance(pid[2], str) and type(pid[4]) is int and pid[4] >= 0):
+            raise WeightsError(f"checkpoint pickle: unsupported persistent id {str(pid)[:80]}")
+        if self.archive is None:
+            raise WeightsError("checkpoint pickle refers to storages but is not inside a torch zip archive")
+        return self.archive.storage(pid[2], pid[1].dtype_name, pid[4])
+
+
+class TorchZip:
+    """A `torch.save` zip archive opened for lazy, memory-mapped reading."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        try:
+            self.zip = zipfile.ZipFile(self.path)
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+            raise WeightsError(f"{self.path}: not a torch zip checkpoint ({e})") from None
+        names = self.zip.namelist()
+        pkl = [n for n in names if n.endswith("data.pkl") and n.count("/") <= 1]
+        if not pkl:
+            raise WeightsError(f"{self.path}: a zip file without data.pkl: not a torch checkpoint")
+        self.root = pkl[0][: -len("data.pkl")]
+        order = self._read_small("byteorder")
+        if order not in (None, b"little"):
+            raise WeightsError(f"{self.path}: byte order {order!r} is not supported")
+        self._storages: dict[str, Storage] = {}
+        self._mm = None
+
+    def _read_small(self, name):
+        try:
+            return self.zip.read(self.root + name).strip()
+        except KeyError:
+            return None
+
+    def storage(self, key: str, dtype_name: str, numel: int) -> Storage:
+        st = self._storages.get(key)
+        if st is None:
+            st = self._storages[key] = Storage(self, key, dtype_name, numel)
+        elif st.dtype_name != dtype_name:
+            raise WeightsError(f"{self.path}: storage {key} used with two element types")
+        return st
+
+    def storage_array(self, key: str, dtype: np.dtype, numel: int) -> np.ndarray:
+        name = f"{self.root}data/{key}"
+        try:
+            info = self.zip.getinfo(name)
+        except KeyError:
+            raise WeightsError(f"{self.path}: storage entry {name} is missing (truncated checkpoint?)") from None
+        need = numel * dtype.itemsize
+        if info.file_size < need:
+            raise WeightsError(f"{self.path}: storage {name} has {info.file_size} bytes, needs {need}")
+        if info.compress_type == zipfile.ZIP_STORED:
+            start = self._data_start(info)
+            if start + need > self._mmap_size():
+                raise WeightsError(f"{self.path}: truncated: storage {name} ends past the end of the file")
+            return np.frombuffer(self._mm, dtype=dtype, count=numel, offset=start)
+        try:
+            raw = self.zip.read(name)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+            raise WeightsError(f"{self.path}: cannot read storage {name}: {e}") from None
+        return np.frombuffer(raw, dtype=dtype, count=numel)
+
+    def _mmap_size(self) -> int:
+        if self._mm is None:
+            with open(self.path, "rb") as f:
+                self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return len(self._mm)
+
+    def _data_start(self, info: zipfile.ZipInfo) -> int:
+        self._mmap_size()
+        h = info.header_offset
+        local = self._mm[h:h + 30]
+        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            raise WeightsError(f"{self.path}: corrupt zip: bad local header for {info.filename}")
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        return h + 30 + name_len + extra_len
+
+    def load(self):
+        try:
+            data = self.zip.read(self.root + "data.pkl")
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+            raise WeightsError(f"{self.path}: cannot read data.pkl: {e}") from None
+        return unpickle(data, self, str(self.path))
+
+
+def unpickle(data: bytes, archive: TorchZip | None = None, where: str = "pickle"):
+    try:
+        return RestrictedUnpickler(io.BytesIO(data), archive).load()
+    except WeightsError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            UnicodeDecodeError, OverflowError, MemoryError, struct.error, RecursionError) as e:
+        raise WeightsError(f"{where}: corrupt checkpoint pickle ({type(e).__name__}: {e})") from None
+
+
+def load(path):
+    """The unpickled object of a torch checkpoint (LazyTensors in place of tensors)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise WeightsError(f"cannot open {path}: {e.strerror or e}") from None
+    if magic.startswith(b"PK"):
+        return TorchZip(path).load()
+    if magic[:1] == b"\x80":
+        raise WeightsError(f"{path}: legacy (torch < 1.6, non-zip) checkpoint format is not supported; re-save it "
+                           "with a current torch: torch.save(torch.load(f), g)")
+    raise WeightsError(f"{path}: not a torch checkpoint (no zip signature)")
+
+
+def state_dict(obj, where: str = "checkpoint") -> dict:
+    """The tensor dict of a loaded checkpoint: the object itself or its 'state_dict' entry."""
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise WeightsError(f"{where}: holds a {type(obj).__name__}, not a state dict")
+    tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, LazyTensor)}
+    if not tensors:
+        raise WeightsError(f"{where}: holds no tensors")
+    return tensors
+
+
+# ----------------------------------------------------------------------------- writing (tests, fixtures)
+
+_STORAGE_OF = {np.dtype(v if v != "bfloat16" else np.uint16): k for k, v in STORAGE_DTYPES.items() if v != "bfloat16"}
+
+
+def _op_value(v) -> bytes:
+    """Pickle opcodes for one plain value (str, int, tuple of ints), without PROTO/STOP."""
+    return pickle.dumps(v, protocol=2)[2:-1]
+
+
+def save(path, tensors: dict, wrap_key: str | None = None, root: str = "archive") -> None:
+    """Write `tensors` (name -> np.ndarray) as a torch zip checkpoint that `torch.load` reads.
+    Minimal: contiguous tensors, one storage each; `wrap_key` nests them as {wrap_key: dict}.
+    Used by tests and fixtures to make `.bin`/`.ckpt` files without torch."""
+    G = pickle.GLOBAL
+    out = [pickle.PROTO + b"\x02"]
+    if wrap_key is not None:
+        out += [pickle.EMPTY_DICT, _op_value(wrap_key)]
+    out += [G + b"collections\nOrderedDict\n", pickle.EMPTY_TUPLE, pickle.REDUCE, pickle.MARK]
+    storages = []
+    for i, (name, arr) in enumerate(tensors.items()):
+        arr = np.array(arr, order="C", copy=None) if np.ndim(arr) else np.array(arr)
+        kind = _STORAGE_OF[arr.dtype]
+        stride = tuple(int(np.prod(arr.shape[d + 1:], dtype=np.int64)) for d in range(arr.ndim))
+        out += [_op_value(name), G + b"torch._utils\n_rebuild_tensor_v2\n", pickle.MARK,
+                pickle.MARK, _op_value("storage"), G + f"torch\n{kind}\n".encode(), _op_value(str(i)),
+                _op_value("cpu"), _op_value(int(arr.size)), pickle.TUPLE, pickle.BINPERSID,
+                _op_value(0), _op_value(tuple(int(d) for d in arr.shape)), _op_value(stride), pickle.NEWFALSE,
+                G + b"collections\nOrderedDict\n", pickle.EMPTY_TUPLE, pickle.REDUCE, pickle.TUPLE, pickle.REDUCE]
+        storages.append(arr)
+    out.append(pickle.SETITEMS)
+    if wrap_key is not None:
+        out.append(pickle.SETITEM)
+    out.append(pickle.STOP)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        z.writestr(f"{root}/data.pkl", b"".join(out))
+        z.writestr(f"{root}/byteorder", "little")
+        for i, arr in enumerate(storages):
+            z.writestr(f"{root}/data/{i}", arr.tobytes())
+        z.writestr(f"{root}/version", "3\n")
