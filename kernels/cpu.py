@@ -1,3 +1,118 @@
-"""Placeholder: the Numba backend is being written; until then cpu = ref in float32."""
-from .ref import *  # noqa: F401,F403
-from .ref import xp  # noqa: F401
+"""The cpu backend: Numba kernels around BLAS, float32. Same signatures as ref.py; shapes are
+checked in front (checks.py). Kernels live in cpu_math (vectorisable exp), cpu_elementwise,
+cpu_norm, cpu_conv and cpu_attention; this module adapts arguments and layouts.
+
+Determinism: kernels parallelise over independent rows/groups/work items only and every
+reduction runs sequentially inside one task, so the bits do not depend on the thread count."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import cpu_attention, cpu_conv, cpu_elementwise as ew, cpu_norm
+from .checks import conv_padding
+
+xp = np
+
+
+def _f32(a):
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _param(a, n, fill):
+    return np.full(n, fill, np.float32) if a is None else _f32(a)
+
+
+def conv2d(x, w, b=None, stride=1, padding=0):
+    """x (N, C, H, W), w (O, C, kh, kw) -> (N, O, Ho, Wo)."""
+    bias = None if b is None else _f32(b)
+    return cpu_conv.conv2d(_f32(x), _f32(w), bias, int(stride), conv_padding(padding))
+
+
+def linear(x, w, b=None):
+    """x (..., in), w (out, in) -> (..., out): one GEMM against wᵀ (a view, no copy)."""
+    x2 = _f32(x).reshape(-1, w.shape[1])
+    y = x2 @ _f32(w).T
+    if b is not None:
+        ew.add_bias_rows(y, _f32(b))
+    return y.reshape(*x.shape[:-1], w.shape[0])
+
+
+def group_norm(x, groups, weight, bias, eps, silu=False):
+    """x (N, C, ...) normalised per (sample, group); optional fused SiLU."""
+    N, C = x.shape[:2]
+    x3 = _f32(x).reshape(N * groups, C // groups, -1)
+    out = np.empty_like(x3)
+    cpu_norm.group_norm_rows(x3, _param(weight, C, 1.0), _param(bias, C, 0.0), float(eps), bool(silu), out)
+    return out.reshape(x.shape)
+
+
+def layer_norm(x, weight, bias, eps):
+    C = x.shape[-1]
+    x2 = _f32(x).reshape(-1, C)
+    out = np.empty_like(x2)
+    cpu_norm.layer_norm_rows(x2, _param(weight, C, 1.0), _param(bias, C, 0.0), float(eps), out)
+    return out.reshape(x.shape)
+
+
+def softmax(x, axis=-1):
+    moved = np.moveaxis(_f32(x), axis, -1)
+    x2 = np.ascontiguousarray(moved).reshape(-1, moved.shape[-1])
+    out = np.empty_like(x2)
+    if x2.size:
+        cpu_norm.softmax_rows(x2, out)
+    return np.moveaxis(out.reshape(moved.shape), -1, axis)
+
+
+def attention(q, k, v, scale=None, causal=False):
+    """softmax(q kᵀ · scale) v, tiled; q (B, H, Tq, D), k/v (B, H, Tk, D)."""
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    return cpu_attention.attention(_f32(q), _f32(k), _f32(v), float(scale), bool(causal))
+
+
+def _map(kernel, x):
+    xf = _f32(x)
+    out = np.empty_like(xf)
+    kernel(xf.reshape(-1), out.reshape(-1))
+    return out
+
+
+def silu(x):
+    return _map(ew.silu_flat, x)
+
+
+def gelu(x):
+    return _map(ew.gelu_flat, x)
+
+
+def quick_gelu(x):
+    return _map(ew.quick_gelu_flat, x)
+
+
+def geglu(x):
+    """(..., 2F) -> (..., F) = a * gelu(b) for the halves (a, b)."""
+    F2 = x.shape[-1]
+    x2 = _f32(x).reshape(-1, F2)
+    out = np.empty((x2.shape[0], F2 // 2), np.float32)
+    ew.geglu_rows(x2, out)
+    return out.reshape(*x.shape[:-1], F2 // 2)
+
+
+def upsample_nearest2x(x):
+    N, C, H, W = x.shape
+    out = np.empty((N * C, 2 * H, 2 * W), np.float32)
+    ew.upsample2x_rows(_f32(x).reshape(N * C, H, W), out)
+    return out.reshape(N, C, 2 * H, 2 * W)
+
+
+def timestep_embedding(t, dim, flip_sin_to_cos=True, shift=0.0, max_period=10000.0):
+    """(B,) -> (B, dim), float32, the same float32 formula as diffusers' get_timestep_embedding:
+    freqs = exp(-ln(max_period) * i / (half - shift)) evaluated in float32."""
+    half = dim // 2
+    exponent = np.float32(-math.log(max_period)) * np.arange(half, dtype=np.float32)
+    freqs = np.exp(exponent / np.float32(half - shift))
+    out = np.empty((t.shape[0], dim), np.float32)
+    ew.sincos_table(_f32(t), freqs, bool(flip_sin_to_cos), out)
+    return out

@@ -1,0 +1,91 @@
+"""Numba elementwise kernels: activations, GEGLU, nearest upsample, bias rows, timestep
+embedding. Pure maps: any thread split gives the same bits."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .cpu_math import expf, sigmoidf
+
+_INV_SQRT2 = np.float32(1.0 / math.sqrt(2.0))
+
+
+@njit(inline="always", cache=True)
+def gelu1(x):
+    return np.float32(0.5) * x * (np.float32(1.0) + math.erf(x * _INV_SQRT2))
+
+
+@njit(cache=True, parallel=True)
+def silu_flat(x, out):
+    for i in prange(x.size):
+        out[i] = x[i] * sigmoidf(x[i])
+
+
+@njit(cache=True, parallel=True)
+def quick_gelu_flat(x, out):
+    for i in prange(x.size):
+        out[i] = x[i] * sigmoidf(np.float32(1.702) * x[i])
+
+
+@njit(cache=True, parallel=True)
+def gelu_flat(x, out):
+    for i in prange(x.size):
+        out[i] = gelu1(x[i])
+
+
+@njit(cache=True, parallel=True)
+def geglu_rows(x, out):
+    """x (R, 2F) -> out (R, F) = a * gelu(b) with a = x[:, :F], b = x[:, F:]."""
+    R, F = out.shape
+    for r in prange(R):
+        for j in range(F):
+            out[r, j] = x[r, j] * gelu1(x[r, F + j])
+
+
+@njit(cache=True, parallel=True)
+def upsample2x_rows(x, out):
+    """x (P, H, W) -> out (P, 2H, 2W), nearest."""
+    P, H, W = x.shape
+    for ph in prange(P * H):
+        p, h = ph // H, ph % H
+        for w in range(W):
+            v = x[p, h, w]
+            out[p, 2 * h, 2 * w] = v
+            out[p, 2 * h, 2 * w + 1] = v
+        for w2 in range(2 * W):
+            out[p, 2 * h + 1, w2] = out[p, 2 * h, w2]
+
+
+@njit(cache=True, parallel=True)
+def add_bias_rows(y, b):
+    """y (R, O) += b (O,)."""
+    for r in prange(y.shape[0]):
+        for o in range(y.shape[1]):
+            y[r, o] += b[o]
+
+
+@njit(cache=True, parallel=True)
+def add_bias_channels(y, b):
+    """y (N, O, S) += b (O,)[:, None]."""
+    N, O, S = y.shape
+    for no in prange(N * O):
+        n, o = no // O, no % O
+        bo = b[o]
+        for s in range(S):
+            y[n, o, s] += bo
+
+
+@njit(cache=True)
+def sincos_table(t, freqs, flip, out):
+    """out (B, dim): [cos, sin] (flip) or [sin, cos] of t[b] * freqs[i]; odd dim: last column 0."""
+    half = freqs.size
+    for b in range(t.size):
+        for i in range(half):
+            a = t[b] * freqs[i]
+            s, c = math.sin(a), math.cos(a)
+            out[b, i] = c if flip else s
+            out[b, half + i] = s if flip else c
+        for j in range(2 * half, out.shape[1]):
+            out[b, j] = 0

@@ -1,0 +1,89 @@
+"""Numba kernels for the normalisations and softmax. Parallel over independent rows/groups only;
+each reduction runs in one thread in a fixed order, so results do not depend on the thread count.
+Sums accumulate in float64 (the reduction helpers may reorder within their own loop, which is
+fixed at compile time, never by the thread count)."""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .cpu_math import expf, sigmoidf
+
+_REDUCE = {"reassoc", "nsz", "contract"}  # lets LLVM vectorise the float64 sums
+
+
+@njit(cache=True, fastmath=_REDUCE)
+def _mean_var(row):
+    """Two-pass mean and biased variance of a 1-D float32 array, in float64."""
+    s = 0.0
+    for i in range(row.size):
+        s += np.float64(row[i])
+    mean = s / row.size
+    ss = 0.0
+    for i in range(row.size):
+        d = np.float64(row[i]) - mean
+        ss += d * d
+    return mean, ss / row.size
+
+
+@njit(cache=True, fastmath=_REDUCE)
+def _sum(row):
+    s = 0.0
+    for i in range(row.size):
+        s += np.float64(row[i])
+    return s
+
+
+@njit(cache=True)
+def _normalise(src, dst, mean, scale, shift, silu):
+    """dst = (src - mean) * scale + shift, optionally followed by SiLU."""
+    if silu:
+        for i in range(src.size):
+            y = (src[i] - mean) * scale + shift
+            dst[i] = y * sigmoidf(y)
+    else:
+        for i in range(src.size):
+            dst[i] = (src[i] - mean) * scale + shift
+
+
+@njit(cache=True, parallel=True)
+def group_norm_rows(x, weight, bias, eps, silu, out):
+    """x, out (N*G, Cg, S); weight, bias (G*Cg,). One (sample, group) per parallel task."""
+    NG, Cg, S = x.shape
+    G = weight.size // Cg
+    for ng in prange(NG):
+        g = ng % G
+        mean, var = _mean_var(x[ng].ravel())
+        rstd = 1.0 / np.sqrt(var + eps)
+        m32 = np.float32(mean)
+        for c in range(Cg):
+            ch = g * Cg + c
+            _normalise(x[ng, c], out[ng, c], m32, np.float32(rstd * weight[ch]), bias[ch], silu)
+
+
+@njit(cache=True, parallel=True)
+def layer_norm_rows(x, weight, bias, eps, out):
+    """x, out (R, C): normalise each row over C, then scale by weight[c] and add bias[c]."""
+    R, C = x.shape
+    for r in prange(R):
+        mean, var = _mean_var(x[r])
+        rstd = 1.0 / np.sqrt(var + eps)
+        m32 = np.float32(mean)
+        r32 = np.float32(rstd)
+        for c in range(C):
+            out[r, c] = (x[r, c] - m32) * r32 * weight[c] + bias[c]
+
+
+@njit(cache=True, parallel=True)
+def softmax_rows(x, out):
+    """x, out (R, C): softmax over each row."""
+    R, C = x.shape
+    for r in prange(R):
+        m = x[r, 0]
+        for c in range(1, C):
+            m = max(m, x[r, c])
+        for c in range(C):
+            out[r, c] = expf(x[r, c] - m)
+        inv = np.float32(1.0 / _sum(out[r]))
+        for c in range(C):
+            out[r, c] *= inv
