@@ -154,9 +154,9 @@ SD15 = ModelConfig()
 
 # Tiny: same structure, a few thousand parameters per model. The VAE keeps 4 blocks (factor 8) so a
 # 64×(W/8) latent still decodes to a 512-px-high spectrogram. vocab_size is set from the tiny
-# tokenizer vocabulary by whoever builds the tiny model (see minriff.tokenizer).
+# tokenizer vocabulary: len(minriff.tokenizer.tiny_vocab()[0]) == 914 (a test checks it).
 TINY = ModelConfig(
-    text_encoder=CLIPTextConfig(vocab_size=49408, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+    text_encoder=CLIPTextConfig(vocab_size=914, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                                 num_attention_heads=2, projection_dim=16),
     unet=UNetConfig(block_out_channels=(8, 16), layers_per_block=1,
                     down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),

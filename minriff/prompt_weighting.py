@@ -146,8 +146,9 @@ def apply_weights(embedding, weights):
     return (scaled * xp.where(after == 0, 1, before / safe_after)).astype(embedding.dtype, copy=False)
 
 
-def encode_prompt(tokenizer, text_encoder, prompt: str, max_length: int = 77):
-    """Riffusion's weighted text embedding of one prompt: (1, max_length, C)."""
+def weighted_embeddings(tokenizer, text_encoder, prompt: str, max_length: int = 77):
+    """Riffusion's weighted text embedding of one prompt: (1, max_length, C). `text_encoder` is
+    anything that maps ids (1, max_length) to states (1, max_length, C), e.g. a CLIPTextModel."""
     ids, w = weighted_ids(tokenizer, prompt, max_length)
     return apply_weights(text_encoder(ids[None]), w[None])
 
