@@ -1,0 +1,146 @@
+"""UNet2DConditionModel: committed diffusers fixtures (no torch needed), invariants, input errors,
+and one full-size SD 1.5 step on random weights."""
+from __future__ import annotations
+
+import importlib.util
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from conftest import FIXTURES
+from minriff import configs, kernels, nn
+from minriff.bench.unet import init_random
+from minriff.errors import ConfigError, InputError, WeightsError
+from minriff.unet import UNet2DConditionModel
+
+_spec = importlib.util.spec_from_file_location("make_models", FIXTURES / "make_models.py")
+mm = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(mm)
+
+
+def _fixture_model(name):
+    config, weights, arrays = mm.load_case("unet", name)
+    model = nn.load(UNet2DConditionModel(configs.UNetConfig.from_dict(config)), weights, what="UNet")
+    return model, arrays
+
+
+@pytest.mark.parametrize("name", sorted(mm.UNET_CASES))
+def test_matches_diffusers_fixture(name):
+    model, a = _fixture_model(name)
+    trace = {}
+    out = model(a["x"], a["t"], a["context"], trace=trace)
+    assert mm.rel_err(out, a["out"]) <= 1e-4
+    mm.check_trace(trace, {k[len("trace/"):]: v for k, v in a.items() if k.startswith("trace/")}, 1e-5)
+
+
+def _tiny(seed=0, dtype=np.float32, **over):
+    cfg = configs.UNetConfig(**{**configs.TINY.unet.__dict__, **over})
+    model = init_random(UNet2DConditionModel(cfg), seed=seed)
+    if dtype != np.float32:
+        model.apply_to_parameters(lambda p: p.astype(dtype))
+    return model, cfg
+
+
+@settings(max_examples=6)
+@given(h=st.integers(1, 5), w=st.integers(1, 5), seed=st.integers(0, 2**16))
+def test_batch_items_are_independent(h, w, seed):
+    """Any latent size that is a multiple of the downscale (non-square, widened) runs, keeps its
+    shape, and each batch item's output depends on that item only."""
+    model, cfg = _tiny()
+    d = model.downscale
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, 4, h * d, w * d), dtype=np.float32)
+    ctx = rng.standard_normal((2, 3, cfg.cross_attention_dim), dtype=np.float32)
+    t = np.array([3.0, 700.0], dtype=np.float32)
+    both = model(x, t, ctx)
+    assert both.shape == x.shape and np.isfinite(both).all()
+    for i in range(2):
+        alone = model(x[i:i + 1], t[i:i + 1], ctx[i:i + 1])
+        assert mm.rel_err(alone[0], both[i]) <= 1e-5
+
+
+def test_scalar_timestep_broadcasts():
+    model, cfg = _tiny()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 4, 8, 8), dtype=np.float32)
+    ctx = rng.standard_normal((2, 5, cfg.cross_attention_dim), dtype=np.float32)
+    np.testing.assert_array_equal(model(x, 250, ctx), model(x, np.array([250.0, 250.0]), ctx))
+
+
+def test_current_backend_matches_float64_reference():
+    """The model on the current (fast) backend in float32 vs the same model on `ref` in float64."""
+    model, cfg = _tiny(seed=3)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 4, 8, 16), dtype=np.float32)
+    ctx = rng.standard_normal((1, 6, cfg.cross_attention_dim), dtype=np.float32)
+    got = model(x, 400, ctx)
+    model64, _ = _tiny(seed=3, dtype=np.float64)
+    old = kernels.backend()
+    try:
+        kernels.backend("ref")
+        want = model64(x.astype(np.float64), 400, ctx.astype(np.float64))
+    finally:
+        kernels.backend(old)
+    assert want.dtype == np.float64
+    assert mm.rel_err(got, want) <= 1e-5
+
+
+@pytest.mark.parametrize("x_shape, t, ctx_shape, match", [
+    ((1, 4, 8, 11), 1, (1, 3, 16), "multiple of 2"),
+    ((1, 4, 0, 8), 1, (1, 3, 16), "multiple of 2"),
+    ((1, 3, 8, 8), 1, (1, 3, 16), r"\(B, 4, h, w\)"),
+    ((4, 8, 8), 1, (1, 3, 16), r"\(B, 4, h, w\)"),
+    ((2, 4, 8, 8), [1, 2, 3], (2, 3, 16), "3 timesteps for a batch of 2"),
+    ((2, 4, 8, 8), 1, (2, 3, 15), "text states"),
+    ((2, 4, 8, 8), 1, (1, 3, 16), "text states"),
+])
+def test_bad_inputs_raise_input_error(x_shape, t, ctx_shape, match):
+    model, _ = _tiny()
+    with pytest.raises(InputError, match=match):  # TINY has 2 levels: latents must be multiples of 2
+        model(np.zeros(x_shape, np.float32), t, np.zeros(ctx_shape, np.float32))
+
+
+def test_odd_latent_size_names_the_multiple():
+    model = UNet2DConditionModel(configs.SD15.unet)  # parameters stay unallocated: the check comes first
+    with pytest.raises(InputError, match=r"60×64 must be a positive multiple of 8"):
+        model(np.zeros((1, 4, 60, 64), np.float32), 1, np.zeros((1, 77, 768), np.float32))
+
+
+def test_heads_must_divide_channels():
+    with pytest.raises(ConfigError, match="attention heads"):
+        UNet2DConditionModel(configs.UNetConfig(**{**configs.TINY.unet.__dict__, "attention_head_dim": 3}))
+
+
+def test_sd15_keys_and_parameter_count():
+    """Key names/shapes of the SD 1.5 UNet: 859.5 M parameters (diffusers reports 859,520,964)."""
+    shapes = UNet2DConditionModel(configs.SD15.unet).parameter_shapes()
+    assert sum(int(np.prod(s)) for s in shapes.values()) == 859_520_964
+    assert shapes["down_blocks.0.attentions.1.transformer_blocks.0.attn2.to_k.weight"] == (320, 768)
+    assert shapes["down_blocks.0.attentions.0.proj_in.weight"] == (320, 320, 1, 1)
+    assert shapes["up_blocks.1.resnets.2.conv_shortcut.weight"] == (1280, 1920, 1, 1)
+    assert shapes["up_blocks.3.attentions.2.transformer_blocks.0.ff.net.0.proj.weight"] == (2560, 320)
+    assert shapes["mid_block.attentions.0.transformer_blocks.0.attn1.to_out.0.bias"] == (1280,)
+    assert "down_blocks.3.downsamplers.0.conv.weight" not in shapes
+    assert "up_blocks.3.upsamplers.0.conv.weight" not in shapes
+
+
+def test_fixture_weights_with_a_missing_key_are_refused():
+    config, weights, _ = mm.load_case("unet", "odd2")
+    weights.pop("mid_block.attentions.0.proj_in.weight")
+    with pytest.raises(WeightsError, match="missing: mid_block.attentions.0.proj_in.weight"):
+        nn.load(UNet2DConditionModel(configs.UNetConfig.from_dict(config)), weights, what="UNet")
+
+
+def test_full_size_sd15_step_batch2_64x64():
+    """Full SD 1.5 shapes with random weights: one step at batch 2 on 64×64 latents."""
+    t0 = time.perf_counter()
+    model = init_random(UNet2DConditionModel(configs.SD15.unet), seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 4, 64, 64), dtype=np.float32)
+    ctx = rng.standard_normal((2, 77, 768), dtype=np.float32)
+    out = model(x, np.array([981, 981]), ctx)
+    print(f"full-size UNet step incl. random init: {time.perf_counter() - t0:.1f} s")
+    assert out.shape == (2, 4, 64, 64) and out.dtype == np.float32
+    assert np.isfinite(out).all() and out.std() > 0
