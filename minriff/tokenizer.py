@@ -5,7 +5,9 @@ Pipeline for one prompt, matching transformers' `CLIPTokenizer` (the `tokenizers
     raw text ── split out the literal special tokens `<|startoftext|>` / `<|endoftext|>`
              ── normalise: NFC, every run of Unicode White_Space -> one space, lower-case char by char
              ── pre-tokenise: special-token strings, 's 't 're 've 'm 'll 'd, letter runs,
-                single digits, runs of anything else that is not a space; spaces are dropped
+                single digits, runs of anything else that is not a space; spaces are dropped.
+                (transformers then re-splits each piece with GPT-2's pattern; that only changes
+                a lower-cased special-token string: '<|endoftext|>' -> '<|' 'endoftext' '|>')
              ── bytes of each piece -> printable stand-in characters (GPT-2 byte map)
              ── BPE with `</w>` marking the word end -> ids
 
@@ -83,10 +85,10 @@ def pre_tokenize(text: str) -> list[str]:
     """Split normalised text into the pieces BPE works on (the CLIP regex, leftmost alternative wins)."""
     pieces, i, n = [], 0, len(text)
     while i < n:
-        if text.startswith(BOS_TOKEN, i) or text.startswith(EOS_TOKEN, i):
-            j = i + len(BOS_TOKEN if text.startswith(BOS_TOKEN, i) else EOS_TOKEN)
-            pieces.append(text[i:j])
-            i = j
+        special = next((t for t in (BOS_TOKEN, EOS_TOKEN) if text.startswith(t, i)), None)
+        if special:  # matched whole, then split again by the byte-level step's GPT-2 pattern
+            pieces += ["<|", special[2:-2], "|>"]
+            i += len(special)
             continue
         if text[i] == "'":
             hit = next((c for c in CONTRACTIONS if text.startswith(c, i)), None)
