@@ -1,0 +1,92 @@
+"""Diffusion schedulers, numerically matching current diffusers, built from a scheduler_config.json dict.
+
+    sched = schedulers.make("dpmpp2m", config)   # pndm | ddim | dpmpp2m | euler | euler_a | lms
+    sched.set_timesteps(30)
+    x = gen.randn(shape) * np.float32(sched.init_noise_sigma)
+    for t in sched.timesteps:
+        eps = unet(sched.scale_model_input(x, t), t, context)
+        x = sched.step(eps, t, x, generator=gen)   # gen: rng.Generator, used by euler_a / ddim eta > 0
+
+Step arithmetic is float32 with the same operation order as diffusers; arrays may be NumPy or CuPy
+(coefficients are host float32 scalars). img2img: `img2img_timesteps` (current diffusers) and
+`riffusion_img2img_schedule` (the original Riffusion server, reference/riffusion.md §2.4).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ConfigError, InputError
+from .ddim import DDIMScheduler
+from .dpm import DPMSolverMultistepScheduler
+from .euler import EulerAncestralScheduler, EulerScheduler
+from .lms import LMSScheduler
+from .pndm import PNDMScheduler
+
+SCHEDULERS = {
+    "pndm": PNDMScheduler,
+    "ddim": DDIMScheduler,
+    "dpmpp2m": DPMSolverMultistepScheduler,
+    "euler": EulerScheduler,
+    "euler_a": EulerAncestralScheduler,
+    "lms": LMSScheduler,
+}
+NAMES = tuple(SCHEDULERS)
+
+
+def make(name: str, config: dict):
+    """A scheduler by name from a diffusers scheduler config dict (keys it does not use are ignored,
+    missing keys take that scheduler's diffusers default, like `Scheduler.from_config`)."""
+    if name not in SCHEDULERS:
+        raise ConfigError(f"unknown scheduler {name!r}; valid: {', '.join(NAMES)}")
+    return SCHEDULERS[name](config)
+
+
+def _check_strength(strength: float) -> float:
+    strength = float(strength)
+    if not 0.0 <= strength <= 1.0:
+        raise InputError(f"img2img strength must be in [0, 1], got {strength}")
+    return strength
+
+
+def img2img_timesteps(scheduler, steps: int, strength: float) -> np.ndarray:
+    """Current diffusers StableDiffusionImg2ImgPipeline.get_timesteps, on a scheduler already given
+    `set_timesteps(steps)`: skip the first steps - int(steps * strength) steps. The first returned
+    timestep is where the image latents get their noise (`add_noise(z, noise, ts[0])`); schedulers
+    that track a step index start at it (set_begin_index, as diffusers)."""
+    strength = _check_strength(strength)
+    if scheduler.timesteps is None:
+        raise InputError("call set_timesteps(steps) before img2img_timesteps")
+    init = min(int(steps * strength), steps)
+    t_start = max(steps - init, 0) * scheduler.order
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(t_start)
+    timesteps = scheduler.timesteps[t_start:]
+    if len(timesteps) == 0:
+        raise InputError(f"img2img strength {strength} with {steps} steps leaves no denoising step")
+    return timesteps
+
+
+def riffusion_img2img_schedule(scheduler, steps: int, strength: float) -> tuple:
+    """The original Riffusion `interpolate_img2img` schedule (diffusers 0.9 logic), exactly:
+    init = min(int(steps * strength) + steps_offset, steps); noise level t0 = timesteps[-init];
+    loop over timesteps[max(steps - init + steps_offset, 0):]. Returns (t0, timesteps).
+
+    With PNDM (whose set_timesteps is unchanged since 0.9) this reproduces the original bit for bit,
+    quirk included: the loop list (e.g. 741, 721, 701 ... 1 for 50 steps at 0.75) lacks PNDM's
+    duplicated entry, yet the PLMS counter still treats call #2 as the "redo" of the first interval,
+    so from call #3 on the model is told t=701 while the sample sits at 721 — one interval is skipped
+    (reference/riffusion.md §2.6). Call it on a fresh `set_timesteps(steps)` so the counter starts
+    at 0. Only the schedule is the original's for other schedulers (0.9 spaced those differently)."""
+    strength = _check_strength(strength)
+    if scheduler.timesteps is None:
+        raise InputError("call set_timesteps(steps) before riffusion_img2img_schedule")
+    offset = int(scheduler.config.get("steps_offset", 0) or 0)
+    init = min(int(steps * strength) + offset, steps)
+    t0 = scheduler.timesteps[-init]
+    t_start = max(steps - init + offset, 0)
+    return t0, scheduler.timesteps[t_start:]
+
+
+__all__ = ["make", "NAMES", "SCHEDULERS", "img2img_timesteps", "riffusion_img2img_schedule", "PNDMScheduler",
+           "DDIMScheduler", "DPMSolverMultistepScheduler", "EulerScheduler", "EulerAncestralScheduler",
+           "LMSScheduler"]
