@@ -1,0 +1,129 @@
+"""STFT / iSTFT with torch.stft / torch.istft semantics (center=True, reflect padding, onesided,
+not normalised), the periodic Hann window of `win_length` zero-padded symmetrically to `n_fft`.
+
+Only the `win_length` non-zero samples of each frame are read or written: frames are gathered and
+overlap-added by small Numba kernels; the FFTs are float32 scipy.fft (pocketfft) transforms.
+Internally spectra are (C, T, F) — frames outermost, so each FFT row is contiguous; the public
+`stft`/`istft` use torch's (C, F, T) layout."""
+from __future__ import annotations
+
+import numpy as np
+import scipy.fft
+from numba import njit
+
+from .errors import InputError
+
+
+def hann_window(length: int) -> np.ndarray:
+    """Periodic Hann window (torch.hann_window default), float64."""
+    n = np.arange(length)
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * n / length)
+
+
+@njit(cache=True)
+def _gather_frames(xp, base, hop, window, left, out):  # xp (C, Np) f32, out (C, T, n_fft) f32
+    C, T, _ = out.shape
+    W = window.shape[0]
+    for c in range(C):
+        for t in range(T):
+            s = base + t * hop
+            for j in range(W):
+                out[c, t, left + j] = xp[c, s + j] * window[j]
+
+
+@njit(cache=True)
+def _overlap_add(frames, window, left, hop, out):  # frames (C, T, n_fft) f32, out (C, L) f32
+    C, T, _ = frames.shape
+    W = window.shape[0]
+    for c in range(C):
+        for t in range(T):
+            s = t * hop
+            for j in range(W):
+                out[c, s + j] += frames[c, t, left + j] * window[j]
+
+
+class STFT:
+    """A plan for one (n_fft, hop, win_length): window, offsets, reusable frame buffer."""
+
+    def __init__(self, n_fft: int, hop_length: int, win_length: int | None = None, workers: int = 1):
+        win_length = n_fft if win_length is None else win_length
+        if not (0 < win_length <= n_fft) or hop_length < 1 or n_fft < 2:
+            raise InputError(f"bad STFT sizes: n_fft={n_fft}, hop={hop_length}, win_length={win_length}")
+        self.n_fft, self.hop, self.win = n_fft, hop_length, win_length
+        self.n_freqs = n_fft // 2 + 1
+        self.left = (n_fft - win_length) // 2  # window position inside the n_fft frame
+        self.offset = self.left - n_fft // 2  # first windowed sample of frame t is t*hop + offset
+        self.window = hann_window(win_length).astype(np.float32)
+        self.workers = workers
+        self._buf = None
+        self._env = {}
+
+    def n_frames(self, n_samples: int) -> int:
+        return 1 + n_samples // self.hop
+
+    def frames(self, x: np.ndarray) -> np.ndarray:
+        """x (C, N) real -> complex64 spectra (C, T, F)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        C, N = x.shape
+        T = self.n_frames(N)
+        pad_left = max(0, -self.offset)
+        pad_right = max(0, (T - 1) * self.hop + self.offset + self.win - N)
+        if max(pad_left, pad_right) >= N:
+            raise InputError(f"signal of {N} samples is too short for reflect padding by {max(pad_left, pad_right)} (window {self.win})")
+        xp = np.pad(x, ((0, 0), (pad_left, pad_right)), mode="reflect")
+        buf = self._frame_buffer(C, T)
+        _gather_frames(xp, self.offset + pad_left, self.hop, self.window, self.left, buf)
+        return scipy.fft.rfft(buf, axis=-1, workers=self.workers)
+
+    def _frame_buffer(self, C: int, T: int) -> np.ndarray:
+        # the zero margins around the window are never written, so the buffer is reused as is
+        if self._buf is None or self._buf.shape != (C, T, self.n_fft):
+            self._buf = np.zeros((C, T, self.n_fft), np.float32)
+        return self._buf
+
+    def envelope(self, T: int) -> np.ndarray:
+        """Sum of squared windows over the output samples 0 .. (T-1)*hop - 1 + (overhang)."""
+        if T not in self._env:
+            sq = (self.window.astype(np.float64) ** 2)
+            env = np.zeros((T - 1) * self.hop + self.win)
+            for t in range(T):
+                env[t * self.hop : t * self.hop + self.win] += sq
+            self._env[T] = env
+        return self._env[T]
+
+    def inverse(self, spec: np.ndarray, length: int | None = None) -> np.ndarray:
+        """complex spectra (C, T, F) -> (C, length) float32, least-squares overlap-add
+        (torch.istft, center=True). Default length (T-1)*hop."""
+        C, T, F = spec.shape
+        if F != self.n_freqs:
+            raise InputError(f"spectrum has {F} bins, expected {self.n_freqs} for n_fft={self.n_fft}")
+        frames = scipy.fft.irfft(spec, n=self.n_fft, axis=-1, workers=self.workers).astype(np.float32, copy=False)
+        ola = np.zeros((C, (T - 1) * self.hop + self.win), np.float32)
+        _overlap_add(np.ascontiguousarray(frames), self.window, self.left, self.hop, ola)
+        env = self.envelope(T)
+        L = (T - 1) * self.hop if length is None else int(length)
+        lo = -self.offset  # ola index of output sample 0
+        hi = min(lo + L, ola.shape[1])
+        seg_env = env[lo:hi]
+        if hi > lo and seg_env.min() < 1e-11:
+            raise InputError("window overlap-add envelope is zero inside the signal (hop too large for the window)")
+        out = np.zeros((C, L), np.float32)
+        out[:, : hi - lo] = ola[:, lo:hi] / seg_env.astype(np.float32)
+        return out
+
+
+def stft(x: np.ndarray, n_fft: int, hop_length: int, win_length: int | None = None) -> np.ndarray:
+    """torch.stft(x, n_fft, hop, win_length, hann_window(win_length), center=True,
+    pad_mode="reflect", onesided=True) for x (C, N) or (N,): complex64 (C, F, T) or (F, T)."""
+    x = np.asarray(x)
+    X = STFT(n_fft, hop_length, win_length).frames(np.atleast_2d(x)).transpose(0, 2, 1)
+    return X[0] if x.ndim == 1 else X
+
+
+def istft(spec: np.ndarray, n_fft: int, hop_length: int, win_length: int | None = None,
+          length: int | None = None) -> np.ndarray:
+    """Inverse of `stft` (torch.istft semantics): spec (C, F, T) or (F, T) -> (C, L) or (L,)."""
+    spec = np.asarray(spec)
+    S = np.atleast_3d(spec) if spec.ndim == 3 else spec[None]
+    y = STFT(n_fft, hop_length, win_length).inverse(np.ascontiguousarray(S.transpose(0, 2, 1)), length)
+    return y[0] if spec.ndim == 2 else y
