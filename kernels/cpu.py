@@ -17,7 +17,8 @@ xp = np
 
 
 def _f32(a):
-    return np.ascontiguousarray(a, dtype=np.float32)
+    a = np.asarray(a, dtype=np.float32)
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)  # (keeps 0-d arrays 0-d)
 
 
 def _param(a, n, fill):
@@ -109,10 +110,10 @@ def upsample_nearest2x(x):
 
 def timestep_embedding(t, dim, flip_sin_to_cos=True, shift=0.0, max_period=10000.0):
     """(B,) -> (B, dim), float32, the same float32 formula as diffusers' get_timestep_embedding:
-    freqs = exp(-ln(max_period) * i / (half - shift)) evaluated in float32."""
+    freqs = exp(-ln(max_period) * i / (half - shift)) with the exponent in float32."""
     half = dim // 2
-    exponent = np.float32(-math.log(max_period)) * np.arange(half, dtype=np.float32)
-    freqs = np.exp(exponent / np.float32(half - shift))
+    exponent = np.float32(-math.log(max_period)) * np.arange(half, dtype=np.float32) / np.float32(half - shift)
+    freqs = np.exp(exponent.astype(np.float64)).astype(np.float32)  # correctly rounded, see ref.py
     out = np.empty((t.shape[0], dim), np.float32)
     ew.sincos_table(_f32(t), freqs, bool(flip_sin_to_cos), out)
     return out

@@ -14,7 +14,8 @@ _INV_SQRT2 = np.float32(1.0 / math.sqrt(2.0))
 
 @njit(inline="always", cache=True)
 def gelu1(x):
-    return np.float32(0.5) * x * (np.float32(1.0) + math.erf(x * _INV_SQRT2))
+    # 1 + erf(z) written as erfc(-z): no cancellation for negative x, where 1 + erf(z) -> 0
+    return np.float32(0.5) * x * math.erfc(-x * _INV_SQRT2)
 
 
 @njit(cache=True, parallel=True)

@@ -105,10 +105,16 @@ def upsample_nearest2x(x):
 
 def timestep_embedding(t, dim, flip_sin_to_cos=True, shift=0.0, max_period=10000.0):
     """Sinusoidal embedding (B,) -> (B, dim): frequencies exp(-ln(max_period)·i/(half - shift)),
-    i = 0..half-1; [sin, cos] (or [cos, sin] when flipped); a zero column pads odd dims."""
+    i = 0..half-1; [sin, cos] (or [cos, sin] when flipped); a zero column pads odd dims.
+    Every step runs in t's float dtype (float32 for integer t), as diffusers'
+    get_timestep_embedding does in float32: the arguments reach ~1000 rad, where a one-ulp
+    difference in a frequency moves sin/cos by ~1e-4, so the frequencies must be the same floats.
+    exp is evaluated in float64 and rounded once (torch's float32 exp agrees with that on all
+    but ~1% of frequencies; numpy's float32 exp differs on ~30%)."""
     half = dim // 2
-    dtype = t.dtype if np.issubdtype(t.dtype, np.floating) else np.float32
-    freqs = np.exp(-np.log(max_period) * np.arange(half, dtype=np.float64) / (half - shift)).astype(dtype)
+    dtype = np.dtype(t.dtype if np.issubdtype(t.dtype, np.floating) else np.float32).type
+    exponent = dtype(-np.log(max_period)) * np.arange(half, dtype=dtype) / dtype(half - shift)
+    freqs = np.exp(exponent.astype(np.float64)).astype(dtype)
     arg = t.astype(dtype)[:, None] * freqs[None, :]
     sin, cos = np.sin(arg), np.cos(arg)
     emb = np.concatenate([cos, sin] if flip_sin_to_cos else [sin, cos], axis=-1)

@@ -1,0 +1,133 @@
+"""cpu backend vs the NumPy reference (run in float64 on the same float32 inputs), over drawn
+shapes, strides, paddings, groups and sequence lengths; 200 examples per op."""
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from kernels_cases import as64, assert_close, f32, ops
+
+REF, CPU = ops("ref"), ops("cpu")
+EXAMPLES = settings(max_examples=200)
+seeds = st.integers(0, 2**32 - 1)
+lengths = st.sampled_from([1, 2, 3, 5, 7, 13, 16, 31, 64, 97, 128])  # 1, odd, prime, powers of 2
+paddings = st.one_of(
+    st.integers(0, 2),
+    st.tuples(*[st.integers(0, 2)] * 4),
+    st.just((0, 1, 0, 1)),
+)
+
+
+@EXAMPLES
+@given(seed=seeds, n=st.integers(1, 2), c=st.integers(1, 9), o=st.integers(1, 9),
+       h=st.integers(1, 12), w=st.integers(1, 12), k=st.sampled_from([1, 3, 2, 5]),
+       kw_same=st.booleans(), stride=st.sampled_from([1, 2]), padding=paddings, bias=st.booleans())
+def test_conv2d_matches_ref(seed, n, c, o, h, w, k, kw_same, stride, padding, bias):
+    rng = np.random.default_rng(seed)
+    kw = k if kw_same else 1 + (k % 3)
+    pads = (padding,) * 4 if isinstance(padding, int) else padding
+    h, w = max(h, k - pads[0] - pads[1]), max(w, kw - pads[2] - pads[3])
+    x, wt, b = f32(rng, n, c, h, w), f32(rng, o, c, k, kw), (f32(rng, o) if bias else None)
+    got = CPU.conv2d(x, wt, b, stride=stride, padding=padding)
+    want = REF.conv2d(as64(x), as64(wt), as64(b), stride=stride, padding=padding)
+    scale = REF.conv2d(np.abs(as64(x)), np.abs(as64(wt)), None if b is None else np.abs(as64(b)), stride, padding)
+    assert got.dtype == np.float32
+    assert_close(got, want, scale, what="conv2d")
+
+
+@EXAMPLES
+@given(seed=seeds, lead=st.lists(st.integers(1, 5), min_size=0, max_size=2), fin=lengths,
+       fout=lengths, bias=st.booleans())
+def test_linear_matches_ref(seed, lead, fin, fout, bias):
+    rng = np.random.default_rng(seed)
+    x, w, b = f32(rng, *lead, fin), f32(rng, fout, fin), (f32(rng, fout) if bias else None)
+    got = CPU.linear(x, w, b)
+    want = REF.linear(as64(x), as64(w), as64(b))
+    scale = REF.linear(np.abs(as64(x)), np.abs(as64(w)), None if b is None else np.abs(as64(b)))
+    assert_close(got, want, scale, what="linear")
+
+
+@EXAMPLES
+@given(seed=seeds, n=st.integers(1, 3), groups=st.sampled_from([1, 2, 3, 4, 8]),
+       per_group=st.integers(1, 5), spatial=st.lists(st.integers(1, 9), min_size=0, max_size=2),
+       affine=st.booleans(), silu=st.booleans(), eps=st.sampled_from([1e-6, 1e-5, 1e-3]),
+       offset=st.floats(-3, 3), spread=st.floats(0.1, 10))
+def test_group_norm_matches_ref(seed, n, groups, per_group, spatial, affine, silu, eps, offset, spread):
+    rng = np.random.default_rng(seed)
+    C = groups * per_group
+    x = (f32(rng, n, C, *spatial) * np.float32(spread) + np.float32(offset)).astype(np.float32)
+    wt, b = (f32(rng, C), f32(rng, C)) if affine else (None, None)
+    got = CPU.group_norm(x, groups, wt, b, eps, silu=silu)
+    want = REF.group_norm(as64(x), groups, as64(wt), as64(b), eps, silu=silu)
+    assert_close(got, want, what="group_norm")
+
+
+@EXAMPLES
+@given(seed=seeds, lead=st.lists(st.integers(1, 6), min_size=0, max_size=2), c=lengths,
+       affine=st.booleans(), eps=st.sampled_from([1e-6, 1e-5]), offset=st.floats(-3, 3))
+def test_layer_norm_matches_ref(seed, lead, c, affine, eps, offset):
+    rng = np.random.default_rng(seed)
+    x = f32(rng, *lead, c) + np.float32(offset)
+    wt, b = (f32(rng, c), f32(rng, c)) if affine else (None, None)
+    got = CPU.layer_norm(x, wt, b, eps)
+    want = REF.layer_norm(as64(x), as64(wt), as64(b), eps)
+    assert_close(got, want, what="layer_norm")
+
+
+@EXAMPLES
+@given(seed=seeds, b=st.integers(1, 2), h=st.integers(1, 3), tq=lengths, tk=st.sampled_from([1, 2, 7, 77, 127, 513, 1031]),
+       d=st.sampled_from([1, 3, 8, 40, 64]), causal=st.booleans(), scale=st.sampled_from([None, 0.3, 1.0]))
+def test_attention_matches_ref(seed, b, h, tq, tk, d, causal, scale):
+    rng = np.random.default_rng(seed)
+    q, k, v = f32(rng, b, h, tq, d), f32(rng, b, h, tk, d), f32(rng, b, h, tk, d)
+    got = CPU.attention(q, k, v, scale=scale, causal=causal)
+    want = REF.attention(as64(q), as64(k), as64(v), scale=scale, causal=causal)
+    # output is a convex combination of v rows: errors scale with the weighted |v|
+    scale_v = REF.attention(as64(q), as64(k), np.abs(as64(v)), scale=scale, causal=causal)
+    assert_close(got, want, scale_v, what="attention")
+
+
+@EXAMPLES
+@given(seed=seeds, shape=st.lists(st.sampled_from([1, 2, 3, 5, 17, 64, 101]), min_size=1, max_size=3),
+       data=st.data(), spread=st.floats(0.1, 30))
+def test_softmax_matches_ref(seed, shape, data, spread):
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    x = f32(np.random.default_rng(seed), *shape, scale=spread)
+    assert_close(CPU.softmax(x, axis=axis), REF.softmax(as64(x), axis=axis), what="softmax")
+
+
+@EXAMPLES
+@given(seed=seeds, op=st.sampled_from(["silu", "gelu", "quick_gelu"]),
+       shape=st.lists(st.integers(1, 40), min_size=0, max_size=3), spread=st.floats(0.1, 12))
+def test_activations_match_ref(seed, op, shape, spread):
+    x = f32(np.random.default_rng(seed), *shape, scale=spread)
+    got = getattr(CPU, op)(x)
+    assert got.shape == x.shape and got.dtype == np.float32
+    assert_close(got, getattr(REF, op)(as64(x)), what=op)
+
+
+@EXAMPLES
+@given(seed=seeds, lead=st.lists(st.integers(1, 7), min_size=0, max_size=2), half=lengths, spread=st.floats(0.1, 8))
+def test_geglu_matches_ref(seed, lead, half, spread):
+    x = f32(np.random.default_rng(seed), *lead, 2 * half, scale=spread)
+    assert_close(CPU.geglu(x), REF.geglu(as64(x)), what="geglu")
+
+
+@EXAMPLES
+@given(seed=seeds, n=st.integers(1, 3), c=st.integers(1, 5), h=st.integers(1, 9), w=st.integers(1, 9))
+def test_upsample_matches_ref(seed, n, c, h, w):
+    x = f32(np.random.default_rng(seed), n, c, h, w)
+    np.testing.assert_array_equal(CPU.upsample_nearest2x(x), REF.upsample_nearest2x(x))
+
+
+@EXAMPLES
+@given(t=st.lists(st.floats(0, 1000, width=32), min_size=1, max_size=5), dim=st.integers(2, 400),
+       flip=st.booleans(), shift=st.sampled_from([0.0, 1.0]))
+def test_timestep_embedding_matches_ref(t, dim, flip, shift):
+    # The op is defined in float32 (diffusers computes it so); the reference runs the same
+    # float32 frequencies, so only sin/cos rounding (~1 ulp) may differ.
+    t = np.array(t, np.float32)
+    got = CPU.timestep_embedding(t, dim, flip_sin_to_cos=flip, shift=shift)
+    want = REF.timestep_embedding(t, dim, flip_sin_to_cos=flip, shift=shift)
+    assert got.shape == (t.size, dim) and got.dtype == np.float32
+    assert_close(got, want, what="timestep_embedding")
