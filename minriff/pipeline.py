@@ -39,6 +39,7 @@ WIDTH_MULTIPLE = 64
 MAX_SECONDS = 30.0
 SCHEDULERS = ("pndm", "ddim", "dpmpp2m", "euler", "euler_a", "lms")
 WEIGHTS_ENV = "MINRIFF_WEIGHTS"
+SAMPLE_RATE = 44100  # Riffusion's SpectrogramParams
 
 HOW_TO_GET_WEIGHTS = (
     "get weights with `minriff download` (the real Riffusion model, needs internet), "
@@ -274,6 +275,7 @@ class Riffusion:
         The seed used is kept in `self.last_seed`."""
         check_prompt(prompt)
         check_common(steps, guidance, scheduler)
+        from . import schedulers
         from .rng import Generator
 
         seed = random_seed() if seed is None else int(seed)
@@ -290,7 +292,7 @@ class Riffusion:
         else:
             strength = check_strength(strength)
             z = self.encode_image(self.check_image(init_image), gen)
-            timesteps = img2img_timesteps(sched, steps, strength)
+            timesteps = list(schedulers.img2img_timesteps(sched, steps, strength))
             noise = gen.randn(z.shape)
             latents = np.asarray(sched.add_noise(z, noise, timesteps[0]), dtype=np.float32)
         latents = self._denoise(sched, timesteps, latents.astype(np.float32), context, guidance,
@@ -335,6 +337,7 @@ class Riffusion:
         sample drawn from a fresh generator seeded with start.seed), noised to the original's start
         timestep and denoised; a mask (black keeps the seed, white regenerates) blends latents after
         every step. Negative prompts, which the original ignored, are honoured (lerped too)."""
+        from . import schedulers
         from .riffuse import PromptInput
         from .rng import Generator
 
@@ -362,7 +365,8 @@ class Riffusion:
         context = self._context(cond, uncond, guidance)
         z = self.encode_image(rgb, Generator(start.seed))
         sched = self.make_scheduler(scheduler, steps)
-        t0, timesteps = riffusion_timesteps(sched, steps, strength, self.scheduler_config)
+        t0, timesteps = schedulers.riffusion_img2img_schedule(sched, steps, strength)
+        timesteps = list(timesteps)
         gen_a = Generator(start.seed)
         noise = slerp(alpha, gen_a.randn(z.shape), Generator(end.seed).randn(z.shape))
         latents = np.asarray(sched.add_noise(z, noise, t0), dtype=np.float32)
@@ -401,25 +405,3 @@ class Riffusion:
         self.last_image = image
         return self.spectrogram_to_audio(image, method=method), SAMPLE_RATE
 
-
-SAMPLE_RATE = 44100
-
-
-def img2img_timesteps(sched, steps: int, strength: float) -> list:
-    """diffusers' img2img schedule: skip the first steps - int(steps * strength) steps."""
-    init = min(int(steps * strength), steps)
-    t_start = max(steps - init, 0)
-    order = getattr(sched, "order", 1)
-    if hasattr(sched, "set_begin_index"):
-        sched.set_begin_index(t_start * order)
-    return list(sched.timesteps[t_start * order:])
-
-
-def riffusion_timesteps(sched, steps: int, strength: float, config: dict) -> tuple:
-    """The original interpolation schedule (reference/riffusion.md §2.4, diffusers v0.9 logic):
-    (noise level t0, timesteps to run). Keeps the original's PNDM quirk on purpose."""
-    offset = int(config.get("steps_offset", 0) or 0)
-    init = min(int(steps * strength) + offset, steps)
-    t0 = sched.timesteps[-init]
-    t_start = max(steps - init + offset, 0)
-    return t0, list(sched.timesteps[t_start:])
