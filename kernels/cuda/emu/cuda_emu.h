@@ -32,7 +32,7 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
-#ifndef MINRIFF_EMU_THREADS
+#if !defined(MINRIFF_EMU_THREADS) && (!defined(__x86_64__) || defined(MINRIFF_EMU_UCONTEXT))
 #include <ucontext.h>
 #endif
 
@@ -141,9 +141,77 @@ inline unsigned threads_per_block() { return bdim.x * bdim.y * bdim.z; }
 
 #ifndef MINRIFF_EMU_THREADS
 // -------- fibers --------
+// Context switch: on x86-64 a few instructions saving the callee-saved registers (no signal-mask
+// syscall, unlike swapcontext); elsewhere, or with MINRIFF_EMU_UCONTEXT, ucontext.
+#if defined(__x86_64__) && !defined(MINRIFF_EMU_UCONTEXT)
+extern "C" void emu_switch_stack(void** save_sp, void* new_sp);
+asm(R"(
+.text
+.p2align 4
+.hidden emu_switch_stack
+.type emu_switch_stack,@function
+emu_switch_stack:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+.size emu_switch_stack,.-emu_switch_stack
+)");
+struct Context {
+    void* sp = nullptr;
+    // A fresh stack that "returns" into entry with the ABI's alignment and the caller's FP modes.
+    void init(char* stack, size_t size, void (*entry)()) {
+        auto top = reinterpret_cast<uintptr_t>(stack + size) & ~uintptr_t(15);
+        auto* w = reinterpret_cast<uint64_t*>(top);
+        *--w = 0;                                     // fake return address of entry (never used)
+        *--w = reinterpret_cast<uint64_t>(entry);     // popped by ret
+        for (int r = 0; r < 6; ++r) *--w = 0;         // rbp rbx r12 r13 r14 r15
+        uint32_t modes[2];
+        asm volatile("stmxcsr %0" : "=m"(modes[0]));
+        asm volatile("fnstcw %0" : "=m"(modes[1]));
+        uint64_t m;
+        std::memcpy(&m, modes, 8);
+        *--w = m;
+        sp = w;
+    }
+};
+inline void switch_context(Context& from, Context& to) { emu_switch_stack(&from.sp, to.sp); }
+#else
+struct Context {
+    ucontext_t uc;
+    bool made = false;
+    void init(char* stack, size_t size, void (*entry)()) {
+        if (!made) getcontext(&uc);  // once per slot: getcontext costs a syscall
+        made = true;
+        uc.uc_stack.ss_sp = stack;
+        uc.uc_stack.ss_size = size;
+        uc.uc_link = nullptr;
+        makecontext(&uc, entry, 0);
+    }
+};
+inline void switch_context(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+#endif
+
 enum State : int { RUN, AT_BARRIER, AT_WARP, DONE };
 struct Fiber {
-    ucontext_t ctx;
+    Context ctx;
     uint3 idx;
     int state;
     unsigned nexch;  // warp exchanges this lane has made (its parity picks the phase)
@@ -152,7 +220,7 @@ struct Block {
     std::vector<Fiber> fibers;
     std::vector<WarpExchange> warps;
     std::vector<std::unique_ptr<char[]>> stacks;
-    ucontext_t sched;
+    Context sched;
     unsigned cur = 0;
     const std::function<void()>* body = nullptr;
     bool failed = false;
@@ -160,16 +228,20 @@ struct Block {
 inline thread_local Block* blk = nullptr;
 constexpr size_t kStack = 128 * 1024;
 
-inline void fiber_main() {
-    (*blk->body)();
-    blk->fibers[blk->cur].state = DONE;  // returns to uc_link = the scheduler
+[[noreturn]] inline void fiber_main() {
+    Block* b = blk;
+    (*b->body)();
+    b = blk;
+    b->fibers[b->cur].state = DONE;
+    switch_context(b->fibers[b->cur].ctx, b->sched);  // never resumed
+    std::abort();
 }
 
 inline void wait(State s) {
     Fiber& f = blk->fibers[blk->cur];
     f.state = s;
     asm volatile("" ::: "memory");
-    swapcontext(&f.ctx, &blk->sched);
+    switch_context(f.ctx, blk->sched);
     asm volatile("" ::: "memory");
 }
 inline void sync_block() { wait(AT_BARRIER); }
@@ -195,11 +267,7 @@ inline void run_block(Block& b, const std::function<void()>& body) {
         f.idx = uint3{i % bdim.x, (i / bdim.x) % bdim.y, i / (bdim.x * bdim.y)};
         f.state = RUN;
         f.nexch = 0;
-        getcontext(&f.ctx);
-        f.ctx.uc_stack.ss_sp = b.stacks[i].get();
-        f.ctx.uc_stack.ss_size = kStack;
-        f.ctx.uc_link = &b.sched;
-        makecontext(&f.ctx, fiber_main, 0);
+        f.ctx.init(b.stacks[i].get(), kStack, fiber_main);
     }
     blk = &b;
     for (;;) {
@@ -207,7 +275,7 @@ inline void run_block(Block& b, const std::function<void()>& body) {
             if (b.fibers[i].state != RUN) continue;
             b.cur = i;
             tid = b.fibers[i].idx;
-            swapcontext(&b.sched, &b.fibers[i].ctx);
+            switch_context(b.sched, b.fibers[i].ctx);
         }
         // every fiber is now waiting or done: release whole warps first, then the block barrier
         bool released = false, all_bar = true, any_live = false;

@@ -43,7 +43,7 @@ extern "C" __global__ void block_sum(const float* x, float* sums) {
 
 // grid (1), block (n <= 1024, n % 32 may be != 0): per lane 8 results of warp operations.
 extern "C" __global__ void warp_ops(const float* x, float* out, unsigned* votes, int threshold) {
-    unsigned t = threadIdx.x, lane = t % 32;
+    unsigned t = threadIdx.x;
     float v = x[t];
     float s = v;
     for (int m = 16; m > 0; m /= 2) s += __shfl_xor_sync(0xffffffffu, s, m);
@@ -58,7 +58,6 @@ extern "C" __global__ void warp_ops(const float* x, float* out, unsigned* votes,
     vt[0] = __ballot_sync(0xffffffffu, p);
     vt[1] = __all_sync(0xffffffffu, p);
     vt[2] = __any_sync(0xffffffffu, p);
-    (void)lane;
 }
 
 // grid (any), block (any): float and int atomics into one accumulator from every block.
