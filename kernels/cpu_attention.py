@@ -117,9 +117,14 @@ def attention(q, k, v, scale, causal):
     bq = max(16, min(1024, TILE_ELEMS // min(Tk, KEY_TILE)))
     items = [(bh, q0, min(bq, Tq - q0)) for bh in range(B * H) for q0 in range(0, Tq, bq)]
     nthreads = min(numba.get_num_threads(), len(items))
-    if nthreads <= 1:
-        for it in items:
-            _run_item(qs, k3, v3, out, *it, causal)
+    if nthreads <= 1:  # same single-threaded GEMMs as the workers use: same bits
+        prev = _set_blas_threads_local(1) if _set_blas_threads_local else None
+        try:
+            for it in items:
+                _run_item(qs, k3, v3, out, *it, causal)
+        finally:
+            if prev is not None:
+                _set_blas_threads_local(prev)
     else:
         def work(share):
             for it in share:
