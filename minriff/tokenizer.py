@@ -41,7 +41,8 @@ WHITESPACE = frozenset(
 
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> character map: printable Latin-1 bytes map to themselves, the
-    other 68 bytes to U+0100 onwards (in byte order), so a BPE symbol is never a space or control."""
+    other 68 bytes to U+0100 onwards (in byte order), so a BPE symbol is never a space or control.
+    The dict order (printable bytes first, then the others) is the order of the first 256 vocab ids."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     table = {b: chr(b) for b in printable}
     extra = 0
@@ -49,7 +50,7 @@ def bytes_to_unicode() -> dict[int, str]:
         if b not in table:
             table[b] = chr(256 + extra)
             extra += 1
-    return dict(sorted(table.items()))
+    return table
 
 
 BYTE_CHARS = bytes_to_unicode()
