@@ -25,6 +25,7 @@ import mmap
 import pickle
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -203,9 +204,17 @@ class TorchZip:
 
     def _read_small(self, name):
         try:
-            return self.zip.read(self.root + name).strip()
+            return self._read(self.root + name).strip()
         except KeyError:
             return None
+
+    def _read(self, name: str) -> bytes:
+        try:
+            return self.zip.read(name)
+        except KeyError:
+            raise
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, zlib.error) as e:
+            raise WeightsError(f"{self.path}: corrupt zip entry {name}: {e}") from None
 
     def storage(self, key: str, dtype_name: str, numel: int) -> Storage:
         st = self._storages.get(key)
@@ -229,10 +238,7 @@ class TorchZip:
             if start + need > self._mmap_size():
                 raise WeightsError(f"{self.path}: truncated: storage {name} ends past the end of the file")
             return np.frombuffer(self._mm, dtype=dtype, count=numel, offset=start)
-        try:
-            raw = self.zip.read(name)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
-            raise WeightsError(f"{self.path}: cannot read storage {name}: {e}") from None
+        raw = self._read(name)
         return np.frombuffer(raw, dtype=dtype, count=numel)
 
     def _mmap_size(self) -> int:
@@ -251,10 +257,7 @@ class TorchZip:
         return h + 30 + name_len + extra_len
 
     def load(self):
-        try:
-            data = self.zip.read(self.root + "data.pkl")
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
-            raise WeightsError(f"{self.path}: cannot read data.pkl: {e}") from None
+        data = self._read(self.root + "data.pkl")
         return unpickle(data, self, str(self.path))
 
 

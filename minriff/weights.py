@@ -165,10 +165,10 @@ def write_safetensors(path, tensors: Iterable[tuple[str, tuple, str, Callable[[]
         with io.open(tmp, "wb") as f:
             f.write(struct.pack("<Q", len(raw)) + raw)
             for name, shape, dtype_name, make in items:
-                arr = np.ascontiguousarray(make(), dtype=DTYPES[dtype_name])
+                arr = np.asarray(make(), dtype=DTYPES[dtype_name])
                 if arr.shape != tuple(shape):
                     raise WeightsError(f"tensor {name!r}: produced shape {arr.shape}, declared {tuple(shape)}")
-                f.write(memoryview(arr).cast("B"))
+                f.write(memoryview(np.ascontiguousarray(arr.reshape(-1))).cast("B"))
         os.replace(tmp, path)
     finally:
         if tmp.exists():
