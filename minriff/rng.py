@@ -195,9 +195,13 @@ def _shape_tuple(shape) -> tuple[int, ...]:
     if isinstance(shape, (int, np.integer)):
         shape = (int(shape),)
     try:
-        dims = tuple(int(d) for d in shape)
+        dims = tuple(shape)
     except TypeError:
-        raise InputError(f"random shape must be an int or a sequence of ints, got {shape!r}") from None
+        dims = (shape,)
+    if isinstance(shape, (str, bytes)) or not all(
+            isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in dims):
+        raise InputError(f"random shape must be an int or a sequence of ints, got {shape!r}")
+    dims = tuple(int(d) for d in dims)
     if any(d < 0 for d in dims):
         raise InputError(f"random shape must not have negative sizes, got {dims}")
     return dims
