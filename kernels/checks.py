@@ -103,6 +103,8 @@ def timestep_embedding(t, dim, flip_sin_to_cos=True, shift=0.0):
         raise ValueError(f"timestep_embedding: t must be 1-D (B,), got shape {tuple(getattr(t, 'shape', ()))}")
     if not isinstance(dim, int) or dim < 2:
         raise ValueError(f"timestep_embedding: dim must be an int >= 2, got {dim!r}")
+    if dim // 2 == shift:
+        raise ValueError(f"timestep_embedding: shift {shift!r} equals dim // 2, so the frequencies divide by zero")
 
 
 _CHECKS = {

@@ -128,7 +128,8 @@ BAD = {
     "softmax": [((np.zeros((2, 3)), 2), "axis")],
     "geglu": [((np.zeros((2, 3)),), "even")],
     "upsample_nearest2x": [((np.zeros((2, 3, 4)),), "4-D")],
-    "timestep_embedding": [((np.zeros((2, 1)), 8), "1-D"), ((np.zeros(2), 1), "dim")],
+    "timestep_embedding": [((np.zeros((2, 1)), 8), "1-D"), ((np.zeros(2), 1), "dim"),
+                           ((np.zeros(2), 3, True, 1.0), "divide by zero")],
 }
 
 

@@ -1,0 +1,86 @@
+"""Live oracle: each cpu op against torch.nn.functional (and diffusers' get_timestep_embedding)
+on drawn inputs, to 1e-5 relative (scaled as in kernels_cases.error_scale)."""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+from conftest import FIXTURES, oracle
+from hypothesis import given, settings, strategies as st
+
+from kernels_cases import assert_close, error_scale, f32, ops
+
+pytestmark = pytest.mark.oracle
+CPU = ops("cpu")
+
+
+def _torch_op():
+    oracle("torch")
+    spec = importlib.util.spec_from_file_location("make_kernels", FIXTURES / "make_kernels.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.torch_op
+
+
+def check(op, *args, **kw):
+    want = _torch_op()(op, *args, **kw)
+    got = getattr(CPU, op)(*args, **kw)
+    assert_close(got, want, error_scale(op, args, kw), what=op)
+
+
+few = settings(max_examples=40)
+seeds = st.integers(0, 2**32 - 1)
+
+
+@few
+@given(seed=seeds, k=st.sampled_from([1, 3, 5]), stride=st.sampled_from([1, 2]),
+       padding=st.one_of(st.integers(0, 2), st.just((0, 1, 0, 1)), st.tuples(*[st.integers(0, 2)] * 4)))
+def test_conv2d_vs_torch(seed, k, stride, padding):
+    rng = np.random.default_rng(seed)
+    check("conv2d", f32(rng, 2, 4, 11, 10), f32(rng, 5, 4, k, k), f32(rng, 5), stride=stride, padding=padding)
+
+
+@few
+@given(seed=seeds, fin=st.sampled_from([1, 7, 320]), fout=st.sampled_from([1, 13, 64]))
+def test_linear_vs_torch(seed, fin, fout):
+    rng = np.random.default_rng(seed)
+    check("linear", f32(rng, 2, 9, fin), f32(rng, fout, fin), f32(rng, fout))
+
+
+@few
+@given(seed=seeds, groups=st.sampled_from([1, 2, 4, 32]), silu=st.booleans())
+def test_group_norm_vs_torch(seed, groups, silu):
+    rng = np.random.default_rng(seed)
+    check("group_norm", f32(rng, 2, 64, 6, 5, scale=3.0) + np.float32(1), groups, f32(rng, 64), f32(rng, 64), 1e-5, silu=silu)
+
+
+@few
+@given(seed=seeds, c=st.sampled_from([1, 40, 320, 768]))
+def test_layer_norm_vs_torch(seed, c):
+    rng = np.random.default_rng(seed)
+    check("layer_norm", f32(rng, 2, 7, c), f32(rng, c), f32(rng, c), 1e-5)
+
+
+@few
+@given(seed=seeds, tq=st.sampled_from([1, 7, 64, 600]), tk=st.sampled_from([1, 77, 600, 1031]),
+       d=st.sampled_from([8, 40]), causal=st.booleans(), scale=st.sampled_from([None, 0.25]))
+def test_attention_vs_torch(seed, tq, tk, d, causal, scale):
+    rng = np.random.default_rng(seed)
+    check("attention", f32(rng, 1, 2, tq, d), f32(rng, 1, 2, tk, d), f32(rng, 1, 2, tk, d), scale=scale, causal=causal)
+
+
+@few
+@given(seed=seeds, op=st.sampled_from(["softmax", "silu", "gelu", "quick_gelu", "geglu", "upsample_nearest2x"]),
+       spread=st.floats(0.1, 10))
+def test_elementwise_vs_torch(seed, op, spread):
+    x = f32(np.random.default_rng(seed), 2, 3, 6, 8, scale=spread)
+    check(op, x)
+
+
+@few
+@given(t=st.lists(st.floats(0, 1000, width=32), min_size=1, max_size=4), dim=st.sampled_from([4, 33, 320, 1280]),
+       flip=st.booleans(), shift=st.sampled_from([0.0, 1.0]))
+def test_timestep_embedding_vs_diffusers(t, dim, flip, shift):
+    oracle("diffusers")
+    check("timestep_embedding", np.array(t, np.float32), dim, flip_sin_to_cos=flip, shift=shift)
