@@ -153,4 +153,6 @@ def download_and_convert(to="weights", endpoint: str = "https://huggingface.co",
     convert(folder, out, dtype=dtype, log=lambda m: stream.write(m + "\n"))
     if not keep:
         shutil.rmtree(folder)
+        if not any(folder.parent.iterdir()):
+            folder.parent.rmdir()
     return out
