@@ -14,6 +14,15 @@ Pipeline for one prompt, matching transformers' `CLIPTokenizer` (the `tokenizers
 `__call__` adds BOS and EOS and pads with PAD (= EOS) / truncates to 77 keeping EOS last.
 The pre-tokenisation regex of the original uses `\\p{L}` / `\\p{N}`; here a small scanner over
 `unicodedata` categories does the same, so the `regex` package is not needed.
+
+Known differences (tests/test_tokenizer_oracle.py):
+- vs transformers' CLIPTokenizer: none for characters Python's Unicode tables assign. Code points
+  unassigned there (Cn; ~9400 with Python 3.11 = Unicode 14) but letters/digits in the newer tables
+  inside `tokenizers` fall into the "other" class here.
+- vs the Python ("slow") CLIPTokenizer of 2022 that Riffusion ran: without ftfy it cleaned text with
+  BERT's BasicTokenizer (drops control characters, puts each CJK ideograph in its own word); with
+  ftfy it ran ftfy.fix_text and str.lower() (final sigma -> 'ς'); and (by its source) it mapped a typed
+  '<|ENDOFTEXT|>' (any case) to the special id. English prompts tokenise identically.
 """
 from __future__ import annotations
 
@@ -31,7 +40,7 @@ EOS_TOKEN = "<|endoftext|>"
 END_OF_WORD = "</w>"
 CONTRACTIONS = ("'s", "'t", "'re", "'ve", "'m", "'ll", "'d")  # tried in this order, as the regex does
 
-# Unicode White_Space (what the Oniguruma `\s` of the original matches). Python's str.isspace()
+# Unicode White_Space (what `\s` matches in the Oniguruma regexes of `tokenizers`). Python's str.isspace()
 # differs: it also counts U+001C..U+001F, which CLIP treats as punctuation.
 WHITESPACE = frozenset(
     "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
