@@ -32,11 +32,27 @@ class LaunchError(RuntimeError):
     """A launch the GPU would refuse (bad shape, too much shared memory) or an emulator failure."""
 
 
+_LOCAL_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"[^\n]*$', re.M)
+
+
 def source_of(name_or_path) -> tuple[str, Path]:
+    """The kernel source with its local `#include "x.h"` files inlined, so the compiled module
+    (and CuPy's and the emulator's caches, keyed by source text) follow every header change."""
     p = Path(name_or_path)
     if not p.suffix:
         p = HERE / f"{p}.cu"
-    return p.read_text(), p
+    seen: set[Path] = set()
+
+    def inline(path: Path) -> str:
+        def one(m):
+            inc = (path.parent / m.group(1)).resolve()
+            if inc in seen:
+                return ""
+            seen.add(inc)
+            return inline(inc).replace("#pragma once", "") + f'\n#line {path.read_text()[:m.start()].count(chr(10)) + 2} "{path}"'
+        return _LOCAL_INCLUDE.sub(one, path.read_text())
+
+    return inline(p), p
 
 
 def source_sha256(path) -> str:
@@ -166,7 +182,9 @@ class CupyKernel:
 class CupyLoader:
     """`cupy.RawModule` over one `.cu` file (compiled by NVRTC on first use)."""
 
-    def __init__(self, name_or_path, *, options=("--std=c++17",)):
+    OPTIONS = ("--std=c++17",)
+
+    def __init__(self, name_or_path, *, options=OPTIONS):
         import cupy
         source, self.path = source_of(name_or_path)
         self.signatures = signature.parse(source)
