@@ -75,7 +75,7 @@ def read_tensor_file(path) -> dict[str, Ref]:
         sd = torchpickle.state_dict(torchpickle.load(path), str(path))
         return {k: Ref(t.shape, t.numpy) for k, t in sd.items()}
     st = SafetensorsFile(path)
-    if "format" in st.metadata:
+    if "minriff" in st.metadata.get("format", ""):  # (transformers writes format "pt")
         raise WeightsError(f"{path} is already a converted minriff file")
     return {k: Ref(st.shape(k), lambda k=k: st[k]) for k in st}
 

@@ -203,8 +203,8 @@ class WeightsFile:
         self.path = Path(path)
         self.tensors = SafetensorsFile(path)
         meta = self.tensors.metadata
-        if meta.get("format") is None:
-            raise WeightsError(f"{self.path}: a safetensors file but not in minriff's format (no 'format' metadata); "
+        if "minriff" not in meta.get("format", ""):  # other writers use "format" too ("pt", "np")
+            raise WeightsError(f"{self.path}: a safetensors file but not in minriff's format (no minriff 'format' metadata); "
                                f"convert it first: minriff convert {self.path} -o weights/NAME.safetensors")
         self.format = _json(meta, "format", self.path)
         if self.format != FORMAT:

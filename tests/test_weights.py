@@ -232,6 +232,10 @@ def test_weights_file_errors(tmp_path, tiny_file):
     _write(plain, {"w": np.zeros(2, np.float32)})
     with pytest.raises(WeightsError, match="not in minriff's format"):
         weights.open(plain)
+    torch_style = tmp_path / "pt.safetensors"
+    _write(torch_style, {"w": np.zeros(2, np.float32)}, {"format": "pt"})  # what transformers writes
+    with pytest.raises(WeightsError, match="not in minriff's format"):
+        weights.open(torch_style)
     with pytest.raises(WeightsError, match="not supported"):
         weights.open(_rewrite_meta(tiny_file, tmp_path / "v9.safetensors", format=json.dumps("minriff-9")))
     with pytest.raises(WeightsError, match="not valid JSON"):
