@@ -136,10 +136,13 @@ def audio_to_mel(waveform: np.ndarray, params: SpectrogramParams | None = None) 
     w = _as_channels(waveform, p)
     if not np.all(np.isfinite(w)):
         raise AudioError("waveform contains NaN or infinite samples")
-    X = plan.frames(w.astype(np.float32) * np.float32(INT16_SCALE))  # (C, T, F)
     used = banded.used_bins
-    mag = np.abs(X[..., :used]).astype(np.float64)  # (C, T, used)
-    return np.ascontiguousarray((mag @ fb[:used]).transpose(0, 2, 1))  # (C, M, T)
+    x = w.astype(np.float32) * np.float32(INT16_SCALE)
+    mel = np.empty((w.shape[0], p.num_frequencies, plan.n_frames(w.shape[1])))
+    for t0, X in plan.frame_blocks(x):  # X (C, t, F)
+        mag = np.abs(X[..., :used]).astype(np.float64)
+        mel[:, :, t0 : t0 + X.shape[1]] = (mag @ fb[:used]).transpose(0, 2, 1)
+    return mel
 
 
 def mel_to_image(mel: np.ndarray, power: float = 0.25) -> tuple[Image.Image, float]:
@@ -221,11 +224,12 @@ def image_to_audio(image: Image.Image, params: SpectrogramParams | None = None, 
     p = params or params_from_image(image)
     if image.height != p.num_frequencies:
         raise AudioError(f"image height {image.height} does not match num_frequencies {p.num_frequencies}")
-    if image.width < 2:
-        raise AudioError(f"image is {image.width} px wide; at least 2 frames are needed")
+    plan, fb, banded = _plan(p)
+    min_width = 2 + max(-plan.offset, plan.win + plan.offset) // p.hop_length  # reflect padding must fit
+    if image.width < min_width:
+        raise AudioError(f"image is {image.width} px wide; at least {min_width} frames are needed")
     mel = image_to_mel(image, p)
     rng = np.random.default_rng(seed)
-    plan, fb, banded = _plan(p)
     mag = inverse_mel(mel, banded, method=method, rng=rng, max_iter=p.max_mel_iters, progress=progress)
     wave = griffin_lim(mag, plan, n_iter=p.num_griffin_lim_iters if n_iter is None else n_iter,
                        rng=rng, progress=progress)

@@ -63,6 +63,16 @@ class STFT:
 
     def frames(self, x: np.ndarray) -> np.ndarray:
         """x (C, N) real -> complex64 spectra (C, T, F)."""
+        xp, base, T = self._padded(x)
+        return self._block(xp, base, 0, T)
+
+    def frame_blocks(self, x: np.ndarray, block: int = 1024):
+        """Yield (t0, spectra (C, t1-t0, F)) block by block: bounded memory for long signals."""
+        xp, base, T = self._padded(x)
+        for t0 in range(0, T, block):
+            yield t0, self._block(xp, base, t0, min(T, t0 + block))
+
+    def _padded(self, x: np.ndarray):
         x = np.ascontiguousarray(x, dtype=np.float32)
         C, N = x.shape
         T = self.n_frames(N)
@@ -71,8 +81,11 @@ class STFT:
         if max(pad_left, pad_right) >= N:
             raise InputError(f"signal of {N} samples is too short for reflect padding by {max(pad_left, pad_right)} (window {self.win})")
         xp = np.pad(x, ((0, 0), (pad_left, pad_right)), mode="reflect")
-        buf = self._frame_buffer(C, T)
-        _gather_frames(xp, self.offset + pad_left, self.hop, self.window, self.left, buf)
+        return xp, self.offset + pad_left, T
+
+    def _block(self, xp, base, t0, t1):
+        buf = self._frame_buffer(xp.shape[0], t1 - t0)
+        _gather_frames(xp, base + t0 * self.hop, self.hop, self.window, self.left, buf)
         return scipy.fft.rfft(buf, axis=-1, workers=self.workers)
 
     def _frame_buffer(self, C: int, T: int) -> np.ndarray:

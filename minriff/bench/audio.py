@@ -1,0 +1,147 @@
+"""`minriff bench audio`: a 512x512 spectrogram image -> audio, minriff vs librosa in the same run.
+
+Rows: inverse mel (minriff nnls, minriff sgd, librosa pseudo-inverse — librosa.util.nnls's own
+initialiser clip(pinv(fb) @ M, 0) — and librosa.feature.inverse.mel_to_stft on a few frames,
+extrapolated to 512 because its L-BFGS-B solve over all frames would need ~40+ GiB), Griffin-Lim
+with 32 iterations on the same magnitudes (minriff vs librosa.griffinlim, momentum 0.99), and the
+whole image -> audio path. Quality: spectral convergence ||S(y)| - target| / |target| both against
+the linear magnitudes fed to Griffin-Lim (sc_linear) and, re-analysed to mel, against the image's
+mel (sc_mel). Ratios are librosa time / minriff time (> 1 means minriff is faster)."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .common import emit
+
+W = 512
+
+
+def _input_image():
+    from ..spectrogram import SpectrogramParams, audio_to_image
+
+    shared = Path(os.environ.get("MINRIFF_SHARED", Path(__file__).resolve().parents[2].parent / "shared"))
+    clip = shared / "reference" / "golden" / "clip.wav"
+    p = SpectrogramParams()
+    n = (W - 1) * p.hop_length
+    if clip.is_file():
+        from ..audio import load_audio
+
+        wave, source = load_audio(clip)[:1, :n], "golden clip.wav (first 512 frames, left)"
+    else:
+        t = np.arange(n) / p.sample_rate
+        rng = np.random.default_rng(0)
+        wave = (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 2 * t)) + 0.2 * np.sin(2 * np.pi * 1318 * t)
+                + 0.05 * rng.standard_normal(n))[None].astype(np.float32)
+        source = "synthetic tones + noise"
+    return audio_to_image(wave, p), source
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def _sc(a, b):
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def run(args) -> int:
+    from ..griffinlim import griffin_lim
+    from ..invmel import inverse_mel
+    from ..spectrogram import SpectrogramParams, _plan, image_to_mel
+
+    quick = bool(getattr(args, "quick", False))
+    p = SpectrogramParams()
+    plan, fb, banded = _plan(p)
+    image, source = _input_image()
+    mel = image_to_mel(image, p)  # (1, 512, 512)
+    used = banded.used_bins
+
+    def mel_of(wave):  # re-analysis of a waveform, in the image's mel units
+        return np.abs(plan.frames(wave))[..., :used].astype(np.float64) @ fb[:used]  # (1, T, M)
+
+    target_mel = mel.transpose(0, 2, 1).astype(np.float64)
+
+    def quality(mag, wave):
+        X = np.abs(plan.frames(wave))
+        s = mel_of(wave)
+        scale = np.vdot(s, target_mel).real / max(np.vdot(s, s).real, 1e-30)  # loudness-free comparison
+        return _sc(X, mag), _sc(scale * s, target_mel)
+
+    # warm-up: numba compilation / cache load is not part of the timing
+    inverse_mel(mel[:, :, :8], banded, "nnls")
+    inverse_mel(mel[:, :, :8], banded, "sgd", rng=np.random.default_rng(0), max_iter=2)
+    griffin_lim(np.ones((1, 8, plan.n_freqs), np.float32), plan, n_iter=1)
+
+    rows, mags = [], {}
+    mags["nnls"], t = _timed(lambda: inverse_mel(mel, banded, "nnls"))
+    rows.append(dict(stage="inverse mel", impl="minriff nnls", seconds=t))
+    if not quick:
+        mags["sgd"], t = _timed(lambda: inverse_mel(mel, banded, "sgd", rng=np.random.default_rng(0), max_iter=p.max_mel_iters))
+        rows.append(dict(stage="inverse mel", impl="minriff sgd (200 steps)", seconds=t))
+
+    librosa = _librosa()
+    if librosa is not None:
+        def pinv_inverse():
+            basis = librosa.filters.mel(sr=p.sample_rate, n_fft=p.n_fft, n_mels=p.num_frequencies, fmin=p.min_frequency,
+                                        fmax=p.max_frequency, htk=True, norm=None)
+            x = np.einsum("fm,mt->ft", np.linalg.pinv(basis), mel[0], optimize=True)
+            return np.clip(x, 0, None).T[None].astype(np.float32)  # (1, T, F)
+        mags["librosa pinv"], t = _timed(pinv_inverse)
+        rows.append(dict(stage="inverse mel", impl="librosa pinv (nnls init)", seconds=t))
+        n_lib = 0 if quick else int(os.environ.get("MINRIFF_BENCH_LIBROSA_FRAMES", "4"))
+        if n_lib:
+            _, t = _timed(lambda: librosa.feature.inverse.mel_to_stft(
+                mel[0][:, :n_lib], sr=p.sample_rate, n_fft=p.n_fft, power=1.0, fmin=p.min_frequency,
+                fmax=p.max_frequency, htk=True, norm=None))
+            rows.append(dict(stage="inverse mel", impl=f"librosa mel_to_stft ({n_lib} frames, x{W // n_lib} extrapolated)",
+                             seconds=t * W / n_lib))
+
+    gl_rows = []
+    for name, mag in mags.items():
+        wave, t = _timed(lambda: griffin_lim(mag, plan, n_iter=p.num_griffin_lim_iters, rng=np.random.default_rng(0)))
+        sc_lin, sc_mel = quality(mag, wave)
+        gl_rows.append(dict(stage="griffin-lim 32", impl=f"minriff on {name}", seconds=t, sc_linear=sc_lin, sc_mel=sc_mel))
+    if librosa is not None:
+        S = mags["nnls"][0].T  # (F, T)
+        wave, t = _timed(lambda: librosa.griffinlim(S, n_iter=p.num_griffin_lim_iters, hop_length=p.hop_length,
+                                                    win_length=p.win_length, n_fft=p.n_fft, window="hann", center=True,
+                                                    momentum=0.99, init="random", random_state=0)[None])
+        sc_lin, sc_mel = quality(mags["nnls"], wave.astype(np.float32))
+        gl_rows.append(dict(stage="griffin-lim 32", impl="librosa on minriff nnls", seconds=t, sc_linear=sc_lin, sc_mel=sc_mel))
+        if "librosa pinv" in mags:
+            S = mags["librosa pinv"][0].T
+            wave, t2 = _timed(lambda: librosa.griffinlim(S, n_iter=p.num_griffin_lim_iters, hop_length=p.hop_length,
+                                                         win_length=p.win_length, n_fft=p.n_fft, window="hann", center=True,
+                                                         momentum=0.99, init="random", random_state=0)[None])
+            sc_lin, sc_mel = quality(mags["librosa pinv"], wave.astype(np.float32))
+            gl_rows.append(dict(stage="griffin-lim 32", impl="librosa on librosa pinv", seconds=t2, sc_linear=sc_lin, sc_mel=sc_mel))
+    rows += gl_rows
+
+    by = {r["impl"]: r["seconds"] for r in rows}
+    extra = {"input": f"512x512 image from {source}", "params": "n_fft 17640, win 4410, hop 441, 512 htk mels 0-10 kHz"}
+    if librosa is not None:
+        ours = by["minriff nnls"] + by["minriff on nnls"]
+        extra["librosa gl / minriff gl (same magnitudes)"] = f"{by['librosa on minriff nnls'] / by['minriff on nnls']:.2f}x"
+        extra["librosa pinv+gl / minriff nnls+gl (whole path)"] = f"{(by['librosa pinv (nnls init)'] + by['librosa on librosa pinv']) / ours:.2f}x"
+        lib_nnls = [k for k in by if k.startswith("librosa mel_to_stft")]
+        if lib_nnls:
+            extra["librosa mel_to_stft+gl / minriff nnls+gl (extrapolated)"] = f"{(by[lib_nnls[0]] + by['librosa on minriff nnls']) / ours:.1f}x"
+    else:
+        extra["librosa"] = "not installed: no baseline"
+    emit(rows, getattr(args, "json", False), "bench audio: spectrogram image -> audio", extra)
+    return 0
+
+
+def _librosa():
+    try:
+        import librosa  # bench-only baseline
+
+        return librosa
+    except Exception:
+        return None

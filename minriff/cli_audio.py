@@ -1,0 +1,111 @@
+"""`minriff audio2image` and `minriff image2audio`."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from .errors import AudioError
+
+
+def _params(preset: str, stereo: bool):
+    from .spectrogram import SpectrogramParams
+
+    p = SpectrogramParams.riffusion_20k() if preset == "20k" else SpectrogramParams()
+    return p if not stereo or p.stereo else SpectrogramParams(**{**p.__dict__, "stereo": True})
+
+
+class _Progress:
+    """One updating stderr line per stage (plain lines when stderr is not a terminal)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet, self.tty, self.stage, self.t0 = quiet, sys.stderr.isatty(), None, time.perf_counter()
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if self.tty:
+            end = "\n" if done == total else ""
+            print(f"\r{stage}: {done}/{total}  {time.perf_counter() - self.t0:.1f}s", end=end, file=sys.stderr, flush=True)
+        elif done == total or stage != self.stage:
+            print(f"{stage}: {done}/{total}  {time.perf_counter() - self.t0:.1f}s", file=sys.stderr, flush=True)
+        self.stage = stage
+
+
+def _open_image(path):
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise AudioError(f"no such image file: {p}")
+    try:
+        image = Image.open(p)
+        image.load()
+    except (UnidentifiedImageError, OSError) as e:
+        raise AudioError(f"cannot read {p}: not an image ({e})") from e
+    return image
+
+
+class audio2image:
+    @staticmethod
+    def add_arguments(p):
+        p.add_argument("input", help="audio file (wav, flac, ogg, mp3); resampled to 44.1 kHz")
+        p.add_argument("-o", "--output", help="output PNG (default: INPUT with .png)")
+        p.add_argument("--stereo", action="store_true", help="stereo image: R=0, G=left, B=right")
+        p.add_argument("--preset", choices=["riffusion", "20k"], default="riffusion",
+                       help="riffusion: 0-10 kHz mono (default); 20k: 10 Hz-20 kHz stereo")
+        p.add_argument("--quiet", action="store_true", help="print nothing on success")
+
+    @staticmethod
+    def run(args) -> int:
+        from .audio import load_audio
+        from .spectrogram import audio_to_image, save_image
+
+        params = _params(args.preset, args.stereo)
+        wave = load_audio(args.input, params.sample_rate)
+        out = Path(args.output) if args.output else Path(args.input).with_suffix(".png")
+        if out.suffix.lower() != ".png":
+            raise AudioError(f"output must be a .png (EXIF parameters need a lossless image), got {out}")
+        image = audio_to_image(wave, params)
+        save_image(image, out, format="PNG")
+        if not args.quiet:
+            print(f"wrote {out} ({image.width}x{image.height}, {'stereo' if params.stereo else 'mono'})")
+        return 0
+
+
+class image2audio:
+    @staticmethod
+    def add_arguments(p):
+        p.add_argument("input", help="spectrogram image (PNG with or without Riffusion EXIF)")
+        p.add_argument("-o", "--output", help="output audio (.wav, .flac, .ogg, .mp3; default INPUT with .wav)")
+        p.add_argument("--method", choices=["nnls", "sgd"], default="nnls",
+                       help="inverse mel: exact NNLS (default) or the original's 200-step SGD")
+        p.add_argument("--iters", type=int, default=None, help="Griffin-Lim iterations (default 32, as the original)")
+        p.add_argument("--seed", type=int, default=0, help="seed of the random initial phase (and SGD init)")
+        p.add_argument("--loudness", choices=["riffusion", "peak", "none"], default="riffusion",
+                       help="riffusion: the original's -12 dBFS + -0.1 dB peak stage (default); peak: peak only")
+        p.add_argument("--stereo", action="store_true", help="treat the image as stereo (G/B) even without EXIF")
+        p.add_argument("--quiet", action="store_true", help="no progress or summary output")
+
+    @staticmethod
+    def run(args) -> int:
+        import dataclasses
+
+        from .audio import write_audio
+        from .errors import InputError
+        from .spectrogram import image_to_audio, params_from_image
+
+        if args.iters is not None and not 0 <= args.iters <= 10000:
+            raise InputError(f"--iters must be between 0 and 10000, got {args.iters}")
+        image = _open_image(args.input)
+        params = params_from_image(image)
+        if args.stereo:
+            params = dataclasses.replace(params, stereo=True)
+        out = Path(args.output) if args.output else Path(args.input).with_suffix(".wav")
+        wave = image_to_audio(image, params, method=args.method, seed=args.seed, n_iter=args.iters,
+                              loudness=None if args.loudness == "none" else args.loudness,
+                              progress=_Progress(args.quiet))
+        write_audio(out, wave, params.sample_rate)
+        if not args.quiet:
+            print(f"wrote {out} ({wave.shape[1] / params.sample_rate:.3f} s, {wave.shape[0]} ch)")
+        return 0
