@@ -96,6 +96,17 @@ class SafetensorsFile(Mapping):
     def __len__(self):
         return len(self._entries)
 
+    def release(self, name: str) -> None:
+        """Drop a tensor's pages from this process's resident set (they stay in the OS page cache
+        and fault back in if touched again): keeps RSS low while tensors are cast one by one."""
+        if self._mm is None or not hasattr(self._mm, "madvise"):
+            return
+        begin, end = self._entries[name]["data_offsets"]
+        start = (self._start + begin) // mmap.PAGESIZE * mmap.PAGESIZE
+        stop = min(self._start + end, len(self._mm))
+        if stop > start:
+            self._mm.madvise(mmap.MADV_DONTNEED, start, stop - start)
+
     def shape(self, name: str) -> tuple:
         return tuple(self._entries[name]["shape"])
 
@@ -197,6 +208,23 @@ class Component(Mapping):
     def dtype_name(self, key):
         return self._st.dtype_name(self._prefix + key)
 
+    def cast(self, dtype) -> "Mapping":
+        """The same keys; each value reads as a `dtype` copy and releases its file pages afterwards."""
+        return {k: _CastOnRead(self._st, self._prefix + k, np.dtype(dtype)) for k in self._keys}
+
+
+class _CastOnRead:
+    def __init__(self, st: SafetensorsFile, name: str, dtype: np.dtype):
+        self._st, self._name, self._dtype = st, name, dtype
+        self.shape = st.shape(name)
+
+    def __array__(self, dtype=None, copy=None):
+        a = self._st[self._name]
+        if a.dtype != self._dtype:
+            a = a.astype(self._dtype)
+            self._st.release(self._name)
+        return a if dtype is None else a.astype(dtype, copy=False)
+
 
 class WeightsFile:
     def __init__(self, path):
@@ -280,7 +308,7 @@ def load_models(path, dtype=np.float32) -> dict:
     wf = open(path)
     models = build_models(wf.config)
     for name, model in models.items():
-        nn.load(model, wf.component(name), what=name.replace("_", " "), dtype=dtype)
+        nn.load(model, wf.component(name).cast(dtype), what=name.replace("_", " "), dtype=dtype)
     tokenizer = wf.tokenizer() if wf.has_tokenizer else MissingTokenizer(wf)
     return dict(models, tokenizer=tokenizer, scheduler_config=wf.scheduler_config, config=wf.config)
 
