@@ -24,7 +24,8 @@ def _fixture_module():
 
 MAKE = _fixture_module()
 STEPS = [1, 2, 5, 20, 50]
-CONFIG_NAMES = ["riffusion", "linear", "riffusion_karras", "riffusion_leading", "riffusion_trailing"]
+CONFIG_NAMES = ["riffusion", "linear", "riffusion_karras", "riffusion_leading", "riffusion_trailing",
+                "riffusion_sigma_min"]
 
 
 def _cases():

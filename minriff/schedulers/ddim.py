@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from .common import F32, alphas_cumprod, as_index, check_steps, host, like, read_config, spaced_timesteps
 from .pndm import add_noise_ddpm
 
@@ -18,7 +18,7 @@ class DDIMScheduler:
     def __init__(self, config: dict):
         self.config = read_config(config, DEFAULTS, "ddim")
         if self.config["thresholding"]:
-            raise InputError("ddim: dynamic thresholding is not supported")
+            raise ConfigError("ddim: dynamic thresholding is not supported")
         self.alphas_cumprod = alphas_cumprod(self.config)
         self.final_alpha_cumprod = F32(1.0) if self.config["set_alpha_to_one"] else self.alphas_cumprod[0]
         self.num_inference_steps = None

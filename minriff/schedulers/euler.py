@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from .common import (F32, StepIndexMixin, alphas_cumprod, check_steps, karras_sigmas, like, read_config,
                      sigma_table, sigma_to_t, spaced_timesteps)
 
-DEFAULTS = dict(timestep_spacing="linspace", use_karras_sigmas=False, interpolation_type="linear")
+DEFAULTS = dict(timestep_spacing="linspace", use_karras_sigmas=False, interpolation_type="linear",
+                final_sigmas_type="zero")
 
 
 class EulerScheduler(StepIndexMixin):
@@ -21,10 +22,15 @@ class EulerScheduler(StepIndexMixin):
     def __init__(self, config: dict):
         self.config = read_config(config, DEFAULTS, self.name)
         if self.config["interpolation_type"] != "linear":
-            raise InputError(f"{self.name}: interpolation_type {self.config['interpolation_type']!r} "
+            raise ConfigError(f"{self.name}: interpolation_type {self.config['interpolation_type']!r} "
                              "is not supported (only 'linear')")
         if not self.supports_karras:  # diffusers' EulerAncestral has no such option and ignores the key
             self.config["use_karras_sigmas"] = False
+        if self.name != "euler":  # only diffusers' Euler reads final_sigmas_type
+            self.config["final_sigmas_type"] = "zero"
+        if self.config["final_sigmas_type"] not in ("zero", "sigma_min"):
+            raise ConfigError(f"{self.name}: final_sigmas_type {self.config['final_sigmas_type']!r} is not one "
+                             "of zero, sigma_min")
         self.alphas_cumprod = alphas_cumprod(self.config)
         self.sigmas = np.concatenate([sigma_table(self.alphas_cumprod)[::-1], [F32(0)]]).astype(F32)
         self.timesteps = None
@@ -45,7 +51,8 @@ class EulerScheduler(StepIndexMixin):
         if self.config["use_karras_sigmas"]:
             sigmas = karras_sigmas(float(sigmas[-1]), float(sigmas[0]), n)
             timesteps = sigma_to_t(sigmas, np.log(table))
-        self.sigmas = np.concatenate([sigmas, [0.0]]).astype(F32)
+        last = table[0] if self.config["final_sigmas_type"] == "sigma_min" else 0.0
+        self.sigmas = np.concatenate([sigmas, [last]]).astype(F32)
         self.timesteps = np.asarray(timesteps).astype(F32)
         self.num_inference_steps = n
         self._step_index = None
