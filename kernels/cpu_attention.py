@@ -19,13 +19,13 @@ import numba
 import numpy as np
 from numba import njit
 
-from .cpu_math import exp2f
+from .cpu_math import _FMA, exp2f
 
 KEY_TILE = 512
 TILE_ELEMS = 1 << 17  # query block * key tile (512 KB of float32 scores)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, error_model="numpy", fastmath=_FMA, nogil=True)
 def online_softmax_step(s, m, l, acc, q0, k0, causal):
     """s (bq, bk) scores in log2 units for queries q0.., keys k0..; overwritten with P.
     m, l (bq,) running max and sum; acc (bq, D) running output, rescaled to the new max."""
@@ -57,7 +57,7 @@ def online_softmax_step(s, m, l, acc, q0, k0, causal):
         m[i] = m_new
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, error_model="numpy", fastmath=_FMA, nogil=True)
 def finish_rows(acc, l, out):
     for i in range(acc.shape[0]):
         inv = np.float32(1.0) / l[i]

@@ -10,6 +10,8 @@ import threading
 import numpy as np
 from numba import njit, prange
 
+from .cpu_math import _FMA
+
 from .cpu_elementwise import add_bias_channels
 
 COLS_LIMIT_BYTES = 64 << 20
@@ -23,7 +25,7 @@ def _cols_buffer(n: int) -> np.ndarray:
     return buf[:n]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", fastmath=_FMA, parallel=True)
 def im2col(x, kh, kw, stride, top, left, oh0, Wo, cols):
     """x (C, H, W) -> cols (C*kh*kw, rows*Wo) for output rows oh0 .. oh0+rows-1.
     Row r = (c, i, j) holds x[c, oh*stride - top + i, ow*stride - left + j] (0 outside)."""
