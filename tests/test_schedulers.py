@@ -258,3 +258,58 @@ def test_riffusion_schedule_with_current_diffusers_rule_except_at_full_strength(
         t0, loop = schedulers.riffusion_img2img_schedule(a, 50, strength)
         ts = schedulers.img2img_timesteps(a, 50, strength)
         assert t0 == ts[0] and np.array_equal(loop, ts)
+
+
+# ---- device arrays -----------------------------------------------------------------------------------
+
+class DeviceArray(np.lib.mixins.NDArrayOperatorsMixin):
+    """A stand-in for a CuPy array: arithmetic and ufuncs work, implicit conversion to NumPy raises
+    (as CuPy's does), so a scheduler that pulls samples to the host fails here."""
+
+    def __init__(self, data):
+        self.data = np.asarray(data)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        raw = [x.data if isinstance(x, DeviceArray) else x for x in inputs]
+        return DeviceArray(getattr(ufunc, method)(*raw, **kwargs))
+
+    def __array_namespace__(self, api_version=None):
+        return DeviceNamespace
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("implicit device -> host conversion")
+
+    shape = property(lambda self: self.data.shape)
+    ndim = property(lambda self: self.data.ndim)
+    dtype = property(lambda self: self.data.dtype)
+
+    def clip(self, lo, hi):
+        return DeviceArray(self.data.clip(lo, hi))
+
+    def get(self):
+        return self.data
+
+
+class DeviceNamespace:
+    asarray = DeviceArray
+
+
+@pytest.mark.parametrize("name", schedulers.NAMES)
+def test_steps_stay_on_the_array_module_of_the_sample(name):
+    sched_np, sched_dev = schedulers.make(name, RIFF), schedulers.make(name, RIFF)
+    sched_np.set_timesteps(6)
+    sched_dev.set_timesteps(6)
+    rs = np.random.RandomState(0)
+    x = rs.standard_normal((1, 4, 2, 3)).astype(np.float32)
+    x_np, x_dev = x, DeviceArray(x)
+    gen_np, gen_dev = Generator(4), Generator(4)
+    for t in sched_np.timesteps:
+        eps = rs.standard_normal(x.shape).astype(np.float32)
+        kwargs = {"eta": 0.3} if name == "ddim" else {}
+        x_np = sched_np.step(eps, t, sched_np.scale_model_input(x_np, t) * 0 + x_np, generator=gen_np, **kwargs)
+        x_dev = sched_dev.step(DeviceArray(eps), t, sched_dev.scale_model_input(x_dev, t) * 0 + x_dev,
+                               generator=gen_dev, **kwargs)
+        assert isinstance(x_dev, DeviceArray)
+        np.testing.assert_array_equal(x_dev.data, x_np)
+    noised = sched_dev.add_noise(DeviceArray(x), DeviceArray(x), sched_dev.timesteps[1])
+    assert isinstance(noised, DeviceArray)
