@@ -63,7 +63,7 @@ def _write(args, riff, image: np.ndarray, out: str | None, image_out: str | None
 class _Generate:
     def add_arguments(self, p):
         p.add_argument("prompt", help='what the music should be, e.g. "jazz piano solo"; (word:1.5) weights words')
-        p.add_argument("-o", "--output", required=True, help="audio file to write (.wav, .flac, .mp3, .ogg)")
+        p.add_argument("-o", "--output", help="audio file to write (.wav, .flac, .mp3, .ogg)")
         p.add_argument("--seconds", type=float, default=5.0, help="clip length (default 5 -> 512 px = 5.11 s; max 30)")
         p.add_argument("--guidance", type=float, default=7.0, help="classifier-free guidance scale (default 7)")
         p.add_argument("--seed", type=int, help="random seed (default: random, printed)")
@@ -76,6 +76,8 @@ class _Generate:
     def run(self, args) -> int:
         from .pipeline import random_seed
 
+        if not (args.output or args.image):
+            raise InputError("nothing to write: give -o AUDIO and/or --image PNG")
         init = _open_image(args.init_image) if args.init_image else None
         riff = _load(args)
         seed = random_seed() if args.seed is None else args.seed

@@ -381,12 +381,21 @@ class Riffusion:
 
     # ---- spectrogram <-> audio ------------------------------------------------------------------
     def spectrogram_to_audio(self, image, method: str = "nnls", seed: int = 0) -> np.ndarray:
-        """Spectrogram image -> waveform (C, N) float32 at 44.1 kHz (`minriff.spectrogram`)."""
+        """Spectrogram image -> waveform (C, N) float32 at 44.1 kHz (`minriff.spectrogram`, with the
+        original's loudness stage), with a progress bar per conversion stage."""
         from PIL import Image
 
         from . import spectrogram
 
-        return spectrogram.image_to_audio(Image.fromarray(as_rgb_array(image)), method=method, seed=seed)
+        bars: dict[str, Progress] = {}
+
+        def progress(stage: str, done: int, total: int):
+            bar = bars.get(stage) or bars.setdefault(stage, Progress(total, f"{stage:<18}", self.quiet))
+            if done > bar.done:
+                bar.update(min(done, total) - bar.done)
+
+        image = Image.fromarray(as_rgb_array(image))
+        return spectrogram.image_to_audio(image, method=method, seed=seed, progress=progress)
 
     def audio_to_spectrogram(self, waveform: np.ndarray, sample_rate: int = 44100) -> np.ndarray:
         """Waveform (C, N) -> (512, W, 3) uint8 spectrogram with Riffusion's parameters."""

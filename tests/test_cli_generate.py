@@ -39,65 +39,84 @@ def seed_png(path, width=128, level=170):
 
 
 # ---- generate ------------------------------------------------------------------------------------
-def test_generate_writes_5_11_s_wav_and_png_deterministically(tiny, tmp_path, capsys):
-    outs = []
-    for k in range(2):
-        wav, png = tmp_path / f"jazz{k}.wav", tmp_path / f"jazz{k}.png"
-        code, err = run(capsys, "generate", "jazz piano solo", "-o", wav, "--seconds", 5, "--steps", 2,
-                        "--seed", 42, "--image", png, "--weights", tiny, "--quiet")
-        assert code == 0, err
-        assert err == ""  # --quiet
-        outs.append((wav.read_bytes(), png.read_bytes()))
-    info = sf.info(str(tmp_path / "jazz0.wav"))
+def test_generate_writes_a_5_11_s_wav_and_png(tiny, tmp_path, capsys):
+    wav, png = tmp_path / "jazz.wav", tmp_path / "jazz.png"
+    code, err = run(capsys, "generate", "jazz piano solo", "-o", wav, "--seconds", 5, "--steps", 1,
+                    "--seed", 42, "--image", png, "--weights", tiny, "--quiet")
+    assert code == 0, err
+    assert err == ""  # --quiet
+    info = sf.info(str(wav))
     assert info.samplerate == SR and info.format == "WAV"
     assert info.frames == 511 * HOP  # 512 px -> 5.11 s
     assert round(info.frames / SR, 2) == 5.11
-    data, _ = sf.read(str(tmp_path / "jazz0.wav"))
+    data, _ = sf.read(str(wav))
     assert np.isfinite(data).all() and np.abs(data).max() > 0.01
-    assert Image.open(tmp_path / "jazz0.png").size == (512, 512)
-    assert outs[0] == outs[1]  # same seed -> identical bytes
+    assert Image.open(png).size == (512, 512)
 
 
-def test_generate_seed_and_negative_prompt_change_the_result(tiny, tmp_path, capsys):
-    def png(*extra):
-        out = tmp_path / f"x{len(list(tmp_path.iterdir()))}.png"
-        code, err = run(capsys, "generate", "jazz piano solo", "-o", tmp_path / "a.wav", "--seconds", 1,
-                        "--steps", 2, "--image", out, "--weights", tiny, "--quiet", *extra)
+def test_generate_same_seed_same_bytes(tiny, tmp_path, capsys):
+    outs = []
+    for k in range(2):
+        wav, png = tmp_path / f"a{k}.wav", tmp_path / f"a{k}.png"
+        code, err = run(capsys, "generate", "jazz piano solo", "-o", wav, "--seconds", 0.64, "--steps", 2,
+                        "--seed", 42, "--image", png, "--weights", tiny, "--quiet")
         assert code == 0, err
-        return np.asarray(Image.open(out))
+        outs.append((wav.read_bytes(), png.read_bytes()))
+    assert outs[0] == outs[1]
 
-    base = png("--seed", 1)
-    assert not np.array_equal(base, png("--seed", 2))
-    assert not np.array_equal(base, png("--seed", 1, "--negative", "drums"))
-    assert np.array_equal(base, png("--seed", 1))
+
+def test_seed_and_negative_prompt_change_the_result(tiny):
+    from minriff import Riffusion
+
+    riff = Riffusion.load(tiny, quiet=True)
+
+    def image(**kw):
+        return riff.generate_spectrogram("jazz piano solo", duration_s=0.64, steps=2, **kw)
+
+    base = image(seed=1)
+    assert base.shape == (512, 64, 3) and base.dtype == np.uint8
+    assert not np.array_equal(base, image(seed=2))
+    assert not np.array_equal(base, image(seed=1, negative_prompt="drums"))
+    assert np.array_equal(base, image(seed=1))
+    assert riff.last_seed == 1
+
+
+def test_generate_only_the_image(tiny, tmp_path, capsys):
+    code, err = run(capsys, "generate", "lofi", "--image", tmp_path / "x.png", "--seconds", 0.64, "--steps", 1,
+                    "--weights", tiny, "--quiet")
+    assert code == 0, err
+    assert Image.open(tmp_path / "x.png").size == (64, 512)
+    code, err = run(capsys, "generate", "lofi", "--weights", tiny, "--quiet")
+    assert code == 2 and "nothing to write" in err
 
 
 @pytest.mark.parametrize("fmt", ["flac", "mp3"])
 def test_generate_other_formats(tiny, tmp_path, capsys, fmt):
     out = tmp_path / f"clip.{fmt}"
-    code, err = run(capsys, "generate", "lofi beat", "-o", out, "--seconds", 1, "--steps", 1, "--seed", 3,
+    code, err = run(capsys, "generate", "lofi beat", "-o", out, "--seconds", 0.64, "--steps", 1, "--seed", 3,
                     "--weights", tiny, "--quiet")
     assert code == 0, err
     info = sf.info(str(out))
     assert info.samplerate == SR and info.format == fmt.upper()
-    assert abs(info.frames - 127 * HOP) <= (1152 * 2 if fmt == "mp3" else 0)  # mp3 frames pad the end
+    assert abs(info.frames - 63 * HOP) <= (1152 * 2 if fmt == "mp3" else 0)  # mp3 frames pad the end
 
 
 def test_generate_progress_bar_and_seed_report(tiny, tmp_path, capsys):
-    code, err = run(capsys, "generate", "lofi beat", "-o", tmp_path / "a.wav", "--seconds", 1, "--steps", 3,
+    code, err = run(capsys, "generate", "lofi beat", "-o", tmp_path / "a.wav", "--seconds", 0.64, "--steps", 3,
                     "--weights", tiny)
     assert code == 0, err
     assert "seed " in err and "denoising [" in err and "3/3" in err
-    assert "wrote" in err and "1.27 s" in err
+    assert "wrote" in err and "0.63 s" in err
 
 
 def test_generate_img2img_keeps_the_width(tiny, tmp_path, capsys):
     init = seed_png(tmp_path / "init.png", width=192)
-    code, err = run(capsys, "generate", "lofi beat", "-o", tmp_path / "a.wav", "--init-image", init, "--strength", 0.5,
+    code, err = run(capsys, "generate", "lofi beat", "--init-image", init, "--strength", 0.5,
                     "--steps", 4, "--seed", 1, "--image", tmp_path / "out.png", "--weights", tiny, "--quiet")
     assert code == 0, err
-    assert Image.open(tmp_path / "out.png").size == (192, 512)
-    assert sf.info(str(tmp_path / "a.wav")).frames == 191 * HOP
+    out = np.asarray(Image.open(tmp_path / "out.png"))
+    assert out.shape == (512, 192, 3)
+    assert not np.array_equal(out, np.asarray(Image.open(init).convert("RGB")))
 
 
 @pytest.mark.parametrize("args,message", [
@@ -131,18 +150,18 @@ def test_generate_rejects_a_wrong_size_init_image(tiny, tmp_path, capsys):
 # ---- interpolate ---------------------------------------------------------------------------------
 def test_interpolate_joins_clips_into_one_continuous_file(tiny, tmp_path, capsys):
     out, png = tmp_path / "morph.wav", tmp_path / "morph.png"
-    code, err = run(capsys, "interpolate", "church bells", "jazz with piano", "--frames", 3, "--seconds", 1,
+    code, err = run(capsys, "interpolate", "church bells", "jazz with piano", "--frames", 3, "--seconds", 0.64,
                     "--steps", 2, "-o", out, "--image", png, "--weights", tiny, "--quiet")
     assert code == 0, err
-    assert Image.open(png).size == (3 * 128, 512)
-    assert sf.info(str(out)).frames == (3 * 128 - 1) * HOP  # one continuous conversion, no gaps or overlaps
+    assert Image.open(png).size == (3 * 64, 512)
+    assert sf.info(str(out)).frames == (3 * 64 - 1) * HOP  # one continuous conversion, no gaps or overlaps
     joined = np.asarray(Image.open(png))
-    first = joined[:, :128]
+    first = joined[:, :64]
     # alpha = 0 is prompt A with seed 42 alone: the same as generating it directly
-    code, _ = run(capsys, "generate", "church bells", "-o", tmp_path / "a.wav", "--seconds", 1, "--steps", 2,
+    code, _ = run(capsys, "generate", "church bells", "--seconds", 0.64, "--steps", 2,
                   "--seed", 42, "--image", tmp_path / "a.png", "--weights", tiny, "--quiet")
     assert code == 0 and np.array_equal(first, np.asarray(Image.open(tmp_path / "a.png")))
-    assert not np.array_equal(joined[:, :128], joined[:, 256:])
+    assert not np.array_equal(joined[:, :64], joined[:, 128:])
 
 
 def test_interpolate_needs_two_frames(tiny, tmp_path, capsys):
@@ -152,7 +171,7 @@ def test_interpolate_needs_two_frames(tiny, tmp_path, capsys):
 
 # ---- riffuse -------------------------------------------------------------------------------------
 def test_riffuse_json_request_like_the_server(tiny, tmp_path, capsys):
-    seed_png(tmp_path / "og_beat.png")
+    seed_png(tmp_path / "og_beat.png", width=64)
     req = {"alpha": 0.75, "num_inference_steps": 4, "seed_image_id": "og_beat",
            "start": {"prompt": "church bells on sunday", "seed": 42, "denoising": 0.75, "guidance": 7},
            "end": {"prompt": "jazz with piano", "seed": 123, "denoising": 0.75, "guidance": 7.0}}
@@ -162,17 +181,17 @@ def test_riffuse_json_request_like_the_server(tiny, tmp_path, capsys):
     assert code == 0, err
     resp = json.loads((tmp_path / "out.json").read_text())
     assert resp["image"].startswith("data:image/jpeg;base64,") and resp["audio"].startswith("data:audio/mpeg;base64,")
-    assert resp["duration_s"] == pytest.approx(127 * HOP / SR)
+    assert resp["duration_s"] == pytest.approx(63 * HOP / SR)
     import base64
     import io
     jpeg = Image.open(io.BytesIO(base64.b64decode(resp["image"].split(",", 1)[1])))
-    assert jpeg.format == "JPEG" and jpeg.size == (128, 512)
-    assert sf.info(str(tmp_path / "out.wav")).frames == 127 * HOP
+    assert jpeg.format == "JPEG" and jpeg.size == (64, 512)
+    assert sf.info(str(tmp_path / "out.wav")).frames == 63 * HOP
 
 
 def test_riffuse_flags_with_mask_and_alpha_endpoints(tiny, tmp_path, capsys):
-    seed = seed_png(tmp_path / "seed.png")
-    mask = np.full((512, 128), 255, np.uint8)
+    seed = seed_png(tmp_path / "seed.png", width=64)
+    mask = np.full((512, 64), 255, np.uint8)
     mask[256:] = 0
     Image.fromarray(mask).save(tmp_path / "mask.png")
     imgs = {}
@@ -193,7 +212,7 @@ def test_riffuse_flags_with_mask_and_alpha_endpoints(tiny, tmp_path, capsys):
      "invalid seed image: 'nope'"),
 ])
 def test_riffuse_bad_requests(tiny, tmp_path, capsys, body, message):
-    seed_png(tmp_path / "og_beat.png")
+    seed_png(tmp_path / "og_beat.png", width=64)
     (tmp_path / "req.json").write_text(body)
     code, err = run(capsys, "riffuse", "--json", tmp_path / "req.json", "--seed-images", tmp_path,
                     "-o", tmp_path / "x.wav", "--weights", tiny, "--quiet")
@@ -202,7 +221,7 @@ def test_riffuse_bad_requests(tiny, tmp_path, capsys, body, message):
 
 def test_riffuse_with_the_original_seed_image_and_mask(tiny, tmp_path, capsys):
     folder = shared_file("seed_images")
-    code, err = run(capsys, "riffuse", "--start", "lofi", "--steps", 3, "--seed-images", folder,
+    code, err = run(capsys, "riffuse", "--start", "lofi", "--steps", 2, "--seed-images", folder,
                     "--mask", "mask_top_third_75", "--image", tmp_path / "o.png", "--weights", tiny, "--quiet")
     assert code == 0, err
     assert Image.open(tmp_path / "o.png").size == (512, 512)
@@ -211,7 +230,7 @@ def test_riffuse_with_the_original_seed_image_and_mask(tiny, tmp_path, capsys):
 # ---- the installed console script ----------------------------------------------------------------
 def test_console_script_generate(tiny, tmp_path):
     exe = [sys.executable, "-m", "minriff.cli"]
-    r = subprocess.run(exe + ["generate", "jazz piano solo", "-o", str(tmp_path / "j.wav"), "--seconds", "1",
+    r = subprocess.run(exe + ["generate", "jazz piano solo", "-o", str(tmp_path / "j.wav"), "--seconds", "0.64",
                               "--steps", "1", "--weights", tiny, "--quiet"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert sf.info(str(tmp_path / "j.wav")).frames == 127 * HOP
+    assert sf.info(str(tmp_path / "j.wav")).frames == 63 * HOP
