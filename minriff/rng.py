@@ -20,7 +20,6 @@ DistributionsHelper.h, TransformationHelper.h, native/cpu/DistributionTemplates.
   overwrite the last 16 slots and that last block is transformed again (size + 16 draws in total).
   The scalar-path cache is neither used nor touched.
 - torch.rand: one uniform of the tensor dtype per element.
-
 - Which Box-Muller runs for float32 depends on torch's CPU capability: on x86-64 with AVX2 or AVX-512
   torch uses `normal_fill_16_AVX2` (Cephes polynomial log/sincos from avx_mathfun.h, compiled with
   FMA contraction) — the default here, `float_path="avx2"`; with ATEN_CPU_CAPABILITY=default it
@@ -42,7 +41,6 @@ FLOAT_PATHS = ("avx2", "libm")
 
 _N = 624
 _M = 397
-_MATRIX_A = np.uint32(0x9908B0DF)
 _TWO_PI = 2.0 * math.pi  # c10::pi<double> times 2, exact in double
 
 
@@ -114,8 +112,8 @@ def _box_muller_blocks_f64(data):
 # one `add`/`sub` becomes a fused multiply-add. Where both operands of the add are products, the
 # first one is fused (checked bit for bit against torch on an AVX-512 machine).
 
-def _fma32(a, b, c):
-    """Correctly rounded float32 a*b + c: the product is exact in float64; the sum is rounded to odd
+def fma32(a, b, c):
+    """Correctly rounded float32 a*b + c (elementwise): the product is exact in float64; the sum is rounded to odd
     in float64 so the final rounding to float32 is not a double rounding."""
     p = np.asarray(a, np.float32).astype(np.float64) * np.asarray(b, np.float32).astype(np.float64)
     c = np.asarray(c, np.float32).astype(np.float64)
@@ -145,11 +143,11 @@ def _avx_log(x):
     y = np.full_like(x, _F(7.0376836292e-2))
     for coef in (-1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1, 1.4249322787e-1,
                  -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1, 3.3333331174e-1):
-        y = _fma32(y, x, _F(coef))
+        y = fma32(y, x, _F(coef))
     y = y * x
-    y = _fma32(y, z, e * _F(-2.12194440e-4))
-    y = _fma32(-z, _F(0.5), y)
-    return _fma32(e, _F(0.693359375), x + y)
+    y = fma32(y, z, e * _F(-2.12194440e-4))
+    y = fma32(-z, _F(0.5), y)
+    return fma32(e, _F(0.693359375), x + y)
 
 
 def _avx_sincos(x):
@@ -160,18 +158,18 @@ def _avx_sincos(x):
     swap_sin = ((j & 4) << 29).astype(np.uint32)
     sin_poly = (j & 2) == 0
     sign_cos = ((~(j - 2) & 4) << 29).astype(np.uint32)
-    x = _fma32(y, _F(-0.78515625), x)
-    x = _fma32(y, _F(-2.4187564849853515625e-4), x)
-    x = _fma32(y, _F(-3.77489497744594108e-8), x)
+    x = fma32(y, _F(-0.78515625), x)
+    x = fma32(y, _F(-2.4187564849853515625e-4), x)
+    x = fma32(y, _F(-3.77489497744594108e-8), x)
     z = x * x
-    c = _fma32(_F(2.443315711809948e-5), z, _F(-1.388731625493765e-3))
-    c = _fma32(c, z, _F(4.166664568298827e-2))
+    c = fma32(_F(2.443315711809948e-5), z, _F(-1.388731625493765e-3))
+    c = fma32(c, z, _F(4.166664568298827e-2))
     c = c * z
-    c = _fma32(c, z, -(z * _F(0.5))) + _F(1.0)
-    s = _fma32(_F(-1.9515295891e-4), z, _F(8.3321608736e-3))
-    s = _fma32(s, z, _F(-1.6666654611e-1))
+    c = fma32(c, z, -(z * _F(0.5))) + _F(1.0)
+    s = fma32(_F(-1.9515295891e-4), z, _F(8.3321608736e-3))
+    s = fma32(s, z, _F(-1.6666654611e-1))
     s = s * z
-    s = _fma32(s, x, x)
+    s = fma32(s, x, x)
     sin = np.where(sin_poly, s, c)
     cos = np.where(sin_poly, c, s)
     sin = (sin.view(np.uint32) ^ swap_sin).view(np.float32)

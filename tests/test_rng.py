@@ -128,3 +128,37 @@ def test_bad_seed_dtype_and_path():
 def test_seed_uses_low_32_bits_like_torch():
     assert np.array_equal(Generator(2**32 + 9).randn(20), Generator(9).randn(20))
     assert Generator(-1).initial_seed() == 2**64 - 1
+
+
+_F32 = st.floats(width=32, allow_nan=False, allow_infinity=False, min_value=-(2.0**60), max_value=2.0**60)
+
+
+@given(_F32, _F32, _F32)
+def test_fma32_is_correctly_rounded(a, b, c):
+    """The float32 fused multiply-add behind the AVX2 path: the result is the float32 nearest to the
+    exact a*b + c (ties to even), checked against its two neighbours in exact rational arithmetic."""
+    from fractions import Fraction
+
+    from minriff.rng import fma32
+
+    a, b, c = np.float32(a), np.float32(b), np.float32(c)
+    r = fma32(np.array([a]), np.array([b]), np.array([c]))[0]
+    exact = Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))
+    err = abs(Fraction(float(r)) - exact)
+    for n in (np.nextafter(r, np.float32(np.inf)), np.nextafter(r, np.float32(-np.inf))):
+        if np.isfinite(n):
+            other = abs(Fraction(float(n)) - exact)
+            assert err < other or (err == other and int(r.view(np.uint32)) % 2 == 0)
+
+
+def test_fma32_double_rounding_case():
+    """a*b + c = 1 + 2^-23 + 2^-24 - 2^-70 lies just below the tie between 1 + 2^-23 and 1 + 2^-22:
+    the answer is 1 + 2^-23. A plain float64 sum would round to the tie, then to even: 1 + 2^-22."""
+    from minriff.rng import fma32
+
+    a = np.float32(2**-24 + 2**-47)
+    b = np.float32(1 - 2**-23)
+    c = np.float32(1 + 2**-23)
+    naive = np.float32(float(a) * float(b) + float(c))
+    assert naive == np.float32(1 + 2**-22)
+    assert fma32(np.array([a]), np.array([b]), np.array([c]))[0] == np.float32(1 + 2**-23)

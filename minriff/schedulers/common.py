@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from ..errors import ConfigError, InputError
+from ..rng import fma32
 
 F32 = np.float32
 
@@ -44,18 +45,6 @@ def read_config(config: dict, defaults: dict, name: str) -> dict:
     if not isinstance(n, (int, np.integer)) or n < 2:
         raise ConfigError(f"{name}: num_train_timesteps must be an integer >= 2, got {n!r}")
     return cfg
-
-
-def fma32(a, b, c):
-    """Correctly rounded float32 a*b + c (float64 product is exact; sum rounded to odd, then to f32)."""
-    p = np.asarray(a, F32).astype(np.float64) * np.asarray(b, F32).astype(np.float64)
-    c = np.asarray(c, F32).astype(np.float64)
-    s = p + c
-    back = s - p
-    err = (p - (s - back)) + (c - back)
-    bits = s.view(np.int64)
-    step = np.where((err > 0) == (s > 0), 1, -1)
-    return np.where((err != 0) & ((bits & 1) == 0), bits + step, bits).view(np.float64).astype(F32)
 
 
 def torch_linspace_f32(start: float, end: float, n: int) -> np.ndarray:
