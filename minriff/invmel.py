@@ -112,6 +112,8 @@ def _nnls_frames(mel, start, length, offset, w, n_used, eps, tol, max_iter, out,
             _thomas(diag, off, m_vec, lam, cp)
             _fb_t(lam, start, length, offset, w, u)
             theta = _dual_objective(lam, u, m_vec, eps)
+            best_g = np.inf
+            stall = 0
             while it < max_iter:
                 for k in range(n_used):
                     x[k] = u[k] if u[k] > 0.0 else 0.0
@@ -120,8 +122,17 @@ def _nnls_frames(mel, start, length, offset, w, n_used, eps, tol, max_iter, out,
                 for m in range(M):
                     g[m] += eps * lam[m] - m_vec[m]
                     gn += g[m] * g[m]
-                if np.sqrt(gn) <= tol * norm_m:
+                gn = np.sqrt(gn)
+                if gn <= tol * norm_m:
                     break
+                # stagnation: rounding-level flips of bins at u ~ 0 can cycle without progress
+                if gn < 0.9 * best_g:
+                    best_g = gn
+                    stall = 0
+                else:
+                    stall += 1
+                    if stall >= 5:
+                        break
                 it += 1
                 _tridiag(u, start, length, offset, w, eps, diag, off)
                 for m in range(M):
@@ -130,23 +141,36 @@ def _nnls_frames(mel, start, length, offset, w, n_used, eps, tol, max_iter, out,
                 slope = 0.0
                 for m in range(M):
                     slope += g[m] * step[m]
+                for k in range(n_used):
+                    x[k] = 1.0 if u[k] > 0.0 else 0.0  # x now holds the active pattern
                 t = 1.0
+                same_pattern = False
                 for _ in range(60):  # Armijo backtracking on the dual objective
                     for m in range(M):
                         trial[m] = lam[m] + t * step[m]
                     _fb_t(trial, start, length, offset, w, u)
+                    if t == 1.0:
+                        same_pattern = True
+                        for k in range(n_used):
+                            if (u[k] > 0.0) != (x[k] > 0.0):
+                                same_pattern = False
+                                break
+                        if same_pattern:  # the equation is linear on this piece: the step is exact
+                            break
                     th = _dual_objective(trial, u, m_vec, eps)
                     if th <= theta + 1e-4 * t * slope:
                         break
                     t *= 0.5
                 lam[:] = trial
-                theta = th
+                if same_pattern:
+                    break
+                theta = _dual_objective(lam, u, m_vec, eps)
         for k in range(n_used):
             out[f, k] = u[k] if (u[k] > 0.0 and norm_m > 0.0) else 0.0
         iters[f] = it
 
 
-def nnls(mel: np.ndarray, fb: BandedFilterbank, eps_rel: float = NNLS_EPS_REL, tol: float = 1e-10,
+def nnls(mel: np.ndarray, fb: BandedFilterbank, eps_rel: float = NNLS_EPS_REL, tol: float = 1e-9,
          max_iter: int = 200) -> tuple[np.ndarray, np.ndarray]:
     """mel (K, M) non-negative -> (x (K, used_bins) float64 >= 0, Newton iterations (K,))."""
     mel = np.ascontiguousarray(mel, dtype=np.float64)
