@@ -4,6 +4,7 @@ Also reported (printed, run with -s): load_models into fp32 and into fp16."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -26,7 +27,8 @@ if mode == "read":
             total += float(np.add.reduce(c[k], axis=None, dtype=np.float32))  # touches every byte
 else:
     m = weights.load_models(path, dtype=np.float32 if mode == "load32" else np.float16)
-    total = sum(float(p.ravel()[-1]) for name in ("text_encoder", "unet", "vae") for _, p in m[name].named_parameters())
+    total = sum(float(np.add.reduce(p, axis=None, dtype=np.float32))  # touches every parameter byte
+                for name in ("text_encoder", "unet", "vae") for _, p in m[name].named_parameters())
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"mode": mode, "peak_mb": peak / 1024, "baseline_mb": base / 1024, "check": total}))
 """
@@ -55,6 +57,7 @@ def test_reading_all_tensors_peak_rss(sd15_file):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("MINRIFF_SLOW") != "1", reason="~40 s more; set MINRIFF_SLOW=1")
 def test_load_models_peak_rss(sd15_file):
     """fp32 compute needs the fp32 model (2 x file size) in memory; pages of the fp16 file are
     released after each cast, so the peak stays near the fp32 model size. fp16 loads as views."""
