@@ -323,4 +323,7 @@ class MissingTokenizer:
     def __call__(self, *args, **kwargs):
         self._wf.tokenizer()
 
-    encode = __call__
+    def __getattr__(self, name):  # .encode, .bos_id, ...: any use explains what is missing
+        if name.startswith("__"):
+            raise AttributeError(name)
+        self._wf.tokenizer()

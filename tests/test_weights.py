@@ -258,6 +258,10 @@ def test_missing_tokenizer_is_explained(tmp_path, tiny_file):
     m = weights.load_models(p)  # the models still load ...
     with pytest.raises(WeightsError, match="no tokenizer"):
         m["tokenizer"]("a prompt")  # ... and the first prompt says what is missing
+    with pytest.raises(WeightsError, match="no tokenizer"):
+        m["tokenizer"].encode("a prompt")
+    with pytest.raises(WeightsError, match="no tokenizer"):
+        m["tokenizer"].bos_id
 
 
 def test_wrong_shapes_and_keys_reported_all_at_once(tmp_path, tiny_file):
