@@ -112,7 +112,6 @@ def _nnls_frames(mel, start, length, offset, w, n_used, eps, tol, max_iter, out,
             _thomas(diag, off, m_vec, lam, cp)
             _fb_t(lam, start, length, offset, w, u)
             theta = _dual_objective(lam, u, m_vec, eps)
-            best_g = np.inf
             stall = 0
             while it < max_iter:
                 for k in range(n_used):
@@ -125,14 +124,6 @@ def _nnls_frames(mel, start, length, offset, w, n_used, eps, tol, max_iter, out,
                 gn = np.sqrt(gn)
                 if gn <= tol * norm_m:
                     break
-                # stagnation: rounding-level flips of bins at u ~ 0 can cycle without progress
-                if gn < 0.9 * best_g:
-                    best_g = gn
-                    stall = 0
-                else:
-                    stall += 1
-                    if stall >= 5:
-                        break
                 it += 1
                 _tridiag(u, start, length, offset, w, eps, diag, off)
                 for m in range(M):
@@ -164,7 +155,15 @@ def _nnls_frames(mel, start, length, offset, w, n_used, eps, tol, max_iter, out,
                 lam[:] = trial
                 if same_pattern:
                     break
-                theta = _dual_objective(lam, u, m_vec, eps)
+                new_theta = _dual_objective(lam, u, m_vec, eps)
+                # stagnation: rounding-level flips of bins at u ~ 0 can cycle without progress
+                if theta - new_theta <= 1e-14 * abs(theta):
+                    stall += 1
+                    if stall >= 3:
+                        break
+                else:
+                    stall = 0
+                theta = new_theta
         for k in range(n_used):
             out[f, k] = u[k] if (u[k] > 0.0 and norm_m > 0.0) else 0.0
         iters[f] = it
