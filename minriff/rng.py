@@ -113,8 +113,8 @@ def _box_muller_blocks_f64(data):
 # first one is fused (checked bit for bit against torch on an AVX-512 machine).
 
 def fma32(a, b, c):
-    """Correctly rounded float32 a*b + c (elementwise): the product is exact in float64; the sum is rounded to odd
-    in float64 so the final rounding to float32 is not a double rounding."""
+    """Correctly rounded float32 a*b + c, elementwise. The product is exact in float64; the sum is
+    rounded to odd in float64, so the final rounding to float32 is not a double rounding."""
     p = np.asarray(a, np.float32).astype(np.float64) * np.asarray(b, np.float32).astype(np.float64)
     c = np.asarray(c, np.float32).astype(np.float64)
     s = p + c

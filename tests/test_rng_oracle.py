@@ -31,7 +31,8 @@ def test_streams_equal_torch_bit_for_bit(seed, calls):
         expected = getattr(torch, kind)(shape, generator=gen_t, dtype=getattr(torch, dtype)).numpy()
         got = getattr(gen_m, kind)(shape, dtype=np.dtype(dtype))
         assert got.dtype == expected.dtype and got.shape == expected.shape
-        assert np.array_equal(got.reshape(-1).view(np.uint8), expected.reshape(-1).view(np.uint8)), (seed, kind, shape, dtype)
+        same_bits = np.array_equal(got.reshape(-1).view(np.uint8), expected.reshape(-1).view(np.uint8))
+        assert same_bits, (seed, kind, shape, dtype)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 42, 2**31 - 1, 987654321])
