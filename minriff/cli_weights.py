@@ -17,7 +17,8 @@ from .weights import COMPONENTS, FORMAT, write_safetensors
 
 def _run_convert(args) -> int:
     from .convert import convert as do_convert
-    do_convert(args.src, args.output, dtype=args.dtype, tokenizer=args.tokenizer, config=args.config, ema=args.ema)
+    do_convert(args.src, args.output, dtype=args.dtype, tokenizer=args.tokenizer, config=args.config, ema=args.ema,
+               inert_globals=args.inert_globals)
     return 0
 
 
@@ -31,6 +32,10 @@ def _args_convert(p) -> None:
                                     "(default sd15)")
     p.add_argument("--ema", action="store_true", help="single files with EMA copies: use the EMA UNet weights "
                                                       "(default: non-EMA, as diffusers' converter)")
+    p.add_argument("--inert-globals", action="store_true",
+                   help="torch single files: replace globals outside the tensor-rebuild allow-list by inert "
+                        "stand-ins instead of refusing (for training checkpoints with extra metadata; nothing "
+                        "from the file is ever called either way)")
 
 
 convert = SimpleNamespace(add_arguments=_args_convert, run=_run_convert)

@@ -63,7 +63,7 @@ class Checkpoint:
 # ----------------------------------------------------------------------------- tensor files
 
 
-def read_tensor_file(path) -> dict[str, Ref]:
+def read_tensor_file(path, inert_globals: bool = False) -> dict[str, Ref]:
     """name -> Ref for a safetensors file or a torch checkpoint (told apart by content)."""
     path = Path(path)
     try:
@@ -72,7 +72,7 @@ def read_tensor_file(path) -> dict[str, Ref]:
     except OSError as e:
         raise WeightsError(f"cannot open {path}: {e.strerror or e}") from None
     if magic[:2] == b"PK" or magic[:1] == b"\x80":
-        sd = torchpickle.state_dict(torchpickle.load(path), str(path))
+        sd = torchpickle.state_dict(torchpickle.load(path, inert_unknown=inert_globals), str(path))
         return {k: Ref(t.shape, t.numpy) for k, t in sd.items()}
     st = SafetensorsFile(path)
     if "minriff" in st.metadata.get("format", ""):  # (transformers writes format "pt")
@@ -135,8 +135,9 @@ def read_tokenizer(path) -> tuple[dict, list]:
 
 # ----------------------------------------------------------------------------- diffusers folders
 
-WEIGHT_STEMS = {"unet": ("diffusion_pytorch_model",), "vae": ("diffusion_pytorch_model",),
-                "text_encoder": ("model", "pytorch_model")}
+WEIGHT_STEMS = {"unet": ("diffusion_pytorch_model", "diffusion_pytorch_model.fp16"),
+                "vae": ("diffusion_pytorch_model", "diffusion_pytorch_model.fp16"),
+                "text_encoder": ("model", "pytorch_model", "model.fp16", "pytorch_model.fp16")}
 
 
 def read_diffusers(folder) -> Checkpoint:
@@ -304,8 +305,8 @@ def refuse_unsupported_ldm(keys: dict[str, Ref], where) -> None:
             raise UnsupportedModelError(f"{where}: linear transformer projections (SD 2.x style); unsupported")
 
 
-def read_ldm(path, configs: dict, ema: bool = False) -> Checkpoint:
-    raw = read_tensor_file(path)
+def read_ldm(path, configs: dict, ema: bool = False, inert_globals: bool = False) -> Checkpoint:
+    raw = read_tensor_file(path, inert_globals)
     refuse_unsupported_ldm(raw, path)
     ck = Checkpoint(configs=configs, source={"type": "ldm-single-file", "path": str(path)})
     has_ema = sum(k.startswith("model_ema.") for k in raw) > 100
@@ -403,7 +404,7 @@ def preset_or_folder_configs(config) -> tuple[dict, dict | None, Path | None]:
     return configs, (_read_json(sched, "scheduler config") if sched.exists() else None), root
 
 
-def read_source(src, tokenizer=None, config=None, ema: bool = False) -> Checkpoint:
+def read_source(src, tokenizer=None, config=None, ema: bool = False, inert_globals: bool = False) -> Checkpoint:
     src = Path(src)
     if not src.exists():
         raise WeightsError(f"{src}: no such file or folder")
@@ -413,7 +414,7 @@ def read_source(src, tokenizer=None, config=None, ema: bool = False) -> Checkpoi
         ck = read_diffusers(src)
     else:
         configs, sched, root = preset_or_folder_configs(config)
-        ck = read_ldm(src, configs, ema=ema)
+        ck = read_ldm(src, configs, ema=ema, inert_globals=inert_globals)
         if sched is not None:
             ck.scheduler_config = sched
         if tokenizer is None and root is not None and (root / "tokenizer").is_dir():
@@ -442,9 +443,10 @@ def write_converted(out, ck: Checkpoint, dtype: str = "fp16") -> int:
     return len(entries)
 
 
-def convert(src, out, dtype: str = "fp16", tokenizer=None, config=None, ema: bool = False, log=None) -> Checkpoint:
+def convert(src, out, dtype: str = "fp16", tokenizer=None, config=None, ema: bool = False, log=None,
+            inert_globals: bool = False) -> Checkpoint:
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    ck = read_source(src, tokenizer=tokenizer, config=config, ema=ema)
+    ck = read_source(src, tokenizer=tokenizer, config=config, ema=ema, inert_globals=inert_globals)
     n = write_converted(out, ck, dtype)
     for note in ck.notes:
         log(f"note: {note}")

@@ -162,16 +162,24 @@ ALLOWED = {
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file, archive: "TorchZip | None"):
+    """`inert_unknown=True` turns every other global into an inert OpaqueGlobal instead of refusing:
+    still nothing outside this module is called (for training checkpoints whose extra entries name
+    e.g. config classes); tensors rebuilt any other way simply do not appear in the state dict."""
+
+    def __init__(self, file, archive: "TorchZip | None", inert_unknown: bool = False):
         super().__init__(file)
-        self.archive = archive
+        self.archive, self.inert_unknown = archive, inert_unknown
 
     def find_class(self, module, name):
         try:
             return ALLOWED[(module, name)]
         except (KeyError, TypeError):
+            if self.inert_unknown and isinstance(module, str) and isinstance(name, str):
+                return OpaqueGlobal(f"{module}.{name}")
             raise UnsafePickleError(f"checkpoint refers to the global {module}.{name}, which is not a tensor-rebuild "
-                                    "function or storage type; refusing to load it (it could run code)") from None
+                                    "function or storage type; refusing to load it (it could run code). If it sits "
+                                    "outside the weights (training metadata), `--inert-globals` reads the file with "
+                                    "inert stand-ins that never call anything") from None
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"
@@ -256,14 +264,14 @@ class TorchZip:
         name_len, extra_len = struct.unpack("<HH", local[26:30])
         return h + 30 + name_len + extra_len
 
-    def load(self):
+    def load(self, inert_unknown: bool = False):
         data = self._read(self.root + "data.pkl")
-        return unpickle(data, self, str(self.path))
+        return unpickle(data, self, str(self.path), inert_unknown)
 
 
-def unpickle(data: bytes, archive: TorchZip | None = None, where: str = "pickle"):
+def unpickle(data: bytes, archive: TorchZip | None = None, where: str = "pickle", inert_unknown: bool = False):
     try:
-        return RestrictedUnpickler(io.BytesIO(data), archive).load()
+        return RestrictedUnpickler(io.BytesIO(data), archive, inert_unknown).load()
     except WeightsError:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
@@ -271,7 +279,7 @@ def unpickle(data: bytes, archive: TorchZip | None = None, where: str = "pickle"
         raise WeightsError(f"{where}: corrupt checkpoint pickle ({type(e).__name__}: {e})") from None
 
 
-def load(path):
+def load(path, inert_unknown: bool = False):
     """The unpickled object of a torch checkpoint (LazyTensors in place of tensors)."""
     path = Path(path)
     try:
@@ -280,7 +288,7 @@ def load(path):
     except OSError as e:
         raise WeightsError(f"cannot open {path}: {e.strerror or e}") from None
     if magic.startswith(b"PK"):
-        return TorchZip(path).load()
+        return TorchZip(path).load(inert_unknown)
     if magic[:1] == b"\x80":
         raise WeightsError(f"{path}: legacy (torch < 1.6, non-zip) checkpoint format is not supported; re-save it "
                            "with a current torch: torch.save(torch.load(f), g)")

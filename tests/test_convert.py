@@ -294,3 +294,25 @@ def test_ldm_key_mapping_rules():
     assert v("encoder.mid.attn_1.proj_out.bias") == "encoder.mid_block.attentions.0.to_out.0.bias"
     assert v("encoder.norm_out.weight") == "encoder.conv_norm_out.weight"
     assert v("encoder.down.1.downsample.conv.bias") == "encoder.down_blocks.1.downsamplers.0.conv.bias"
+
+
+def test_training_metadata_globals_refused_unless_inert(tmp_path, from_folder):
+    """A training checkpoint whose extra entries name a config class: refused by default (the global
+    is named), converted with inert_globals=True (the class is never imported or called)."""
+    import zipfile
+    from minriff.errors import UnsafePickleError
+    src = zipfile.ZipFile(CKPT)
+    pkl_name = next(n for n in src.namelist() if n.endswith("data.pkl"))
+    pkl = src.read(pkl_name)
+    assert pkl[:3] == b"\x80\x02}"
+    extra = b"X\x07\x00\x00\x00hparams" + b"comegaconf.dictconfig\nDictConfig\n)R" + b"s"
+    bad = tmp_path / "training.ckpt"
+    with zipfile.ZipFile(bad, "w") as z:
+        for info in src.infolist():
+            z.writestr(info.filename, pkl[:3] + extra + pkl[3:] if info.filename == pkl_name else src.read(info))
+    with pytest.raises(UnsafePickleError, match=r"omegaconf\.dictconfig\.DictConfig"):
+        convert.read_source(bad, config=FOLDER)
+    out = tmp_path / "ok.safetensors"
+    assert cli_main(["convert", str(bad), "--config", str(FOLDER), "--inert-globals", "--dtype", "fp32",
+                     "-o", str(out)]) == 0
+    _assert_same(weights.open(out), from_folder)

@@ -98,6 +98,19 @@ def test_malicious_pickles_are_refused_and_nothing_runs(tmp_path):
         assert not marker.exists(), what
 
 
+def test_inert_mode_still_runs_nothing(tmp_path):
+    marker = tmp_path / "PWNED"
+    for what, payload in _evil_payloads(marker):
+        try:
+            torchpickle.load(_as_archive(tmp_path, payload), inert_unknown=True)
+        except WeightsError:
+            pass
+        assert not marker.exists(), what
+    obj = torchpickle.unpickle(pickle.dumps({"cfg": _Evil(marker)}, protocol=2), inert_unknown=True)
+    assert isinstance(obj["cfg"], torchpickle.Opaque) and obj["cfg"].name in ("posix.system", "os.system")
+    assert not marker.exists()
+
+
 def test_refusal_names_the_global(tmp_path):
     with pytest.raises(UnsafePickleError, match=r"torch\.storage\._load_from_bytes"):
         torchpickle.unpickle(b"ctorch.storage\n_load_from_bytes\n(C\x00tR.")
