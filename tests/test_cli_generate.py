@@ -19,6 +19,18 @@ from minriff.cli import main
 HOP, SR = 441, 44100
 
 
+@pytest.fixture(scope="module", autouse=True)
+def serial_numba():
+    """Tiny models are dominated by thread start-up on a small shared machine (4x slower here with
+    2 loaded cores): run this module's kernels on one thread; results do not depend on the count."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    yield
+    numba.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
