@@ -14,6 +14,7 @@ mapped to minriff's own stand-ins (never to torch or to the named module):
   `numpy.dtype`, `_codecs.encode` for a saved step counter): they only record their arguments.
 Everything else raises UnsafePickleError naming `module.name`, before anything is called.
 
+The legacy (torch < 1.6, non-zip) format is read too, through the same unpickler.
 Storages are memory-mapped when the zip entry is stored uncompressed (what torch writes);
 bfloat16 is widened to float32 when a tensor is materialised.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import collections
 import io
 import mmap
+import os
 import pickle
 import struct
 import zipfile
@@ -91,6 +93,17 @@ class Storage:
         if self._array is None:
             self._array = self.archive.storage_array(self.key, np_dtype(self.dtype_name), self.numel)
         return self._array
+
+
+class StorageView(Storage):
+    """A slice of another storage (legacy checkpoints)."""
+
+    def __init__(self, base: Storage, offset: int, numel: int):
+        super().__init__(base.archive, base.key, base.dtype_name, numel)
+        self.base, self.start = base, offset
+
+    def array(self) -> np.ndarray:
+        return self.base.array()[self.start:self.start + self.numel]
 
 
 class LazyTensor:
@@ -186,8 +199,15 @@ class RestrictedUnpickler(pickle.Unpickler):
                 and isinstance(pid[1], StorageType) and isinstance(pid[2], str) and type(pid[4]) is int and pid[4] >= 0):
             raise WeightsError(f"checkpoint pickle: unsupported persistent id {str(pid)[:80]}")
         if self.archive is None:
-            raise WeightsError("checkpoint pickle refers to storages but is not inside a torch zip archive")
-        return self.archive.storage(pid[2], pid[1].dtype_name, pid[4])
+            raise WeightsError("checkpoint pickle refers to storages but is not inside a torch checkpoint")
+        st = self.archive.storage(pid[2], pid[1].dtype_name, pid[4])
+        view = pid[5] if len(pid) > 5 else None  # legacy format: (view_key, offset, size) of a storage slice
+        if view is None:
+            return st
+        if not (isinstance(view, tuple) and len(view) == 3 and all(type(v) is int and v >= 0 for v in view[1:])
+                and view[1] + view[2] <= st.numel):
+            raise WeightsError(f"checkpoint pickle: bad storage view {str(view)[:80]}")
+        return StorageView(st, view[1], view[2])
 
 
 class TorchZip:
@@ -270,8 +290,72 @@ class TorchZip:
 
 
 def unpickle(data: bytes, archive: TorchZip | None = None, where: str = "pickle", inert_unknown: bool = False):
+    return _unpickle_stream(io.BytesIO(data), archive, where, inert_unknown)
+
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch/serialization.py MAGIC_NUMBER, PROTOCOL_VERSION
+LEGACY_PROTOCOL = 1001
+
+
+class LegacyFile:
+    """The pre-1.6 torch format: pickles of the magic number, protocol version and system info, the
+    object pickle, the list of storage keys, then per storage an int64 element count and its bytes."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self._storages: dict[str, Storage] = {}
+        self._offsets: dict[str, int] = {}
+        self._mm = None
+
+    storage = TorchZip.storage
+
+    def load(self, inert_unknown: bool = False):
+        where = str(self.path)
+        with open(self.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+
+            def header():
+                return _unpickle_stream(f, None, where)
+            if header() != LEGACY_MAGIC:
+                raise WeightsError(f"{where}: not a torch checkpoint (bad magic number)")
+            if header() != LEGACY_PROTOCOL:
+                raise WeightsError(f"{where}: unknown legacy torch protocol version")
+            info = header()
+            if not isinstance(info, dict) or info.get("little_endian") is not True:
+                raise WeightsError(f"{where}: only little-endian legacy checkpoints are supported")
+            obj = _unpickle_stream(f, self, where, inert_unknown)
+            keys = header()
+            if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+                raise WeightsError(f"{where}: corrupt storage key list")
+            offset = f.tell()
+            for key in keys:
+                st = self._storages.get(key)
+                head = f.read(8)
+                if st is None or len(head) < 8:
+                    raise WeightsError(f"{where}: truncated or inconsistent storage data ({key})")
+                (numel,) = struct.unpack("<q", head)
+                nbytes = numel * np_dtype(st.dtype_name).itemsize
+                if numel != st.numel or offset + 8 + nbytes > size:
+                    raise WeightsError(f"{where}: storage {key}: {numel} elements recorded, {st.numel} expected "
+                                       f"(or the file is truncated)")
+                self._offsets[key] = offset + 8
+                offset += 8 + nbytes
+                f.seek(offset)
+        return obj
+
+    def storage_array(self, key: str, dtype: np.dtype, numel: int) -> np.ndarray:
+        if key not in self._offsets:
+            raise WeightsError(f"{self.path}: storage {key} has no data")
+        if self._mm is None:
+            with open(self.path, "rb") as f:
+                self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return np.frombuffer(self._mm, dtype=dtype, count=numel, offset=self._offsets[key])
+
+
+def _unpickle_stream(f, archive, where: str, inert_unknown: bool = False):
+    """One pickle from an open file, leaving the file positioned just after it."""
     try:
-        return RestrictedUnpickler(io.BytesIO(data), archive, inert_unknown).load()
+        return RestrictedUnpickler(f, archive, inert_unknown).load()
     except WeightsError:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
@@ -290,8 +374,7 @@ def load(path, inert_unknown: bool = False):
     if magic.startswith(b"PK"):
         return TorchZip(path).load(inert_unknown)
     if magic[:1] == b"\x80":
-        raise WeightsError(f"{path}: legacy (torch < 1.6, non-zip) checkpoint format is not supported; re-save it "
-                           "with a current torch: torch.save(torch.load(f), g)")
+        return LegacyFile(path).load(inert_unknown)
     raise WeightsError(f"{path}: not a torch checkpoint (no zip signature)")
 
 

@@ -54,6 +54,41 @@ def test_fixture_written_by_torch():
     assert np.array_equal(np.asarray(sd["model_ema.diffusion_modelinput_blocks00weight"]), -w) and ema is None
 
 
+LEGACY = FIXTURES / "weights" / "tiny-legacy.pt"
+
+
+def test_legacy_format_fixture():
+    """tiny-legacy.pt: see make_weights.legacy_example for how torch wrote it."""
+    obj = torchpickle.load(LEGACY)
+    assert obj["epoch"] == 2
+    sd = torchpickle.state_dict(obj)
+    assert np.array_equal(np.asarray(sd["grid"]), np.arange(12, dtype=np.float32).reshape(3, 4))
+    assert np.array_equal(np.asarray(sd["tail"]), np.arange(8, 12, dtype=np.float32))
+    half = np.asarray(sd["half"])
+    assert half.dtype == np.float16 and np.array_equal(half, np.linspace(-1, 1, 5).astype(np.float16))
+    bf = np.asarray(sd["bf16"])
+    assert bf.dtype == np.float32 and np.array_equal(bf, [1.0, -2.0, 0.5])
+    assert np.array_equal(np.asarray(sd["ids"]), np.arange(4))
+
+
+@settings(max_examples=100)
+@given(data=st.data())
+def test_fuzz_corrupt_legacy_files_only_raise_minriff_errors(tmp_path_factory, data):
+    buf = bytearray(LEGACY.read_bytes())
+    if data.draw(st.booleans()):
+        buf = buf[: data.draw(st.integers(0, len(buf) - 1))]
+    else:
+        for _ in range(data.draw(st.integers(1, 10))):
+            buf[data.draw(st.integers(0, len(buf) - 1))] = data.draw(st.integers(0, 255))
+    p = tmp_path_factory.mktemp("lg") / "x.pt"
+    p.write_bytes(bytes(buf))
+    try:
+        for t in torchpickle.state_dict(torchpickle.load(p)).values():
+            np.asarray(t).sum()
+    except MinriffError:
+        pass
+
+
 # ----------------------------------------------------------------------------- hostile pickles
 
 
@@ -210,8 +245,11 @@ def test_not_checkpoints(tmp_path):
     with pytest.raises(WeightsError, match="not a torch checkpoint"):
         torchpickle.load(tmp_path / "t.ckpt")
     (tmp_path / "legacy.ckpt").write_bytes(pickle.dumps(119547037146038801333356, protocol=2))
-    with pytest.raises(WeightsError, match="legacy"):
+    with pytest.raises(WeightsError, match="corrupt"):  # the legacy magic number, then nothing
         torchpickle.load(tmp_path / "legacy.ckpt")
+    (tmp_path / "pickle.ckpt").write_bytes(pickle.dumps(42, protocol=2))
+    with pytest.raises(WeightsError, match="magic"):
+        torchpickle.load(tmp_path / "pickle.ckpt")
     with zipfile.ZipFile(tmp_path / "z.zip", "w") as z:
         z.writestr("readme.txt", "x")
     with pytest.raises(WeightsError, match="without data.pkl"):
@@ -224,7 +262,8 @@ def test_not_checkpoints(tmp_path):
 
 
 @pytest.mark.oracle
-def test_reads_what_torch_writes(tmp_path):
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_reads_what_torch_writes(tmp_path, zip_format):
     torch = oracle("torch")
     g = torch.Generator().manual_seed(0)
     base = torch.randn(6, 5, generator=g)
@@ -235,7 +274,7 @@ def test_reads_what_torch_writes(tmp_path):
           "view_offset": base[2:], "transposed": base.t(), "column": base[:, 1],
           "param": torch.nn.Parameter(torch.randn(2, 2, generator=g)), "empty": torch.zeros(0, 3)}
     p = tmp_path / "t.ckpt"
-    torch.save({"state_dict": sd, "epoch": 1}, p)
+    torch.save({"state_dict": sd, "epoch": 1}, p, _use_new_zipfile_serialization=zip_format)
     got = torchpickle.state_dict(torchpickle.load(p))
     assert set(got) == set(sd)
     for k, t in sd.items():
