@@ -82,6 +82,8 @@ class image2audio:
                        help="inverse mel: exact NNLS (default) or the original's 200-step SGD")
         p.add_argument("--iters", type=int, default=None, help="Griffin-Lim iterations (default 32, as the original)")
         p.add_argument("--seed", type=int, default=0, help="seed of the random initial phase (and SGD init)")
+        p.add_argument("--phase", choices=["random", "peaks"], default="random",
+                       help="Griffin-Lim start: random (the original) or peaks (peak-locked phase vocoder; cleaner)")
         p.add_argument("--loudness", choices=["riffusion", "peak", "none"], default="riffusion",
                        help="riffusion: the original's -12 dBFS + -0.1 dB peak stage (default); peak: peak only")
         p.add_argument("--stereo", action="store_true", help="treat the image as stereo (G/B) even without EXIF")
@@ -103,7 +105,7 @@ class image2audio:
             params = dataclasses.replace(params, stereo=True)
         out = Path(args.output) if args.output else Path(args.input).with_suffix(".wav")
         wave = image_to_audio(image, params, method=args.method, seed=args.seed, n_iter=args.iters,
-                              loudness=None if args.loudness == "none" else args.loudness,
+                              loudness=None if args.loudness == "none" else args.loudness, phase=args.phase,
                               progress=_Progress(args.quiet))
         write_audio(out, wave, params.sample_rate)
         if not args.quiet:

@@ -38,16 +38,26 @@ def initial_angles(rng, C: int, T: int, F: int) -> np.ndarray:
 
 
 def griffin_lim(mag: np.ndarray, plan: STFT, n_iter: int = 32, momentum: float = 0.99, rng=None,
-                angles: np.ndarray | None = None, progress=None) -> np.ndarray:
-    """mag (C, T, F) linear magnitudes -> waveform (C, (T-1)*hop) float32."""
+                angles: np.ndarray | None = None, phase_init: str = "random", progress=None) -> np.ndarray:
+    """mag (C, T, F) linear magnitudes -> waveform (C, (T-1)*hop) float32.
+
+    phase_init: "random" (the original: complex U[0,1) from `rng`) or "peaks" (peak-locked
+    phase-vocoder start, phaseinit.py: lower spectral convergence for the same iterations).
+    `angles` overrides both."""
     if not 0 <= momentum < 1:
         raise InputError(f"Griffin-Lim momentum must be in [0, 1), got {momentum}")
     if n_iter < 0:
         raise InputError(f"Griffin-Lim iterations must be >= 0, got {n_iter}")
     mag = np.ascontiguousarray(mag, dtype=np.float32)
     C, T, F = mag.shape
-    if angles is None:
+    if angles is None and phase_init == "peaks":
+        from .phaseinit import peak_locked_phase
+
+        angles = peak_locked_phase(mag, plan.hop, plan.n_fft)
+    elif angles is None and phase_init == "random":
         angles = initial_angles(np.random.default_rng(0) if rng is None else rng, C, T, F)
+    elif angles is None:
+        raise InputError(f"phase_init must be 'random' or 'peaks', got {phase_init!r}")
     spec = (mag * angles).astype(np.complex64)
     coef = np.complex64(momentum / (1.0 + momentum))
     prev = None

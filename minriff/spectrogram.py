@@ -207,13 +207,14 @@ def image_to_mel(image: Image.Image, params: SpectrogramParams | None = None,
 
 def image_to_audio(image: Image.Image, params: SpectrogramParams | None = None, method: str = "nnls",
                    seed: int = 0, n_iter: int | None = None, loudness: str | None = "riffusion",
-                   progress=None) -> np.ndarray:
+                   phase: str = "random", progress=None) -> np.ndarray:
     """Spectrogram image -> waveform (C, (W-1)*hop) float32 in [-1, 1].
 
     method: "nnls" (exact non-negative least squares, default) or "sgd" (the original's 200-step
     SGD). n_iter: Griffin-Lim iterations (default params.num_griffin_lim_iters = 32).
     loudness: "riffusion" (the original's post-processing, §1.8), "peak" (peak to -0.1 dBFS) or None
-    (raw Griffin-Lim output).
+    (raw Griffin-Lim output). phase: Griffin-Lim start, "random" (the original) or "peaks"
+    (peak-locked phase-vocoder start: better spectral convergence at equal iterations).
     progress: optional callable(stage: str, done: int, total: int)."""
     from . import audio as audio_mod
     from .griffinlim import griffin_lim
@@ -232,7 +233,7 @@ def image_to_audio(image: Image.Image, params: SpectrogramParams | None = None, 
     rng = np.random.default_rng(seed)
     mag = inverse_mel(mel, banded, method=method, rng=rng, max_iter=p.max_mel_iters, progress=progress)
     wave = griffin_lim(mag, plan, n_iter=p.num_griffin_lim_iters if n_iter is None else n_iter,
-                       rng=rng, progress=progress)
+                       rng=rng, phase_init=phase, progress=progress)
     if loudness == "riffusion":
         return audio_mod.loudness_riffusion(wave)
     if loudness == "peak":

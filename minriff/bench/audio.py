@@ -78,12 +78,19 @@ def run(args) -> int:
     inverse_mel(mel[:, :, :8], banded, "sgd", rng=np.random.default_rng(0), max_iter=2)
     griffin_lim(np.ones((1, 8, plan.n_freqs), np.float32), plan, n_iter=1)
 
+    def mel_fit(mag, frames=None):  # how well the linear magnitudes reproduce the image's mel
+        tm = target_mel if frames is None else target_mel[:, :frames]
+        return _sc(mag[..., :used].astype(np.float64) @ fb[:used], tm)
+
+    def row(stage, impl, seconds, fit=None, sc_lin=None, sc_mel=None):
+        return dict(stage=stage, impl=impl, seconds=seconds, mel_fit=fit, sc_linear=sc_lin, sc_mel=sc_mel)
+
     rows, mags = [], {}
     mags["nnls"], t = _timed(lambda: inverse_mel(mel, banded, "nnls"))
-    rows.append(dict(stage="inverse mel", impl="minriff nnls", seconds=t))
+    rows.append(row("inverse mel", "minriff nnls", t, mel_fit(mags["nnls"])))
     if not quick:
         mags["sgd"], t = _timed(lambda: inverse_mel(mel, banded, "sgd", rng=np.random.default_rng(0), max_iter=p.max_mel_iters))
-        rows.append(dict(stage="inverse mel", impl="minriff sgd (200 steps)", seconds=t))
+        rows.append(row("inverse mel", "minriff sgd (200 steps)", t, mel_fit(mags["sgd"])))
 
     librosa = _librosa()
     if librosa is not None:
@@ -93,34 +100,37 @@ def run(args) -> int:
             x = np.einsum("fm,mt->ft", np.linalg.pinv(basis), mel[0], optimize=True)
             return np.clip(x, 0, None).T[None].astype(np.float32)  # (1, T, F)
         mags["librosa pinv"], t = _timed(pinv_inverse)
-        rows.append(dict(stage="inverse mel", impl="librosa pinv (nnls init)", seconds=t))
+        rows.append(row("inverse mel", "librosa pinv (nnls init)", t, mel_fit(mags["librosa pinv"])))
         n_lib = 0 if quick else int(os.environ.get("MINRIFF_BENCH_LIBROSA_FRAMES", "4"))
         if n_lib:
-            _, t = _timed(lambda: librosa.feature.inverse.mel_to_stft(
+            S_lib, t = _timed(lambda: librosa.feature.inverse.mel_to_stft(
                 mel[0][:, :n_lib], sr=p.sample_rate, n_fft=p.n_fft, power=1.0, fmin=p.min_frequency,
                 fmax=p.max_frequency, htk=True, norm=None))
-            rows.append(dict(stage="inverse mel", impl=f"librosa mel_to_stft ({n_lib} frames, x{W // n_lib} extrapolated)",
-                             seconds=t * W / n_lib))
+            rows.append(row("inverse mel", f"librosa mel_to_stft ({n_lib} frames, x{W // n_lib} extrapolated)",
+                            t * W / n_lib, mel_fit(S_lib.T[None], n_lib)))
 
     gl_rows = []
     for name, mag in mags.items():
         wave, t = _timed(lambda: griffin_lim(mag, plan, n_iter=p.num_griffin_lim_iters, rng=np.random.default_rng(0)))
         sc_lin, sc_mel = quality(mag, wave)
-        gl_rows.append(dict(stage="griffin-lim 32", impl=f"minriff on {name}", seconds=t, sc_linear=sc_lin, sc_mel=sc_mel))
+        gl_rows.append(row("griffin-lim 32", f"minriff on {name}", t, None, sc_lin, sc_mel))
+    wave, t = _timed(lambda: griffin_lim(mags["nnls"], plan, n_iter=p.num_griffin_lim_iters, phase_init="peaks"))
+    sc_lin, sc_mel = quality(mags["nnls"], wave)
+    gl_rows.append(row("griffin-lim 32", "minriff on nnls, peak-locked start", t, None, sc_lin, sc_mel))
     if librosa is not None:
         S = mags["nnls"][0].T  # (F, T)
         wave, t = _timed(lambda: librosa.griffinlim(S, n_iter=p.num_griffin_lim_iters, hop_length=p.hop_length,
                                                     win_length=p.win_length, n_fft=p.n_fft, window="hann", center=True,
                                                     momentum=0.99, init="random", random_state=0)[None])
         sc_lin, sc_mel = quality(mags["nnls"], wave.astype(np.float32))
-        gl_rows.append(dict(stage="griffin-lim 32", impl="librosa on minriff nnls", seconds=t, sc_linear=sc_lin, sc_mel=sc_mel))
+        gl_rows.append(row("griffin-lim 32", "librosa on minriff nnls", t, None, sc_lin, sc_mel))
         if "librosa pinv" in mags:
             S = mags["librosa pinv"][0].T
             wave, t2 = _timed(lambda: librosa.griffinlim(S, n_iter=p.num_griffin_lim_iters, hop_length=p.hop_length,
                                                          win_length=p.win_length, n_fft=p.n_fft, window="hann", center=True,
                                                          momentum=0.99, init="random", random_state=0)[None])
             sc_lin, sc_mel = quality(mags["librosa pinv"], wave.astype(np.float32))
-            gl_rows.append(dict(stage="griffin-lim 32", impl="librosa on librosa pinv", seconds=t2, sc_linear=sc_lin, sc_mel=sc_mel))
+            gl_rows.append(row("griffin-lim 32", "librosa on librosa pinv", t2, None, sc_lin, sc_mel))
     rows += gl_rows
 
     by = {r["impl"]: r["seconds"] for r in rows}
