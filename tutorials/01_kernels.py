@@ -43,10 +43,10 @@ print("1. ref (float64) vs cpu (float32), max |difference|")
 x = rng.standard_normal((2, 8, 16, 16)).astype(np.float32)  # (N, C, H, W)
 w = (rng.standard_normal((4, 8, 3, 3)) / 8).astype(np.float32)  # (O, C, kh, kw)
 gamma, beta = rng.standard_normal(8).astype(np.float32), rng.standard_normal(8).astype(np.float32)
-x64 = x.astype(np.float64)
+x64, gamma64, beta64 = x.astype(np.float64), gamma.astype(np.float64), beta.astype(np.float64)
 op_errors = {
     "conv2d": max_err(ref.conv2d(x64, w.astype(np.float64), padding=1), cpu.conv2d(x, w, padding=1)),
-    "group_norm+silu": max_err(ref.group_norm(x64, 4, gamma.astype(np.float64), beta.astype(np.float64), 1e-5, silu=True),
+    "group_norm+silu": max_err(ref.group_norm(x64, 4, gamma64, beta64, 1e-5, silu=True),
                                cpu.group_norm(x, 4, gamma, beta, 1e-5, silu=True)),
     "softmax": max_err(ref.softmax(x64, axis=-1), cpu.softmax(x, axis=-1)),
     "gelu": max_err(ref.gelu(x64), cpu.gelu(x)),
@@ -134,8 +134,8 @@ for op in kernels.OP_NAMES:
 unet(latents, 500, text)
 for op in kernels.OP_NAMES:
     kernels.unregister("cpu", op)
-print("   op calls in one UNet forward:", ", ".join(f"{op} {n}× {seconds[op] * 1e3:.0f} ms"
-                                                  for op, n in sorted(calls.items(), key=lambda kv: -seconds[kv[0]])))
+slowest_first = sorted(calls, key=seconds.get, reverse=True)
+print("   op calls in one UNet forward:", ", ".join(f"{op} {calls[op]}× {seconds[op] * 1e3:.0f} ms" for op in slowest_first))
 
 
 def gelu_tanh(x):

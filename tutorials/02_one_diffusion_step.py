@@ -29,6 +29,7 @@ from minriff.rng import Generator
 
 OUT = Path(os.environ.get("MINRIFF_TUTORIAL_OUT") or tempfile.mkdtemp(prefix="minriff-tutorial-"))
 OUT.mkdir(parents=True, exist_ok=True)
+print(f"outputs go to {OUT}")
 PROMPT, SEED, GUIDANCE, STEPS = "jazz piano solo", 42, 7.0, 4
 WIDTH = 64  # image columns; 10 ms each (0.64 s of audio). The real default is 512 (5.11 s).
 
@@ -85,7 +86,8 @@ def guided_noise(x, t):
 t = int(sched.timesteps[0])
 eps, eps_uncond, eps_cond = guided_noise(x, t)
 text_effect = float(np.linalg.norm(eps_cond - eps_uncond) / np.linalg.norm(eps_uncond))
-print(f"4. UNet at t={t}: input {(2,) + x.shape[1:]} -> noise predictions {(2,) + eps.shape[1:]}, guided -> {eps.shape}")
+print(f"4. UNet at t={t}: input {(2,) + x.shape[1:]} -> noise predictions {(2,) + eps.shape[1:]}, "
+      f"guided -> {eps.shape}")
 print(f"   |eps_cond - eps_uncond| / |eps_uncond| = {text_effect:.1e}; guidance multiplies that part by {GUIDANCE:g}")
 
 # ------------------------------------------------------------------ 5. the scheduler update

@@ -4,7 +4,7 @@ Riffusion's images are mel spectrograms: 512 rows of mel-spaced frequencies (0-1
 per 10 ms. Going from audio to an image throws away two things, and coming back has to guess them:
 
     audio ─ STFT ─> |X| (8821 bins) ─ mel filters ─> mel (512) ─ 8-bit mapping ─> image
-    image ─> mel ─ inverse mel (8821 unknowns from 512 numbers) ─> |X| ─ Griffin-Lim (guess the phase) ─> audio
+    image ─> mel ─ inverse mel (8821 unknowns from 512 numbers) ─> |X| ─ Griffin-Lim (guess phases) ─> audio
 
 We synthesise a chord with a deep bass note, make its image, then invert it with both inverse-mel
 methods minriff offers: "nnls" (an exact non-negative least-squares solve, minriff's default) and
@@ -29,6 +29,7 @@ from minriff.stft import STFT
 
 OUT = Path(os.environ.get("MINRIFF_TUTORIAL_OUT") or tempfile.mkdtemp(prefix="minriff-tutorial-"))
 OUT.mkdir(parents=True, exist_ok=True)
+print(f"outputs go to {OUT}")
 p = spectrogram.SpectrogramParams()  # the original's defaults
 sr = p.sample_rate
 
@@ -116,7 +117,8 @@ for method in ("nnls", "sgd"):
     print(f"   {method}: mel error per band " + ", ".join(f"{k} {v:+.1%}" for k, v in mel_err.items()))
     r = results[method]
     print(f"   {method}: spectral convergence vs the chord {r['spectral_convergence']:.2f}; "
-          f"level vs the chord: 55 Hz bass {r['bass_db']:+.1f} dB, 200-1000 Hz {r['mid_db']:+.1f} dB -> chord_{method}.wav")
+          f"level vs the chord: 55 Hz bass {r['bass_db']:+.1f} dB, 200-1000 Hz {r['mid_db']:+.1f} dB "
+          f"-> chord_{method}.wav")
 
 # Reading the numbers: nnls fits every mel band (errors ~1e-7) and its audio keeps the chord's
 # balance; sgd leaves the low bands short (about -25 % below 130 Hz at this 512-frame width; its
