@@ -14,7 +14,8 @@ FORMATS = ("wav", "flac", "mp3", "ogg")
 
 def _common(p, steps: int, scheduler: str):
     p.add_argument("--steps", type=int, default=steps, help=f"denoising steps (default {steps})")
-    p.add_argument("--scheduler", default=scheduler, help=f"pndm|ddim|dpmpp2m|euler|euler_a|lms (default {scheduler})")
+    default = scheduler or "dpmpp2m, pndm with --seed-image"
+    p.add_argument("--scheduler", default=scheduler, help=f"pndm|ddim|dpmpp2m|euler|euler_a|lms (default {default})")
     p.add_argument("--format", choices=FORMATS, help="audio format (default: from the -o suffix, else wav)")
     p.add_argument("--method", choices=("nnls", "sgd"), default="nnls",
                    help="inverse mel: nnls (exact, default) or sgd (the original's, for parity)")
@@ -69,7 +70,7 @@ class _Generate:
         p.add_argument("--seed", type=int, help="random seed (default: random, printed)")
         p.add_argument("--negative", help="negative prompt: what the music should not be")
         p.add_argument("--image", help="also write the spectrogram image here (PNG)")
-        p.add_argument("--init-image", help="start from this spectrogram image (img2img) instead of noise")
+        p.add_argument("--init-image", help="start from this spectrogram image (img2img) instead of noise; its width sets the length")
         p.add_argument("--strength", type=float, default=0.75, help="img2img denoising strength (default 0.75)")
         _common(p, steps=30, scheduler="dpmpp2m")
 
@@ -104,7 +105,7 @@ class _Interpolate:
         p.add_argument("--seed-images", help="folder of seed images for ids like og_beat")
         p.add_argument("--denoising", type=float, default=0.75, help="img2img strength with --seed-image")
         p.add_argument("--image", help="also write the joined spectrogram (PNG)")
-        _common(p, steps=30, scheduler="dpmpp2m")
+        _common(p, steps=30, scheduler=None)
 
     def run(self, args) -> int:
         if args.frames < 2:

@@ -302,9 +302,11 @@ class Riffusion:
     def interpolate_styles(self, prompt_a: str, prompt_b: str, alpha: float, seed_a: int = 42,
                            seed_b: int | None = None, negative_prompt: str | None = None,
                            duration_s: float = 5.0, steps: int = 30, guidance: float = 7.0,
-                           scheduler: str = "dpmpp2m", seed_image=None, denoising: float = 0.75) -> np.ndarray:
+                           scheduler: str | None = None, seed_image=None, denoising: float = 0.75) -> np.ndarray:
         """A spectrogram between two prompts: text states lerped, the two seeds' noises slerped, at
-        `alpha` (0 = A, 1 = B). With `seed_image` it is exactly `riffuse` (img2img at `denoising`)."""
+        `alpha` (0 = A, 1 = B). With `seed_image` it is exactly `riffuse` (img2img at `denoising`).
+        scheduler: default dpmpp2m from noise, pndm (the original's) with a seed image."""
+        scheduler = scheduler or ("pndm" if seed_image is not None else "dpmpp2m")
         from .riffuse import PromptInput
 
         alpha = check_alpha(alpha)
@@ -336,7 +338,8 @@ class Riffusion:
         are lerped at `alpha`, the start/end seeds' noises slerped; the seed image is encoded (VAE
         sample drawn from a fresh generator seeded with start.seed), noised to the original's start
         timestep and denoised; a mask (black keeps the seed, white regenerates) blends latents after
-        every step. Negative prompts, which the original ignored, are honoured (lerped too)."""
+        every step. Negative prompts, which the original ignored, are honoured (lerped too).
+        With a scheduler other than pndm the noise level and steps follow diffusers' img2img instead."""
         from . import schedulers
         from .riffuse import PromptInput
         from .rng import Generator
@@ -365,7 +368,11 @@ class Riffusion:
         context = self._context(cond, uncond, guidance)
         z = self.encode_image(rgb, Generator(start.seed))
         sched = self.make_scheduler(scheduler, steps)
-        t0, timesteps = schedulers.riffusion_img2img_schedule(sched, steps, strength)
+        if scheduler == "pndm":
+            t0, timesteps = schedulers.riffusion_img2img_schedule(sched, steps, strength)
+        else:  # the original schedule indexes PNDM's n+1 timesteps; others get diffusers' img2img one
+            timesteps = schedulers.img2img_timesteps(sched, steps, strength)
+            t0 = timesteps[0]
         timesteps = list(timesteps)
         gen_a = Generator(start.seed)
         noise = slerp(alpha, gen_a.randn(z.shape), Generator(end.seed).randn(z.shape))

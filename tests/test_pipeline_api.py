@@ -1,0 +1,127 @@
+"""`minriff.Riffusion` behaviour on the committed tiny model: relations between the entry points,
+error messages, audio helpers. Images are 64 px wide (0.64 s) to stay fast."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import FIXTURES
+from minriff.errors import InputError
+
+WEIGHTS = FIXTURES / "pipeline" / "tiny_sd.safetensors"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def serial_numba():
+    """Tiny models are dominated by thread start-up on a small shared machine: one thread here."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    yield
+    numba.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def riff():
+    from minriff import Riffusion
+
+    return Riffusion.load(WEIGHTS, quiet=True)
+
+
+def seed_image(width=64):
+    y, x = np.mgrid[0:512, 0:width]
+    g = (160 + 60 * np.sin(x / 3.0) * np.cos(y / 29.0)).astype(np.uint8)
+    return np.repeat(g[:, :, None], 3, axis=2)
+
+
+A = {"prompt": "rock guitar", "seed": 5, "denoising": 0.75, "guidance": 7.0}
+B = {"prompt": "calm violin", "seed": 9, "denoising": 0.75, "guidance": 7.0}
+
+
+def test_interpolate_endpoints_are_the_plain_prompts(riff):
+    kw = dict(duration_s=0.64, steps=2, guidance=7.0)
+    a = riff.interpolate_styles("rock guitar", "calm violin", 0.0, seed_a=5, seed_b=9, **kw)
+    b = riff.interpolate_styles("rock guitar", "calm violin", 1.0, seed_a=5, seed_b=9, **kw)
+    assert np.array_equal(a, riff.generate_spectrogram("rock guitar", seed=5, **kw))
+    # the original's lerp a + alpha (b - a) is not bit-exact at alpha = 1 in float32: nearly equal
+    b_alone = riff.generate_spectrogram("calm violin", seed=9, **kw)
+    assert np.mean(np.abs(b.astype(int) - b_alone) <= 1) > 0.999
+    mid = riff.interpolate_styles("rock guitar", "calm violin", 0.5, seed_a=5, seed_b=9, **kw)
+    assert not np.array_equal(mid, a) and not np.array_equal(mid, b)
+
+
+def test_interpolate_with_a_seed_image_is_riffuse(riff):
+    img = seed_image()
+    via_interp = riff.interpolate_styles("rock guitar", "calm violin", 0.25, seed_a=5, seed_b=9, steps=4,
+                                         seed_image=img, denoising=0.75)
+    assert np.array_equal(via_interp, riff.riffuse(A, B, 0.25, img, steps=4))
+
+
+def test_riffuse_mask_black_keeps_the_seed_image(riff):
+    from minriff import schedulers
+    from minriff.latents import slerp
+    from minriff.rng import Generator
+
+    img = seed_image()
+    kept = riff.riffuse(A, B, 0.5, img, mask=np.zeros_like(img), steps=4)
+    free = riff.riffuse(A, B, 0.5, img, steps=4)
+    white = riff.riffuse(A, B, 0.5, img, mask=np.full_like(img, 255), steps=4)
+    assert np.array_equal(white, free)  # white = regenerate everything = no mask
+    # All black: after the last step the latents are replaced by the seed latents noised to the
+    # last timestep (t = 1 for PNDM): decode(add_noise(z, slerped noise, 1)), whatever the UNet said.
+    z = riff.encode_image(img, Generator(A["seed"]))
+    noise = slerp(0.5, Generator(A["seed"]).randn(z.shape), Generator(B["seed"]).randn(z.shape))
+    sched = schedulers.make("pndm", riff.scheduler_config)
+    sched.set_timesteps(4)
+    assert int(sched.timesteps[-1]) == 1
+    expected = riff.decode_latents(np.asarray(sched.add_noise(z, noise, 1), dtype=np.float32))
+    assert np.array_equal(kept, expected)
+    assert not np.array_equal(kept, free)
+
+
+def test_riffuse_other_schedulers_run(riff):
+    img = seed_image()
+    out = riff.riffuse(A, B, 0.5, img, steps=4, scheduler="ddim")
+    assert out.shape == img.shape and out.dtype == np.uint8
+
+
+def test_img2img_strength_changes_how_much_is_kept(riff):
+    img = seed_image()
+    low = riff.generate_spectrogram("x", init_image=img, strength=0.3, steps=10, seed=1)
+    high = riff.generate_spectrogram("x", init_image=img, strength=1.0, steps=10, seed=1)
+    through_vae = riff.decode_latents(riff.encode_image(img, __import__("minriff.rng").rng.Generator(1)))
+    d_low = np.abs(low.astype(int) - through_vae).mean()
+    d_high = np.abs(high.astype(int) - through_vae).mean()
+    assert d_low < d_high
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda r: r.generate_spectrogram("", steps=1), "prompt is empty"),
+    (lambda r: r.generate_spectrogram("x", steps=0), "steps"),
+    (lambda r: r.generate_spectrogram("x", guidance=-1.0), "guidance"),
+    (lambda r: r.generate_spectrogram("x", duration_s=31), "limit of 30 s"),
+    (lambda r: r.generate_spectrogram("x", scheduler="plms"), "unknown scheduler"),
+    (lambda r: r.generate_spectrogram("x", init_image=seed_image(100)), "100x512 px"),
+    (lambda r: r.generate_spectrogram("x", init_image=np.zeros((256, 64, 3), np.uint8)), "64x256 px"),
+    (lambda r: r.generate_spectrogram("x", init_image=seed_image(), strength=0.0), "strength"),
+    (lambda r: r.generate_spectrogram("x", init_image=seed_image(), strength=0.05, steps=10), "no denoising step"),
+    (lambda r: r.interpolate_styles("a", "b", 1.5), "alpha"),
+    (lambda r: r.interpolate_styles("a", "", 0.5), "prompt B is empty"),
+    (lambda r: r.riffuse(A, B, -0.1, seed_image()), "alpha"),
+    (lambda r: r.riffuse(A, dict(B, denoising=1.5), 0.5, seed_image()), "end denoising"),
+    (lambda r: r.riffuse(A, {"prompt": "b"}, 0.5, seed_image()), "missing required field 'seed'"),
+    (lambda r: r.riffuse(A, B, 0.5, seed_image(), mask=seed_image(128)), "must match"),
+    (lambda r: r.audio_to_spectrogram(np.zeros((1, 44100), np.float32), sample_rate=22050), "44100 Hz"),
+])
+def test_bad_input_is_an_input_error(riff, call, match):
+    with pytest.raises(InputError, match=match):
+        call(riff)
+
+
+def test_audio_round_trip_keeps_the_geometry(riff):
+    image = riff.generate_spectrogram("x", duration_s=0.64, steps=1, seed=0)
+    wave = riff.spectrogram_to_audio(image)
+    assert wave.dtype == np.float32 and wave.shape == (1, 63 * 441)
+    again = riff.audio_to_spectrogram(wave)
+    assert again.shape == (512, 64, 3) and again.dtype == np.uint8
