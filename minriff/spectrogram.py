@@ -15,6 +15,7 @@ from PIL import Image
 
 from .errors import AudioError, InputError
 from .melscale import BandedFilterbank, melscale_fbanks
+from .rng import Generator
 from .stft import STFT
 
 # EXIF tag numbers of the original (SpectrogramParams.ExifTags)
@@ -230,7 +231,9 @@ def image_to_audio(image: Image.Image, params: SpectrogramParams | None = None, 
     if image.width < min_width:
         raise AudioError(f"image is {image.width} px wide; at least {min_width} frames are needed")
     mel = image_to_mel(image, p)
-    rng = np.random.default_rng(seed)
+    # torch's CPU generator stream: with torch.manual_seed(seed) the original draws the SGD init and
+    # then the Griffin-Lim phases from the same global generator, in this order
+    rng = Generator(seed)
     mag = inverse_mel(mel, banded, method=method, rng=rng, max_iter=p.max_mel_iters, progress=progress)
     wave = griffin_lim(mag, plan, n_iter=p.num_griffin_lim_iters if n_iter is None else n_iter,
                        rng=rng, phase_init=phase, progress=progress)

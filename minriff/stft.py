@@ -45,7 +45,7 @@ def _overlap_add(frames, window, left, hop, out):  # frames (C, T, n_fft) f32, o
 class STFT:
     """A plan for one (n_fft, hop, win_length): window, offsets, reusable frame buffer."""
 
-    def __init__(self, n_fft: int, hop_length: int, win_length: int | None = None, workers: int = 1):
+    def __init__(self, n_fft: int, hop_length: int, win_length: int | None = None, workers: int = -1):
         win_length = n_fft if win_length is None else win_length
         if not (0 < win_length <= n_fft) or hop_length < 1 or n_fft < 2:
             raise InputError(f"bad STFT sizes: n_fft={n_fft}, hop={hop_length}, win_length={win_length}")

@@ -221,3 +221,20 @@ def test_peak_locked_start_beats_random_start():
     assert peaks < 0.2 < 0.8 < rand
     with pytest.raises(InputError):
         griffin_lim(mag, plan, n_iter=0, phase_init="zeros")
+
+
+@pytest.mark.oracle
+def test_random_streams_follow_torch_generator():
+    """image_to_audio draws like the original under torch.manual_seed: SGD init, then GL phases."""
+    torch = oracle("torch")
+    from minriff.invmel import uniform
+    from minriff.rng import Generator
+
+    g = Generator(42)
+    init = uniform(g, (2 * 3, 20))
+    ang = initial_angles(g, 2, 3, 20)
+    torch.manual_seed(42)
+    ref_init = torch.rand(2, 3, 20).numpy()
+    ref_ang = torch.rand((2, 20, 3), dtype=torch.complex64).numpy().transpose(0, 2, 1)
+    np.testing.assert_array_equal(init.reshape(2, 3, 20), ref_init)
+    np.testing.assert_array_equal(ang, ref_ang)

@@ -53,6 +53,7 @@ def _sc(a, b):
 def run(args) -> int:
     from ..griffinlim import griffin_lim
     from ..invmel import inverse_mel
+    from ..rng import Generator
     from ..spectrogram import SpectrogramParams, _plan, image_to_mel
 
     quick = bool(getattr(args, "quick", False))
@@ -89,7 +90,7 @@ def run(args) -> int:
     mags["nnls"], t = _timed(lambda: inverse_mel(mel, banded, "nnls"))
     rows.append(row("inverse mel", "minriff nnls", t, mel_fit(mags["nnls"])))
     if not quick:
-        mags["sgd"], t = _timed(lambda: inverse_mel(mel, banded, "sgd", rng=np.random.default_rng(0), max_iter=p.max_mel_iters))
+        mags["sgd"], t = _timed(lambda: inverse_mel(mel, banded, "sgd", rng=Generator(0), max_iter=p.max_mel_iters))
         rows.append(row("inverse mel", "minriff sgd (200 steps)", t, mel_fit(mags["sgd"])))
 
     librosa = _librosa()
@@ -111,7 +112,7 @@ def run(args) -> int:
 
     gl_rows = []
     for name, mag in mags.items():
-        wave, t = _timed(lambda: griffin_lim(mag, plan, n_iter=p.num_griffin_lim_iters, rng=np.random.default_rng(0)))
+        wave, t = _timed(lambda: griffin_lim(mag, plan, n_iter=p.num_griffin_lim_iters, rng=Generator(0)))
         sc_lin, sc_mel = quality(mag, wave)
         gl_rows.append(row("griffin-lim 32", f"minriff on {name}", t, None, sc_lin, sc_mel))
     wave, t = _timed(lambda: griffin_lim(mags["nnls"], plan, n_iter=p.num_griffin_lim_iters, phase_init="peaks"))
