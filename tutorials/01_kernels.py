@@ -135,7 +135,8 @@ unet(latents, 500, text)
 for op in kernels.OP_NAMES:
     kernels.unregister("cpu", op)
 slowest_first = sorted(calls, key=seconds.get, reverse=True)
-print("   op calls in one UNet forward:", ", ".join(f"{op} {calls[op]}× {seconds[op] * 1e3:.0f} ms" for op in slowest_first))
+print("   op calls in one UNet forward:",
+      ", ".join(f"{op} {calls[op]}× {seconds[op] * 1e3:.0f} ms" for op in slowest_first))
 
 
 def gelu_tanh(x):

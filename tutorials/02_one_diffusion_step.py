@@ -46,6 +46,7 @@ shapes = {}  # what we will report at the end
 # Byte-level BPE: the prompt is split into words, each word into merged byte pairs. Every row
 # gets BOS first and EOS after the tokens, and is padded to 77 with the pad id (= EOS for CLIP).
 # Classifier-free guidance needs two rows: the empty prompt ("unconditional") and ours.
+# (The tiny vocabulary has few merges, so words break into pieces; CLIP's real one has 49,408 tokens.)
 tokens = tokenizer.encode(PROMPT)
 id_to_token = {i: t for t, i in tokenizer.vocab.items()}
 ids = tokenizer(["", PROMPT])  # (2, 77) int64
@@ -63,6 +64,7 @@ shapes["text_states"] = text_states.shape
 # ------------------------------------------------------------------ 3. the starting noise
 # The UNet works on latents 8× smaller than the image: 512 rows -> 64, WIDTH columns -> WIDTH/8.
 # minriff's Generator reproduces torch.Generator("cpu").manual_seed(seed): same seed, same noise.
+# The timesteps follow diffusers' "leading" spacing (every 1000/STEPS, plus steps_offset = 1).
 sched = schedulers.make("ddim", models["scheduler_config"])
 sched.set_timesteps(STEPS)
 latent_shape = (1, unet.cfg.in_channels, 512 // vae.downscale, WIDTH // vae.downscale)
@@ -111,8 +113,8 @@ for t in sched.timesteps[1:]:
     x = sched.step(guided_noise(x, t)[0], t, x)
 
 # ------------------------------------------------------------------ 6. VAE decode -> spectrogram image
-# The UNet's latents are the VAE's latents times scaling_factor (0.18215, chosen in SD's training
-# to give them unit variance); undo it, decode, and map [-1, 1] to 8-bit pixels.
+# The UNet's latents are the VAE's latents times scaling_factor (0.18215 ≈ 1 / their standard
+# deviation, measured when Stable Diffusion was trained); undo it, decode, map [-1, 1] to 8 bits.
 decoded = vae.decode(x / np.float32(vae.cfg.scaling_factor))  # (1, 3, 512, WIDTH) in about [-1, 1]
 image = model_to_image(decoded)  # (512, WIDTH, 3) uint8
 Image.fromarray(image).save(OUT / "spectrogram.png")
