@@ -246,3 +246,18 @@ def test_console_script_generate(tiny, tmp_path):
                               "--steps", "1", "--weights", tiny, "--quiet"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert sf.info(str(tmp_path / "j.wav")).frames == 63 * HOP
+
+
+def test_riffuse_json_from_stdin_response_to_stdout(tiny, tmp_path, capsys, monkeypatch):
+    import io
+
+    seed_png(tmp_path / "og_beat.png", width=64)
+    req = {"alpha": 0, "num_inference_steps": 2, "start": {"prompt": "a", "seed": 1, "negative_prompt": "b"},
+           "end": {"prompt": "c", "seed": 2}}
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(req)))
+    code = main(["riffuse", "--json", "-", "--seed-images", str(tmp_path), "--output-json", "-",
+                 "--weights", tiny, "--quiet"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    resp = json.loads(out.out)
+    assert resp["duration_s"] == pytest.approx(63 * HOP / SR)
