@@ -212,17 +212,19 @@ class Riffusion:
         return self._text_cache[prompt]
 
     def _run_text_encoder(self, ids: np.ndarray) -> np.ndarray:
+        self._ops()
         return np.asarray(self.F.to_host(self.text_encoder(self.F.asarray(ids))), dtype=np.float32)
 
     # ---- models ---------------------------------------------------------------------------------
-    def _noise(self, seed: int, shape) -> np.ndarray:
-        from .rng import Generator
-
-        return Generator(int(seed)).randn(shape)
+    def _ops(self):
+        """This pipeline's kernels, also made the current backend: model code calls kernels.ops(),
+        and another Riffusion object may have chosen a different backend since."""
+        kernels.backend(self.backend)
+        return self.F
 
     def encode_image(self, rgb: np.ndarray, generator) -> np.ndarray:
         """(H, W, 3) uint8 -> scaled latents z * scaling_factor, sampled with `generator`."""
-        F = self.F
+        F = self._ops()
         mean, logvar = self.vae.encode(F.asarray(image_to_model(rgb)))
         mean, logvar = F.to_host(mean), F.to_host(logvar)
         eps = generator.randn(mean.shape)
@@ -231,11 +233,12 @@ class Riffusion:
 
     def decode_latents(self, latents: np.ndarray) -> np.ndarray:
         z = latents / np.float32(self.config.vae.scaling_factor)
+        self._ops()
         return model_to_image(self.F.to_host(self.vae.decode(self.F.asarray(z.astype(np.float32)))))
 
     def _eps(self, x: np.ndarray, t, context, guidance: float) -> np.ndarray:
         """Noise prediction with classifier-free guidance (batch [uncond, cond]) when guidance > 1."""
-        F = self.F
+        F = self._ops()
         cfg = guidance > 1.0
         x_in = np.concatenate([x, x]) if cfg else x
         eps = np.asarray(F.to_host(self.unet(F.asarray(x_in), t, context)), dtype=np.float32)
