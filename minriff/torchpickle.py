@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import collections
 import io
+import math
 import mmap
-import os
 import pickle
+import pickletools
 import struct
 import zipfile
 import zlib
@@ -115,7 +116,8 @@ class LazyTensor:
             raise WeightsError("checkpoint pickle: malformed tensor record")
         self.storage, self.offset, self.shape, self.stride = storage, offset, tuple(shape), tuple(stride)
         last = offset + sum((n - 1) * s for n, s in zip(shape, stride)) if all(shape) else offset - 1
-        if any(s < 0 for s in stride) or any(n < 0 for n in shape) or last >= storage.numel:
+        if (any(s < 0 for s in stride) or any(n < 0 for n in shape) or last >= storage.numel
+                or math.prod(shape) > max(storage.numel, 1)):  # no stride-0 blow-ups of a small storage
             raise WeightsError(f"checkpoint: tensor {self.shape} at offset {offset} with strides {self.stride} "
                                f"runs past its storage of {storage.numel} elements")
 
@@ -217,7 +219,7 @@ class TorchZip:
         self.path = Path(path)
         try:
             self.zip = zipfile.ZipFile(self.path)
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
             raise WeightsError(f"{self.path}: not a torch zip checkpoint ({e})") from None
         names = self.zip.namelist()
         pkl = [n for n in names if n.endswith("data.pkl") and n.count("/") <= 1]
@@ -311,8 +313,11 @@ class LegacyFile:
 
     def load(self, inert_unknown: bool = False):
         where = str(self.path)
-        with open(self.path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+        with open(self.path, "rb") as fd:
+            # the pickles are read from the mmap: a corrupt length field then reads what exists instead
+            # of making the file object allocate the claimed size
+            f = self._mm = mmap.mmap(fd.fileno(), 0, access=mmap.ACCESS_READ)
+            size = len(f)
 
             def header():
                 return _unpickle_stream(f, None, where)
@@ -346,15 +351,23 @@ class LegacyFile:
     def storage_array(self, key: str, dtype: np.dtype, numel: int) -> np.ndarray:
         if key not in self._offsets:
             raise WeightsError(f"{self.path}: storage {key} has no data")
-        if self._mm is None:
-            with open(self.path, "rb") as f:
-                self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         return np.frombuffer(self._mm, dtype=dtype, count=numel, offset=self._offsets[key])
 
 
+def _check_memo(f, where: str, limit: int) -> None:
+    """Refuse memo indices beyond what the data could hold: the C unpickler grows its memo table to
+    the index it is given, so one corrupt PUT could otherwise ask for gigabytes."""
+    start = f.tell()
+    for op, arg, _ in pickletools.genops(f):
+        if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and not 0 <= int(arg) <= limit:
+            raise WeightsError(f"{where}: corrupt checkpoint pickle (memo index {arg})")
+    f.seek(start)
+
+
 def _unpickle_stream(f, archive, where: str, inert_unknown: bool = False):
-    """One pickle from an open file, leaving the file positioned just after it."""
+    """One pickle from an open file (BytesIO or mmap), leaving the file positioned just after it."""
     try:
+        _check_memo(f, where, len(f.getbuffer()) if isinstance(f, io.BytesIO) else len(f))
         return RestrictedUnpickler(f, archive, inert_unknown).load()
     except WeightsError:
         raise
