@@ -294,3 +294,18 @@ def test_torch_reads_what_we_write(tmp_path):
     back = torch.load(p, weights_only=True)["state_dict"]
     for k, v in tensors.items():
         assert tuple(back[k].shape) == v.shape and np.array_equal(back[k].numpy(), v), k
+
+
+def test_resource_bombs_are_refused_cheaply(tmp_path):
+    # a memo index of 2**31-1 would make the C unpickler allocate a 16 GB memo table
+    with pytest.raises(WeightsError, match="memo index"):
+        torchpickle.unpickle(b"\x80\x02K\x01r\xff\xff\xff\x7f.")
+    # a stride-0 tensor far larger than its one-element storage
+    p = tmp_path / "one.ckpt"
+    torchpickle.save(p, {"a": np.zeros(1, np.float32)})
+    raw = _data_pkl(p.read_bytes())
+    shape, stride = pickle.dumps((1,), protocol=2)[2:-1], pickle.dumps((1,), protocol=2)[2:-1]
+    bomb = raw.replace(shape + stride, pickle.dumps((10**12,), protocol=2)[2:-1] + pickle.dumps((0,), protocol=2)[2:-1])
+    assert bomb != raw
+    with pytest.raises(WeightsError, match="runs past its storage"):
+        torchpickle.unpickle(bomb, torchpickle.TorchZip(p))
