@@ -1,6 +1,7 @@
 // im2col for conv2d: the GEMM itself is xp.matmul (cuBLAS on a GPU).
 // x (N, C, H, W) -> cols (N, C * kh * kw, Ho * Wo), zeros where the window hangs over the padding.
-// Launch: grid (min(ceil(total / 256), 65535)), block (256); grid-stride loop over all elements.
+// Launch: grid (min(ceil(total / 256), max_grid)), block (256); grid-stride loop over all elements
+// (max_grid fills the device: 32 blocks per SM on a GPU).
 extern "C" __global__ void im2col(const float* __restrict__ x, float* __restrict__ cols, int N, int C, int H, int W,
                                   int kh, int kw, int stride, int pad_top, int pad_left, int Ho, int Wo) {
     long long L = (long long)Ho * Wo, K = (long long)C * kh * kw, total = (long long)N * K * L;

@@ -1,5 +1,6 @@
 // Elementwise ops: activations, bias adds and the scheduler's linear combinations.
-// Launch shape for every kernel here: grid (min(ceil(n / 256), 4096)), block (256); each thread
+// Launch shape for every kernel here: grid (min(ceil(n / 256), max_grid)), block (256), max_grid
+// filling the device (32 blocks per SM on a GPU); each thread
 // walks a grid-stride loop, so any n fits any grid.
 
 __device__ __forceinline__ float silu_f(float v) { return v / (1.0f + expf(-v)); }

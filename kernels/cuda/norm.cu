@@ -26,20 +26,23 @@ extern "C" __global__ void group_norm(const float* __restrict__ x, float* __rest
     }
 }
 
-// x (rows, C) -> y, normalised over the last axis. Launch: grid (rows), block (256).
+// x (rows, C) -> y, normalised over the last axis. One warp per row.
+// Launch: grid (ceil(rows / 8)), block (256).
 extern "C" __global__ void layer_norm(const float* __restrict__ x, float* __restrict__ y, const float* __restrict__ weight,
-                                      const float* __restrict__ bias, int C, float eps) {
-    __shared__ float red[32];
-    const float* xr = x + (long long)blockIdx.x * C;
-    float* yr = y + (long long)blockIdx.x * C;
+                                      const float* __restrict__ bias, long long rows, int C, float eps) {
+    long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= rows) return;  // whole warps leave together
+    const float* xr = x + row * C;
+    float* yr = y + row * C;
     float s = 0.0f;
-    for (int i = threadIdx.x; i < C; i += blockDim.x) s += xr[i];
-    float mean = block_sum(s, red) / (float)C;
+    for (int i = lane; i < C; i += 32) s += xr[i];
+    float mean = warp_sum(s) / (float)C;
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < C; i += blockDim.x) {
+    for (int i = lane; i < C; i += 32) {
         float d = xr[i] - mean;
         ss += d * d;
     }
-    float rstd = rsqrtf(block_sum(ss, red) / (float)C + eps);
-    for (int i = threadIdx.x; i < C; i += blockDim.x) yr[i] = (xr[i] - mean) * rstd * weight[i] + bias[i];
+    float rstd = rsqrtf(warp_sum(ss) / (float)C + eps);
+    for (int i = lane; i < C; i += 32) yr[i] = (xr[i] - mean) * rstd * weight[i] + bias[i];
 }

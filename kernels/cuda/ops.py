@@ -17,7 +17,19 @@ else:  # pragma: no cover - GPU hosts only
     import cupy as xp
 
 THREADS = 256
-MAX_GRID = 4096  # grid-stride kernels: enough blocks to fill any GPU
+ROWS_PER_BLOCK = THREADS // 32  # row kernels: one warp per row
+
+
+def _max_grid() -> int:
+    """Blocks for the grid-stride kernels: enough to fill the device, no more. On a GPU 32 per SM;
+    the emulator is a device with few cores, and every extra CUDA thread there costs a fiber."""
+    if EMULATED:
+        return 16
+    sms = xp.cuda.Device().attributes["MultiProcessorCount"]
+    return 32 * sms
+
+
+MAX_GRID = _max_grid()
 
 
 def _k(family: str, name: str):
@@ -101,7 +113,7 @@ def conv2d(x, w, b=None, stride=1, padding=0):
     else:
         cols = xp.empty((N, C * kh * kw, Ho * Wo), dtype=xp.float32)
         if cols.size:
-            _k("conv", "im2col")(max(1, min(65535, (cols.size + THREADS - 1) // THREADS)), THREADS,
+            _k("conv", "im2col")(_grid(cols.size), THREADS,
                                  (x, cols, N, C, H, W, kh, kw, stride, top, left, Ho, Wo))
     y = xp.ascontiguousarray(xp.matmul(w.reshape(O, -1), cols)).reshape(N, O, Ho, Wo)  # (N, O, L)
     return _add_bias(y, b, O, Ho * Wo)
@@ -129,8 +141,9 @@ def layer_norm(x, weight, bias, eps):
     C = x.shape[-1]
     w, b = _affine(weight, bias, C)
     y = xp.empty_like(x)
+    rows = x.size // max(1, C)
     if x.size:
-        _k("norm", "layer_norm")(x.size // C, THREADS, (x, y, w, b, C, float(eps)))
+        _k("norm", "layer_norm")((rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK, THREADS, (x, y, w, b, rows, C, float(eps)))
     return y
 
 
@@ -139,19 +152,26 @@ def softmax(x, axis=-1):
     last = xp.ascontiguousarray(xp.moveaxis(x, axis, -1))
     y = xp.empty_like(last)
     C = last.shape[-1]
-    if last.size:
-        _k("softmax", "softmax_rows")(last.size // C, THREADS, (last, y, C))
+    rows = last.size // max(1, C)
+    if last.size and C <= 1024:
+        _k("softmax", "softmax_rows")((rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK, THREADS, (last, y, rows, C))
+    elif last.size:
+        _k("softmax", "softmax_rows_block")(rows, THREADS, (last, y, C))
     return xp.moveaxis(y, -1, axis)
 
 
-ATT_WARPS, ATT_MAX_D, SHARED_LIMIT = 8, 512, 48 * 1024
+ATT_WARPS, ATT_MAX_D, ATT_MAX_BK, SHARED_LIMIT = 8, 512, 64, 48 * 1024
 
 
 def attention_tile(D: int) -> int:
-    """Keys per shared-memory tile for head dim D: the largest BK <= 32 whose dynamic shared
-    memory, (ATT_WARPS * D + 2 * BK * D + ATT_WARPS * 32) floats, fits in 48 KB."""
-    free = SHARED_LIMIT // 4 - ATT_WARPS * D - ATT_WARPS * 32
-    return max(1, min(32, free // (2 * D)))
+    """Keys per shared-memory tile for head dim D: the largest BK <= ATT_MAX_BK whose dynamic
+    shared memory fits in 48 KB."""
+    free = SHARED_LIMIT // 4 - ATT_WARPS * D - 2 * ATT_WARPS * ATT_MAX_BK
+    return max(1, min(ATT_MAX_BK, free // (2 * D + 1)))
+
+
+def attention_shared_bytes(D: int, BK: int) -> int:
+    return 4 * (ATT_WARPS * D + BK * (D + 1) + BK * D + 2 * ATT_WARPS * ATT_MAX_BK)
 
 
 def attention(q, k, v, scale=None, causal=False):
@@ -165,7 +185,7 @@ def attention(q, k, v, scale=None, causal=False):
         scale = 1.0 / math.sqrt(D)
     out = xp.empty_like(q)
     BK = attention_tile(D)
-    shared = 4 * (ATT_WARPS * D + 2 * BK * D + ATT_WARPS * 32)
+    shared = attention_shared_bytes(D, BK)
     if out.size:
         _k("attention", "attention_fwd")(((Tq + ATT_WARPS - 1) // ATT_WARPS, B * H), 32 * ATT_WARPS,
                                          (q, k, v, out, Tq, Tk, D, float(scale), int(bool(causal)), BK),
