@@ -6,6 +6,7 @@ The tiny config runs in the oracle suite; the full-size SD v1.5 shapes are `slow
 from __future__ import annotations
 
 import importlib.util
+import os
 import time
 
 import numpy as np
@@ -107,7 +108,11 @@ def test_converted_models_run_like_diffusers(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("MINRIFF_SLOW") != "1", reason="full size: ~4 min and ~13 GB peak RSS here; MINRIFF_SLOW=1")
 def test_full_size_sd15(tmp_path):
-    """SD v1.5 / Riffusion shapes (1.07 G parameters): diffusers safetensors folder and .ckpt."""
+    """SD v1.5 / Riffusion shapes (1.07 G parameters): diffusers safetensors folder and .ckpt.
+    Measured here (2 shared cores): 4 min, of which building + saving the torch models 137 s,
+    each conversion ~32 s; peak RSS 13.2 GB (the torch models, their saved files and the converted
+    files are all mapped while compared)."""
     timings = _run(tmp_path, SD15, {"safetensors", "ckpt"})
     print({k: round(v, 1) for k, v in timings.items()})
