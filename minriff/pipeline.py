@@ -40,6 +40,8 @@ MAX_SECONDS = 30.0
 SCHEDULERS = ("pndm", "ddim", "dpmpp2m", "euler", "euler_a", "lms")
 WEIGHTS_ENV = "MINRIFF_WEIGHTS"
 SAMPLE_RATE = 44100  # Riffusion's SpectrogramParams
+AUDIO_CHUNK_PX = 4096
+AUDIO_OVERLAP_PX = 64
 
 HOW_TO_GET_WEIGHTS = (
     "get weights with `minriff download` (the real Riffusion model, needs internet), "
@@ -391,11 +393,13 @@ class Riffusion:
 
     # ---- spectrogram <-> audio ------------------------------------------------------------------
     def spectrogram_to_audio(self, image, method: str = "nnls", seed: int = 0) -> np.ndarray:
-        """Spectrogram image -> waveform (C, N) float32 at 44.1 kHz (`minriff.spectrogram`, with the
-        original's loudness stage), with a progress bar per conversion stage."""
+        """Spectrogram image -> waveform (C, (W - 1) * 441) float32 at 44.1 kHz (`minriff.spectrogram`,
+        then the original's loudness stage on the whole), with a progress bar per conversion stage.
+        Images wider than AUDIO_CHUNK_PX are converted in overlapping pieces crossfaded over
+        AUDIO_OVERLAP_PX (memory grows with width: ~1.9 GB peak at 4096 px)."""
         from PIL import Image
 
-        from . import spectrogram
+        from . import audio, spectrogram
 
         bars: dict[str, Progress] = {}
 
@@ -404,8 +408,15 @@ class Riffusion:
             if done > bar.done:
                 bar.update(min(done, total) - bar.done)
 
-        image = Image.fromarray(as_rgb_array(image))
-        return spectrogram.image_to_audio(image, method=method, seed=seed, progress=progress)
+        rgb = as_rgb_array(image)
+        hop = spectrogram.SpectrogramParams().hop_length
+        pieces = []
+        for a, b in audio_chunks(rgb.shape[1]):
+            bars.clear()
+            wave = spectrogram.image_to_audio(Image.fromarray(rgb[:, a:b]), method=method, seed=seed,
+                                              loudness=None, progress=progress)
+            pieces.append((a * hop, wave))
+        return audio.loudness_riffusion(crossfade(pieces, (rgb.shape[1] - 1) * hop))
 
     def audio_to_spectrogram(self, waveform: np.ndarray, sample_rate: int = 44100) -> np.ndarray:
         """Waveform (C, N) -> (512, W, 3) uint8 spectrogram with Riffusion's parameters."""
@@ -423,4 +434,32 @@ class Riffusion:
         image = self.generate_spectrogram(prompt, **kwargs)
         self.last_image = image
         return self.spectrogram_to_audio(image, method=method), SAMPLE_RATE
+
+
+def audio_chunks(width: int) -> list[tuple[int, int]]:
+    """Pixel ranges [a, b) covering `width`, each at most AUDIO_CHUNK_PX wide, neighbours sharing
+    AUDIO_OVERLAP_PX columns."""
+    if width <= AUDIO_CHUNK_PX:
+        return [(0, width)]
+    step = AUDIO_CHUNK_PX - AUDIO_OVERLAP_PX
+    starts = list(range(0, width - AUDIO_OVERLAP_PX, step))
+    return [(a, min(a + AUDIO_CHUNK_PX, width)) for a in starts]
+
+
+def crossfade(pieces: list, length: int) -> np.ndarray:
+    """Place (start_sample, wave (C, n)) pieces on one timeline; where two overlap, fade linearly
+    from the earlier to the later one."""
+    channels = pieces[0][1].shape[0]
+    out = np.zeros((channels, length), np.float32)
+    end_prev = 0
+    for start, wave in pieces:
+        n = min(wave.shape[1], length - start)
+        wave = wave[:, :n]
+        overlap = max(0, min(end_prev - start, n))
+        if overlap:
+            ramp = np.linspace(0.0, 1.0, overlap, dtype=np.float32)
+            out[:, start:start + overlap] = out[:, start:start + overlap] * (1 - ramp) + wave[:, :overlap] * ramp
+        out[:, start + overlap:start + n] = wave[:, overlap:]
+        end_prev = start + n
+    return out
 

@@ -178,3 +178,23 @@ def test_newest_weights_file_wins(tmp_path, monkeypatch):
     assert pipeline.find_weights(tmp_path / "weights").resolve() == old.resolve()
     with pytest.raises(WeightsError, match="not found"):
         pipeline.find_weights(tmp_path / "missing.safetensors")
+
+
+# ---- long spectrograms to audio in overlapping pieces -------------------------------------------
+@given(st.integers(2, 20000))
+def test_audio_chunks_cover_the_width_with_overlaps(width):
+    chunks = pipeline.audio_chunks(width)
+    assert chunks[0][0] == 0 and chunks[-1][1] == width
+    for a, b in chunks:
+        assert b - a <= pipeline.AUDIO_CHUNK_PX and b - a > min(pipeline.AUDIO_OVERLAP_PX, width - 1)
+    for (a0, b0), (a1, b1) in zip(chunks, chunks[1:]):
+        assert b0 - a1 == pipeline.AUDIO_OVERLAP_PX
+
+
+def test_crossfade_of_equal_signals_is_the_signal():
+    x = np.random.default_rng(0).standard_normal((2, 1000)).astype(np.float32)
+    pieces = [(0, x[:, :600]), (400, x[:, 400:900]), (850, x[:, 850:])]
+    assert np.allclose(pipeline.crossfade(pieces, 1000), x, atol=1e-6)
+    a, b = np.ones((1, 10), np.float32), np.zeros((1, 10), np.float32)
+    out = pipeline.crossfade([(0, a), (5, b)], 15)[0]
+    assert out[0] == 1 and np.all(np.diff(out[5:10]) < 0) and np.all(out[10:] == 0)  # fades from a to b
