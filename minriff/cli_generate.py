@@ -125,7 +125,8 @@ class _Interpolate:
                 guidance=args.guidance, scheduler=args.scheduler, seed_image=seed_image,
                 denoising=args.denoising))
         # Seamless join: the clips' spectrograms side by side, turned into audio in one pass, so the
-        # phase (Griffin-Lim) runs continuously across every boundary instead of restarting per clip.
+        # phase (Griffin-Lim) runs continuously across every boundary instead of restarting per clip
+        # (past 4096 px, in long pieces crossfaded away from the clip joints' concerns: see pipeline).
         _write(args, riff, np.concatenate(clips, axis=1), args.output, args.image)
         return 0
 
