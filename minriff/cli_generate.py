@@ -126,7 +126,7 @@ class _Interpolate:
                 denoising=args.denoising))
         # Seamless join: the clips' spectrograms side by side, turned into audio in one pass, so the
         # phase (Griffin-Lim) runs continuously across every boundary instead of restarting per clip
-        # (past 4096 px, in long pieces crossfaded away from the clip joints' concerns: see pipeline).
+        # (past 4096 px: long overlapping pieces, crossfaded; see Riffusion.spectrogram_to_audio).
         _write(args, riff, np.concatenate(clips, axis=1), args.output, args.image)
         return 0
 
