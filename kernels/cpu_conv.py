@@ -1,8 +1,17 @@
-"""conv2d on the CPU: 1x1 stride-1 unpadded convs are one GEMM per image; everything else packs
-input windows into columns (im2col, Numba, parallel over rows of the column matrix) and does one
-GEMM per chunk of output rows. Columns live in a per-thread workspace that is reused across calls
-(first-touching a fresh 47 MB buffer costs ~10% of a 3x3 SD conv) and capped in size, so a
-512x512 VAE layer is done in row chunks instead of a multi-GB column matrix."""
+"""conv2d on the CPU. Three paths, all ending in BLAS:
+
+- 1x1, stride 1, no padding: one GEMM per image, (O, C) @ (C, H*W), no copy.
+- stride 1 with >= TAPS_MIN_CHANNELS input channels (the 3x3 convs of SD): no im2col. The input
+  is zero-padded once into (C, Hp*Wp + slack); in that flat layout the window tap (i, j) of every
+  output pixel is the same matrix shifted by i*Wp + j, so the conv is kh*kw accumulating GEMMs
+  (O, C) @ (C, Ho*Wp) on strided views (cpu_blas.gemm_into, beta = 1) into a "wide" output
+  whose last Wp - Wo columns per row are junk and are cropped (with the bias added) at the end.
+  This skips writing the 9x larger column matrix (47 MB per SD image).
+- everything else (strided, few channels): im2col (Numba, parallel over rows of the column
+  matrix) and one GEMM per chunk of output rows; the column buffer is capped, so a 512x512 VAE
+  layer is done in row chunks instead of a multi-GB matrix.
+Buffers come from a per-thread workspace reused across calls (first-touching fresh pages costs
+~10% of a 3x3 SD conv). Taps are accumulated in a fixed order: same bits for any thread count."""
 from __future__ import annotations
 
 import threading
@@ -12,17 +21,66 @@ from numba import njit, prange
 
 from .cpu_math import _FMA
 
+from .cpu_blas import gemm_into
 from .cpu_elementwise import add_bias_channels
 
 COLS_LIMIT_BYTES = 64 << 20
+TAPS_MIN_CHANNELS = 64  # below this a K = C GEMM per tap is too thin; im2col's K = 9C wins
 _workspace = threading.local()
 
 
-def _cols_buffer(n: int) -> np.ndarray:
-    buf = getattr(_workspace, "cols", None)
+def _buffer(name: str, n: int) -> np.ndarray:
+    buf = getattr(_workspace, name, None)
     if buf is None or buf.size < n:
-        buf = _workspace.cols = np.empty(n, np.float32)
+        buf = np.empty(n, np.float32)
+        setattr(_workspace, name, buf)
     return buf[:n]
+
+
+@njit(cache=True, error_model="numpy", fastmath=_FMA, parallel=True)
+def pad_flat(x, top, left, Hp, Wp, xp):
+    """x (C, H, W) -> xp (C, S) with xp[c, (top+h)*Wp + left+w] = x[c, h, w], zeros elsewhere."""
+    C, H, W = x.shape
+    for c in prange(C):
+        xp[c, :] = 0
+        for h in range(H):
+            base = (top + h) * Wp + left
+            for w in range(W):
+                xp[c, base + w] = x[c, h, w]
+
+
+@njit(cache=True, error_model="numpy", fastmath=_FMA, parallel=True)
+def crop_wide(wide, Wp, Wo, b, has_bias, y):
+    """wide (O, Ho*Wp) -> y (O, Ho*Wo): drop the junk columns, add the bias."""
+    O = y.shape[0]
+    Ho = y.shape[1] // Wo
+    for o in prange(O):
+        bo = b[o] if has_bias else np.float32(0)
+        for oh in range(Ho):
+            for ow in range(Wo):
+                y[o, oh * Wo + ow] = wide[o, oh * Wp + ow] + bo
+
+
+def _conv_taps(x, w, b, pads, y):
+    """Stride-1 conv as kh*kw accumulating GEMMs on shifted views of the padded input."""
+    N, C, H, W = x.shape
+    O, _, kh, kw = w.shape
+    top, bottom, left, right = pads
+    Hp, Wp = H + top + bottom, W + left + right
+    Ho, Wo = Hp - kh + 1, Wp - kw + 1
+    S = Hp * Wp + kw - 1  # the last tap's view reads kw - 1 past the padded image
+    taps = np.ascontiguousarray(w.transpose(2, 3, 0, 1))  # (kh, kw, O, C)
+    has_bias = b is not None
+    bias = b if has_bias else np.zeros(1, np.float32)
+    for n in range(N):
+        xp = _buffer("padded", C * S).reshape(C, S)
+        pad_flat(x[n], top, left, Hp, Wp, xp)
+        wide = _buffer("wide", O * Ho * Wp).reshape(O, Ho * Wp)
+        for i in range(kh):
+            for j in range(kw):
+                off = i * Wp + j
+                gemm_into(taps[i, j], xp[:, off : off + Ho * Wp], wide, beta=0.0 if i == j == 0 else 1.0)
+        crop_wide(wide, Wp, Wo, bias, has_bias, y[n])
 
 
 @njit(cache=True, error_model="numpy", fastmath=_FMA, parallel=True)
@@ -66,13 +124,16 @@ def conv2d(x, w, b, stride, pads):
     if kh == kw == 1 and stride == 1 and pads == (0, 0, 0, 0):
         for n in range(N):  # (O, C) @ (C, H*W)
             np.matmul(w2, x[n].reshape(C, H * W), out=y[n])
+    elif stride == 1 and C >= TAPS_MIN_CHANNELS:
+        _conv_taps(x, w, b, pads, y)
+        return y.reshape(N, O, Ho, Wo)
     else:
         K = C * kh * kw
         rows_per_chunk = max(1, min(Ho, COLS_LIMIT_BYTES // (4 * K * Wo)))
         for n in range(N):
             for oh0 in range(0, Ho, rows_per_chunk):
                 rows = min(rows_per_chunk, Ho - oh0)
-                cols = _cols_buffer(K * rows * Wo).reshape(K, rows * Wo)
+                cols = _buffer("cols", K * rows * Wo).reshape(K, rows * Wo)
                 im2col(x[n], kh, kw, stride, top, left, oh0, Wo, cols)
                 np.matmul(w2, cols, out=y[n, :, oh0 * Wo : (oh0 + rows) * Wo])
     if b is not None:
