@@ -1,8 +1,8 @@
 """Download `riffusion/riffusion-model-v1` (the diffusers files only) from the Hugging Face Hub and
 convert it. Plain urllib: `<endpoint>/<repo>/resolve/main/<path>`, streamed to `<path>.part`,
 resumed with a Range request after a cut-off (also across runs), size-checked against
-Content-Length / Content-Range, and sha256-checked when the Hub sends the LFS hash
-(`X-Linked-Etag` / `ETag` of 64 hex digits)."""
+Content-Length / Content-Range (and the Hub's `X-Linked-Size`), and sha256-checked when the Hub
+sends the LFS hash (`X-Linked-Etag` on its redirect to the CDN, or an `ETag` of 64 hex digits)."""
 from __future__ import annotations
 
 import hashlib
@@ -71,13 +71,28 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+class LinkedHeaders(urllib.request.HTTPRedirectHandler):
+    """Keeps the Hub's `X-Linked-Etag` (sha256) and `X-Linked-Size` of an LFS file: they come with
+    the redirect to the CDN, not with the CDN's own answer."""
+
+    def __init__(self):
+        self.linked: dict[str, str] = {}
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        for name in ("X-Linked-Etag", "X-Linked-Size"):
+            if headers.get(name):
+                self.linked[name] = headers[name]
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 def fetch(url: str, dest: Path, label: str = "", timeout: float = 60.0, stream=sys.stderr) -> None:
     """One attempt: download `url` to `dest`, resuming `dest.part` if it exists."""
     part = dest.with_name(dest.name + ".part")
     have = part.stat().st_size if part.exists() else 0
     req = urllib.request.Request(url, headers={"User-Agent": "minriff-download", **({"Range": f"bytes={have}-"} if have else {})})
+    linked = LinkedHeaders()
     try:
-        resp = urllib.request.urlopen(req, timeout=timeout)
+        resp = urllib.request.build_opener(linked).open(req, timeout=timeout)
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:  # our .part is not a prefix of the file any more: start over
             part.unlink()
@@ -95,7 +110,10 @@ def fetch(url: str, dest: Path, label: str = "", timeout: float = 60.0, stream=s
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             have, mode = 0, "wb"
-        sha = _expected_sha256(resp.headers)
+        sha = _expected_sha256(linked.linked) or _expected_sha256(resp.headers)
+        size = linked.linked.get("X-Linked-Size", "")
+        if size.isdigit() and total is not None and int(size) != total:
+            raise DownloadError(f"{url}: the Hub announces {size} bytes, the server sends {total}")
         bar = Progress(label or dest.name, total, have, stream)
         dest.parent.mkdir(parents=True, exist_ok=True)
         with open(part, mode) as f:

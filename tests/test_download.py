@@ -23,8 +23,9 @@ BIG = "unet/diffusion_pytorch_model.bin"
 
 
 class FakeHub:
-    """Serves /<repo>/resolve/main/<path> from FOLDER with Range support. `cut[path] = n` makes the
-    next transfer of `path` stop after n bytes (then the connection closes)."""
+    """Serves /<repo>/resolve/main/<path> from FOLDER with Range support; `.bin` files answer with a
+    302 to /cdn/<path> carrying X-Linked-Etag/X-Linked-Size, as the Hub does for LFS files.
+    `cut[path] = n` makes the next transfer of `path` stop after n bytes (then the connection closes)."""
 
     def __init__(self):
         self.files = {p: (FOLDER / p).read_bytes() for p in download.FILES}
@@ -41,8 +42,23 @@ class FakeHub:
                 pass
 
             def do_GET(self):
-                prefix = f"/{REPO}/resolve/main/"
-                path = self.path[len(prefix):] if self.path.startswith(prefix) else None
+                prefix, cdn = f"/{REPO}/resolve/main/", "/cdn/"
+                if self.path.startswith(prefix):
+                    path = self.path[len(prefix):]
+                    if path.endswith(".bin") and path in hub.files:  # LFS files: like the Hub, redirect
+                        body = hub.files[path]
+                        self.send_response(302)
+                        self.send_header("Location", cdn + path)
+                        if hub.send_sha:
+                            self.send_header("X-Linked-Etag", f'"{hashlib.sha256(body).hexdigest()}"')
+                        self.send_header("X-Linked-Size", str(len(body)))
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                elif self.path.startswith(cdn):
+                    path = self.path[len(cdn):]
+                else:
+                    path = None
                 hub.requests.append((path, self.headers.get("Range")))
                 if path not in hub.files:
                     self.send_response(404)
@@ -50,7 +66,6 @@ class FakeHub:
                     self.end_headers()
                     return
                 body = hub.files[path]
-                sha = hashlib.sha256(body).hexdigest()
                 if path in hub.corrupt:
                     body = bytes([body[0] ^ 1]) + body[1:]
                 start = 0
@@ -62,8 +77,7 @@ class FakeHub:
                 else:
                     self.send_response(200)
                 self.send_header("Content-Length", str(len(body) - start))
-                if hub.send_sha and path.endswith(".bin"):
-                    self.send_header("X-Linked-Etag", f'"{sha}"')
+                self.send_header("ETag", '"5d41402abc4b2a76b9719d911017c592"')  # a CDN etag, not a sha256
                 self.end_headers()
                 payload = body[start:]
                 if path in hub.cut:
