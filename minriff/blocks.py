@@ -29,10 +29,13 @@ class ResnetBlock2D(Module):
 
     def __call__(self, x, temb_act=None):
         """x (B, Cin, H, W); temb_act = SiLU(time embedding) (B, temb) or None -> (B, Cout, H, W)."""
-        h = self.conv1(self.norm1(x, silu=True))
+        # one statement per step, so each intermediate is released as soon as the next exists
+        h = self.norm1(x, silu=True)
+        h = self.conv1(h)
         if temb_act is not None:
             h += self.time_emb_proj(temb_act)[:, :, None, None]
-        h = self.conv2(self.norm2(h, silu=True))
+        h = self.norm2(h, silu=True)
+        h = self.conv2(h)
         shortcut = self.conv_shortcut(x) if hasattr(self, "conv_shortcut") else x
         h += shortcut
         if self.output_scale_factor != 1.0:
