@@ -429,11 +429,21 @@ def read_source(src, tokenizer=None, config=None, ema: bool = False, inert_globa
     return ck
 
 
+def _fits(name: str, read):
+    """read() plus a check that fp16 storage will not turn large weights into inf."""
+    def make():
+        a = np.asarray(read())
+        if a.size and a.dtype.kind == "f" and float(np.max(np.abs(a))) > float(np.finfo(np.float16).max):
+            raise WeightsError(f"tensor {name} has values beyond the fp16 range; convert with --dtype fp32")
+        return a
+    return make
+
+
 def write_converted(out, ck: Checkpoint, dtype: str = "fp16") -> int:
     if dtype not in STORE_DTYPES:
         raise WeightsError(f"--dtype {dtype!r}: choose fp16 or fp32")
     name = STORE_DTYPES[dtype]
-    entries = [(f"{comp}.{k}", ref.shape, name, ref.read)
+    entries = [(f"{comp}.{k}", ref.shape, name, _fits(f"{comp}.{k}", ref.read) if name == "F16" else ref.read)
                for comp in COMPONENTS for k, ref in sorted(ck.tensors[comp].items())]
     meta = {"format": FORMAT, "config": ck.configs, "tokenizer_vocab": ck.vocab, "tokenizer_merges": ck.merges,
             "scheduler_config": ck.scheduler_config, "source": ck.source}

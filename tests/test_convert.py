@@ -316,3 +316,18 @@ def test_training_metadata_globals_refused_unless_inert(tmp_path, from_folder):
     assert cli_main(["convert", str(bad), "--config", str(FOLDER), "--inert-globals", "--dtype", "fp32",
                      "-o", str(out)]) == 0
     _assert_same(weights.open(out), from_folder)
+
+
+def test_fp16_overflow_is_refused(tmp_path):
+    root = _copy_folder(tmp_path)
+
+    def huge(sd):
+        sd = dict(sd)
+        sd["conv_in.bias"] = sd["conv_in.bias"] * 0 + 1e5  # beyond fp16's 65504
+        return sd
+    _rewrite(root / "unet" / "diffusion_pytorch_model.bin", huge, fmt="bin")
+    with pytest.raises(WeightsError, match="unet.conv_in.bias.*--dtype fp32"):
+        convert.convert(root, tmp_path / "h.safetensors", log=lambda m: None)
+    assert not (tmp_path / "h.safetensors").exists() and not (tmp_path / "h.safetensors.tmp").exists()
+    convert.convert(root, tmp_path / "f.safetensors", dtype="fp32", log=lambda m: None)
+    assert weights.open(tmp_path / "f.safetensors").component("unet")["conv_in.bias"][0] == 1e5
