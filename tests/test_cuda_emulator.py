@@ -117,3 +117,12 @@ def test_divergent_barrier_is_reported():
     # and the emulator still works afterwards
     y = run(m, "dyn_reverse", 1, 8, [np.arange(8, dtype=np.float32), np.zeros(8, np.float32)], shared_mem=32)[1]
     np.testing.assert_array_equal(y, np.arange(8)[::-1])
+
+
+def test_writing_past_dynamic_shared_memory_is_reported():
+    if L.gpu_available():
+        pytest.skip("emulator-only check (a GPU may fault or corrupt silently)")
+    m = L.EmulatorLoader(SELFTEST)
+    x = np.arange(64, dtype=np.float32)
+    with pytest.raises(L.LaunchError, match="past the end of its dynamic shared memory"):
+        m.get_function("dyn_reverse")(1, 64, [x, np.zeros_like(x)], shared_mem=4 * 32)

@@ -139,6 +139,28 @@ struct WarpExchange {  // two phases so a fast lane's next exchange never overwr
 inline unsigned linear_tid() { return tid.x + bdim.x * (tid.y + bdim.y * tid.z); }
 inline unsigned threads_per_block() { return bdim.x * bdim.y * bdim.z; }
 
+// Dynamic shared memory: 16-byte aligned, filled with NaNs (like memory nobody wrote) and
+// followed by a guard zone checked after the launch.
+struct DynShared {
+    static constexpr size_t kGuard = 256;
+    std::vector<unsigned char> raw;
+    unsigned char* ptr;
+    size_t size;
+    explicit DynShared(size_t n) : raw(n + 16 + kGuard), size(n) {
+        ptr = raw.data() + (16 - reinterpret_cast<uintptr_t>(raw.data()) % 16) % 16;
+        std::memset(ptr, 0xff, n);
+        std::memset(ptr + n, 0xa5, kGuard);
+    }
+    void check() const {
+        for (size_t i = 0; i < kGuard; ++i)
+            if (ptr[size + i] != 0xa5) {
+                set_error("a kernel wrote past the end of its dynamic shared memory (shared_mem=" +
+                          std::to_string(size) + " B)");
+                return;
+            }
+    }
+};
+
 #ifndef MINRIFF_EMU_THREADS
 // -------- fibers --------
 // Context switch: on x86-64 a few instructions saving the callee-saved registers (no signal-mask
@@ -347,8 +369,8 @@ inline void run_blocks(dim3 grid, dim3 block, size_t shmem, const std::function<
     auto worker = [&] {
         gdim = grid;
         bdim = block;
-        std::vector<unsigned char> dyn(shmem + 16);
-        dyn_shared = dyn.data() + (16 - reinterpret_cast<uintptr_t>(dyn.data()) % 16) % 16;
+        DynShared dyn(shmem);
+        dyn_shared = dyn.ptr;
         std::unique_ptr<Block> b = take_block();
         for (unsigned long long k; !failed && (k = next.fetch_add(1)) < nblocks;) {
             bid = uint3{unsigned(k % grid.x), unsigned((k / grid.x) % grid.y), unsigned(k / (1ull * grid.x * grid.y))};
@@ -357,6 +379,7 @@ inline void run_blocks(dim3 grid, dim3 block, size_t shmem, const std::function<
         }
         blk = nullptr;
         give_block(std::move(b));
+        dyn.check();
     };
     unsigned nthreads = std::thread::hardware_concurrency();
     if (const char* e = std::getenv("MINRIFF_EMU_THREADS")) nthreads = std::max(1, std::atoi(e));
@@ -389,8 +412,8 @@ inline unsigned live_lanes_mask() {
 }
 inline void run_blocks(dim3 grid, dim3 block, size_t shmem, const std::function<void()>& body) {
     unsigned n = block.x * block.y * block.z;
-    std::vector<unsigned char> dyn(shmem + 16);
-    unsigned char* dyn_ptr = dyn.data() + (16 - reinterpret_cast<uintptr_t>(dyn.data()) % 16) % 16;
+    DynShared dyn(shmem);
+    unsigned char* dyn_ptr = dyn.ptr;
     for (unsigned long long k = 0; k < 1ull * grid.x * grid.y * grid.z; ++k) {
         uint3 b3{unsigned(k % grid.x), unsigned((k / grid.x) % grid.y), unsigned(k / (1ull * grid.x * grid.y))};
         Block b;
@@ -413,6 +436,7 @@ inline void run_blocks(dim3 grid, dim3 block, size_t shmem, const std::function<
             });
         for (auto& t : ts) t.join();
     }
+    dyn.check();
 }
 #endif
 
