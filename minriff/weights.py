@@ -239,6 +239,8 @@ class WeightsFile:
             raise WeightsError(f"{self.path}: format {self.format!r} is not supported (this minriff reads {FORMAT!r})")
         self.raw_config = _json(meta, "config", self.path)
         self.scheduler_config = _json(meta, "scheduler_config", self.path)
+        if not isinstance(self.scheduler_config, dict):
+            raise WeightsError(f"{self.path}: scheduler_config metadata is not a JSON object")
         self.source = _json(meta, "source", self.path) if "source" in meta else None
         self._vocab = _json(meta, "tokenizer_vocab", self.path) if "tokenizer_vocab" in meta else None
         self._merges = _json(meta, "tokenizer_merges", self.path) if "tokenizer_merges" in meta else None
@@ -267,7 +269,9 @@ class WeightsFile:
                                "checkpoint without --tokenizer); reconvert with --tokenizer DIR pointing at a CLIP "
                                "tokenizer folder (vocab.json + merges.txt, or tokenizer.json)")
         from .tokenizer import CLIPTokenizer
-        return CLIPTokenizer(self._vocab, list(self._merges))
+        if not isinstance(self._merges, list):
+            raise WeightsError(f"{self.path}: tokenizer_merges metadata is not a list")
+        return CLIPTokenizer(self._vocab, self._merges, where=str(self.path))
 
     def summary(self) -> dict:
         """Per component: tensor count, parameter count, dtypes."""
