@@ -12,11 +12,14 @@ import ctypes
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from minriff.errors import MinriffError
 
 from . import signature
 
@@ -28,7 +31,7 @@ _EXTERN_SHARED = re.compile(
     r"extern\s+__shared__\s+(?:__align__\s*\(\s*\d+\s*\)\s+)?([A-Za-z_][\w\s]*?)\s+(\w+)\s*\[\s*\]\s*;")
 
 
-class LaunchError(RuntimeError):
+class LaunchError(MinriffError, RuntimeError):
     """A launch the GPU would refuse (bad shape, too much shared memory) or an emulator failure."""
 
 
@@ -216,5 +219,11 @@ _modules: dict[str, object] = {}
 def module(name: str):
     """The loaded module for kernels/cuda/<name>.cu on this host's device (GPU or emulator)."""
     if name not in _modules:
-        _modules[name] = CupyLoader(name) if gpu_available() else EmulatorLoader(name)
+        if gpu_available():
+            _modules[name] = CupyLoader(name)
+        elif shutil.which("g++") is None:
+            raise LaunchError("the cuda backend needs a GPU with CuPy, or g++ (C++20) for its CPU emulator; "
+                              "neither was found")
+        else:
+            _modules[name] = EmulatorLoader(name)
     return _modules[name]
