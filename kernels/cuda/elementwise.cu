@@ -66,8 +66,10 @@ extern "C" __global__ void upsample_nearest2x(const float* __restrict__ x, float
     }
 }
 
-// t (B,) -> emb (B, dim): frequencies exp(-ln(max_period) i / (half - shift)) in double (as the
-// reference computes them), [cos, sin] when flip else [sin, cos], zero last column for odd dim.
+// t (B,) -> emb (B, dim): frequencies exp(-ln(max_period) i / (half - shift)) with the exponent
+// formed in float32 (as diffusers does) and exp evaluated in double, rounded once: arguments reach
+// ~1000 rad, where one ulp of a frequency moves sin/cos by ~1e-4. [cos, sin] when flip else
+// [sin, cos], zero last column for odd dim.
 // Launch: grid (B), block (min(dim, 256)); threads stride over the columns.
 extern "C" __global__ void timestep_embedding(const float* __restrict__ t, float* __restrict__ emb, int dim,
                                               int flip, float shift, float max_period) {
@@ -77,7 +79,8 @@ extern "C" __global__ void timestep_embedding(const float* __restrict__ t, float
     for (int c = threadIdx.x; c < dim; c += blockDim.x) {
         if (c >= 2 * half) { row[c] = 0.0f; continue; }
         int i = c < half ? c : c - half;
-        float freq = (float)exp(-log((double)max_period) * i / ((double)half - shift));
+        float exponent = (float)(-log((double)max_period)) * (float)i / (float)((double)half - (double)shift);
+        float freq = (float)exp((double)exponent);
         float arg = tb * freq;
         bool first = c < half;  // first half: cos if flipped else sin
         row[c] = (first == (flip != 0)) ? cosf(arg) : sinf(arg);
