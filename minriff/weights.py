@@ -302,8 +302,16 @@ def build_models(config: ModelConfig) -> dict:
     from .clip import CLIPTextModel
     from .unet import UNet2DConditionModel
     from .vae import AutoencoderKL
-    return {"text_encoder": CLIPTextModel(config.text_encoder), "unet": UNet2DConditionModel(config.unet),
-            "vae": AutoencoderKL(config.vae)}
+    models = {}
+    for name, cls, cfg in (("text_encoder", CLIPTextModel, config.text_encoder),
+                           ("unet", UNet2DConditionModel, config.unet), ("vae", AutoencoderKL, config.vae)):
+        try:
+            models[name] = cls(cfg)
+        except (TypeError, ValueError, OverflowError, MemoryError, ZeroDivisionError, IndexError, KeyError) as e:
+            # configs.from_dict checks what minriff runs, not every field's type: a corrupt stored
+            # config surfaces here
+            raise WeightsError(f"the {name} config cannot build a model ({type(e).__name__}: {e}): {cfg}") from None
+    return models
 
 
 def load_models(path, dtype=np.float32) -> dict:

@@ -305,3 +305,43 @@ def test_init_random_cli(tmp_path):
     wf = weights.open(out)
     assert wf.source["seed"] == 5 and wf.component("unet").dtype_name("conv_in.weight") == "F32"
     nn.load(weights.build_models(wf.config)["unet"], wf.component("unet"), what="unet")
+
+
+@settings(max_examples=100)
+@given(data=st.data())
+def test_fuzz_converted_file_headers_only_raise_minriff_errors(tmp_path_factory, tiny_file, data):
+    """Corrupt the JSON header (configs, vocabulary, offsets) of a real converted file."""
+    buf = bytearray(tiny_file.read_bytes())
+    n = struct.unpack("<Q", buf[:8])[0]
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(8, 8 + n - 1))
+        buf[i] = data.draw(st.sampled_from(b'{}[]",:0123456789-.eE tfnul\\x'))
+    p = tmp_path_factory.mktemp("fzh") / "x.safetensors"
+    p.write_bytes(bytes(buf))
+    try:
+        wf = weights.open(p)
+        wf.summary()
+        wf.tokenizer()("a funky bass line")
+        weights.load_models(p)
+    except MinriffError:
+        pass
+
+
+_json_values = st.recursive(st.none() | st.booleans() | st.integers(-3, 70000) | st.floats(allow_nan=False) | st.text(max_size=5),
+                            lambda inner: st.lists(inner, max_size=4), max_leaves=6)
+
+
+@settings(max_examples=60)
+@given(data=st.data())
+def test_fuzz_stored_configs_only_raise_minriff_errors(tmp_path_factory, tiny_file, data):
+    """Well-formed JSON, wrong values: a changed config field must load or fail with a minriff error."""
+    meta = SafetensorsFile(tiny_file).metadata
+    config = json.loads(meta["config"])
+    comp = data.draw(st.sampled_from(sorted(config)))
+    key = data.draw(st.sampled_from(sorted(config[comp])))
+    config[comp][key] = data.draw(_json_values)
+    p = _rewrite_meta(tiny_file, tmp_path_factory.mktemp("fzc") / "c.safetensors", config=json.dumps(config))
+    try:
+        weights.load_models(p)
+    except MinriffError:
+        pass
