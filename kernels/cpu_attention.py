@@ -9,10 +9,7 @@ stay busy without oversubscription. Every work item is computed the same way whi
 runs it, so the result does not depend on the thread count."""
 from __future__ import annotations
 
-import ctypes
-import glob
 import math
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,6 +17,7 @@ import numba
 import numpy as np
 from numba import njit
 
+from .cpu_blas import set_threads_local
 from .cpu_math import _FMA, exp2f
 
 KEY_TILE = 512
@@ -125,30 +123,14 @@ def finish_rows(acc, l, out):
             out[i, d] = acc[i, d] * inv
 
 
-def _find_blas_local_threads():
-    """OpenBLAS's openblas_set_num_threads_local from numpy's bundled library, or None."""
-    import numpy
-
-    root = os.path.dirname(os.path.dirname(numpy.__file__))
-    for path in glob.glob(os.path.join(root, "numpy.libs", "*openblas*.so*")):
-        try:
-            fn = ctypes.CDLL(path).openblas_set_num_threads_local
-        except (OSError, AttributeError):
-            continue
-        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
-        return fn
-    return None
-
-
-_set_blas_threads_local = _find_blas_local_threads()
 _workspace = threading.local()
 _pools: dict[int, ThreadPoolExecutor] = {}
 
 
 def _pool(n: int) -> ThreadPoolExecutor:
     if n not in _pools:
-        init = (lambda: _set_blas_threads_local(1)) if _set_blas_threads_local else None
-        _pools[n] = ThreadPoolExecutor(max_workers=n, initializer=init, thread_name_prefix="minriff-attn")
+        _pools[n] = ThreadPoolExecutor(max_workers=n, initializer=lambda: set_threads_local(1),
+                                       thread_name_prefix="minriff-attn")
     return _pools[n]
 
 
@@ -195,13 +177,13 @@ def attention(q, k, v, scale, causal):
     items = [(bh, q0, min(bq, Tq - q0)) for bh in range(B * H) for q0 in range(0, Tq, bq)]
     nthreads = min(numba.get_num_threads(), len(items))
     if nthreads <= 1:  # same single-threaded GEMMs as the workers use: same bits
-        prev = _set_blas_threads_local(1) if _set_blas_threads_local else None
+        prev = set_threads_local(1)
         try:
             for it in items:
                 _run_item(qs, kt, v3, out, *it, causal)
         finally:
             if prev is not None:
-                _set_blas_threads_local(prev)
+                set_threads_local(prev)
     else:
         def work(share):
             for it in share:

@@ -25,8 +25,8 @@ def _max_grid() -> int:
     the emulator is a device with few cores, and every extra CUDA thread there costs a fiber."""
     if EMULATED:
         return 16
-    sms = xp.cuda.Device().attributes["MultiProcessorCount"]
-    return 32 * sms
+    props = xp.cuda.runtime.getDeviceProperties(xp.cuda.Device().id)
+    return 32 * int(props["multiProcessorCount"])
 
 
 MAX_GRID = _max_grid()

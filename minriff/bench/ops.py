@@ -3,8 +3,13 @@
 For each op: median time, throughput (GFLOP/s for matrix-product ops, GB/s of input+output for
 memory-bound ops), the fraction of the same-run numpy sgemm GFLOP/s, and, when torch is
 installed, torch's time for the same op with the same thread count and torch_time / minriff_time
-(> 1: minriff faster)."""
+(> 1: minriff faster). The machine may be shared: each op, the sgemm baseline and torch run in
+interleaved rounds, and the ratios are medians of per-round ratios."""
 from __future__ import annotations
+
+import contextlib
+import statistics
+import time
 
 import numba
 import numpy as np
@@ -29,35 +34,51 @@ def _cases(quick: bool):
     q, k, v = r(2, 8, T, 40), r(2, 8, T, 40), r(2, 8, T, 40)
     kc, vc = r(2, 8, 77, 40), r(2, 8, 77, 40)
     sm, xgg, xu = r(16, 1024 // s, T), r(2, T, 2560), r(2, 320, hw // 2, hw // 2)
-    B4 = 4  # bytes per float32
     cases = [
-        ("conv3x3 (2,320,64,64)->320", lambda F: F.conv2d(x320, w3, b320, 1, 1),
+        (f"conv3x3 (2,320,{hw},{hw})->320", lambda F: F.conv2d(x320, w3, b320, 1, 1),
          lambda t, a: t.nn.functional.conv2d(a[0], a[1], a[2], 1, 1), 2 * 2 * 320 * hw * hw * 320 * 9, None, (x320, w3, b320)),
-        ("conv1x1 (2,320,64,64)->320", lambda F: F.conv2d(x320, w1, b320),
+        (f"conv1x1 (2,320,{hw},{hw})->320", lambda F: F.conv2d(x320, w1, b320),
          lambda t, a: t.nn.functional.conv2d(a[0], a[1], a[2]), 2 * 2 * 320 * hw * hw * 320, None, (x320, w1, b320)),
-        ("linear (8192,320)->1280", lambda F: F.linear(xl, wl, bl),
+        (f"linear ({2 * T},320)->1280", lambda F: F.linear(xl, wl, bl),
          lambda t, a: t.nn.functional.linear(*a), 2 * 2 * T * 320 * 1280, None, (xl, wl, bl)),
-        ("group_norm+silu (2,640,32,32) g32", lambda F: F.group_norm(xg, 32, gw, gb, 1e-5, silu=True),
+        (f"group_norm+silu (2,640,{hw // 2},{hw // 2}) g32", lambda F: F.group_norm(xg, 32, gw, gb, 1e-5, silu=True),
          lambda t, a: t.nn.functional.silu(t.nn.functional.group_norm(a[0], 32, a[1], a[2], 1e-5)), None, 2 * xg.nbytes, (xg, gw, gb)),
-        ("group_norm (2,640,32,32) g32", lambda F: F.group_norm(xg, 32, gw, gb, 1e-5),
+        (f"group_norm (2,640,{hw // 2},{hw // 2}) g32", lambda F: F.group_norm(xg, 32, gw, gb, 1e-5),
          lambda t, a: t.nn.functional.group_norm(a[0], 32, a[1], a[2], 1e-5), None, 2 * xg.nbytes, (xg, gw, gb)),
-        ("layer_norm (2,4096,320)", lambda F: F.layer_norm(xs, lw, lb, 1e-5),
+        (f"layer_norm (2,{T},320)", lambda F: F.layer_norm(xs, lw, lb, 1e-5),
          lambda t, a: t.nn.functional.layer_norm(a[0], (320,), a[1], a[2], 1e-5), None, 2 * xs.nbytes, (xs, lw, lb)),
-        ("attention self B2 H8 T4096 D40", lambda F: F.attention(q, k, v),
+        (f"attention self B2 H8 T{T} D40", lambda F: F.attention(q, k, v),
          lambda t, a: t.nn.functional.scaled_dot_product_attention(*a), 4 * 16 * T * T * 40, None, (q, k, v)),
-        ("attention cross T4096 -> 77", lambda F: F.attention(q, kc, vc),
+        (f"attention cross T{T} -> 77", lambda F: F.attention(q, kc, vc),
          lambda t, a: t.nn.functional.scaled_dot_product_attention(*a), 4 * 16 * T * 77 * 40, None, (q, kc, vc)),
-        ("softmax (16,1024,4096)", lambda F: F.softmax(sm),
+        (f"softmax (16,{1024 // s},{T})", lambda F: F.softmax(sm),
          lambda t, a: t.softmax(a[0], -1), None, 2 * sm.nbytes, (sm,)),
-        ("geglu (2,4096,2560)", lambda F: F.geglu(xgg),
+        (f"geglu (2,{T},2560)", lambda F: F.geglu(xgg),
          lambda t, a: (lambda h: h[0] * t.nn.functional.gelu(h[1]))(a[0].chunk(2, -1)), None, xgg.nbytes * 3 // 2, (xgg,)),
-        ("silu (2,320,64,64)", lambda F: F.silu(x320),
+        (f"silu (2,320,{hw},{hw})", lambda F: F.silu(x320),
          lambda t, a: t.nn.functional.silu(a[0]), None, 2 * x320.nbytes, (x320,)),
-        ("upsample2x (2,320,32,32)", lambda F: F.upsample_nearest2x(xu),
+        (f"upsample2x (2,320,{hw // 2},{hw // 2})", lambda F: F.upsample_nearest2x(xu),
          lambda t, a: t.nn.functional.interpolate(a[0], scale_factor=2, mode="nearest"), None, 5 * xu.nbytes, (xu,)),
     ]
-    del B4
     return cases
+
+
+def _rounds(fns: dict, repeat: int) -> dict:
+    """Time the callables in interleaved rounds (one call of each per round, after a warm-up
+    call each), so a burst of load from other processes hits all of them alike."""
+    for fn in fns.values():
+        fn()
+    times = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def _median(xs):
+    return statistics.median(xs) if xs else None
 
 
 def run(args) -> int:
@@ -69,27 +90,38 @@ def run(args) -> int:
 
     F = kernels.ops(args.backend or "cpu")
     quick = bool(getattr(args, "quick", False))
-    repeat = args.repeat or (2 if quick else 5)
+    repeat = args.repeat or (3 if quick else 7)
     threads = numba.get_num_threads()
     torch = torch_or_none()
     if torch is not None:
         torch.set_num_threads(threads)
-    peak = sgemm_gflops(512 if quick else 1024, repeat=repeat)
-    rows = []
+    n = 512 if quick else 1024
+    a = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+    sgemm_flops = 2 * n**3
+    peaks, rows = [], []
     for name, ours, theirs, flops, nbytes, arrays in _cases(quick):
-        t = timeit(lambda: ours(F), repeat=repeat)
+        fns = {"minriff": lambda: ours(F)}
+        if flops:
+            fns["sgemm"] = lambda: a @ a
+        if torch is not None:
+            targs = [torch.from_numpy(x) for x in arrays]
+            fns["torch"] = lambda: theirs(torch, targs)
+        with (torch.inference_mode() if torch is not None else contextlib.nullcontext()):
+            times = _rounds(fns, repeat)
+        t = _median(times["minriff"])
         row = {"op": name, "ms": t * 1e3,
                "GFLOP/s": flops / t / 1e9 if flops else None,
                "GB/s": nbytes / t / 1e9 if nbytes else None,
-               "of_sgemm": flops / t / 1e9 / peak if flops else None,
-               "torch_ms": None, "torch/minriff": None}
-        if torch is not None:
-            targs = [torch.from_numpy(a) for a in arrays]
-            with torch.inference_mode():
-                tt = timeit(lambda: theirs(torch, targs), repeat=repeat)
-            row["torch_ms"], row["torch/minriff"] = tt * 1e3, tt / t
+               "of_sgemm": None, "torch_ms": None, "torch/minriff": None}
+        if flops:  # per round: this op's GFLOP/s over the sgemm GFLOP/s measured next to it
+            peaks += [sgemm_flops / s / 1e9 for s in times["sgemm"]]
+            row["of_sgemm"] = _median([(flops / m) / (sgemm_flops / s) for m, s in zip(times["minriff"], times["sgemm"])])
+        if "torch" in times:
+            row["torch_ms"] = _median(times["torch"]) * 1e3
+            row["torch/minriff"] = _median([tt / m for tt, m in zip(times["torch"], times["minriff"])])
         rows.append(row)
-    extra = {"backend": F.name, "threads": threads, "sgemm_GFLOP/s": round(peak, 1),
+    extra = {"backend": F.name, "threads": threads, "repeat": repeat,
+             "sgemm_GFLOP/s (median, n=%d)" % n: round(_median(peaks) or sgemm_gflops(n), 1),
              "torch": torch.__version__ if torch is not None else "not installed"}
-    emit(rows, args.json, "minriff bench ops (medians; torch/minriff > 1 means minriff is faster)", extra)
+    emit(rows, args.json, "minriff bench ops (medians over interleaved rounds; torch/minriff > 1: minriff faster)", extra)
     return 0
