@@ -52,7 +52,8 @@ def source_of(name_or_path) -> tuple[str, Path]:
             if inc in seen:
                 return ""
             seen.add(inc)
-            return inline(inc).replace("#pragma once", "") + f'\n#line {path.read_text()[:m.start()].count(chr(10)) + 2} "{path}"'
+            resume = path.read_text()[:m.start()].count("\n") + 2  # the line after the #include
+            return f'#line 1 "{inc}"\n' + inline(inc).replace("#pragma once", "") + f'\n#line {resume} "{path}"'
         return _LOCAL_INCLUDE.sub(one, path.read_text())
 
     return inline(p), p
