@@ -133,7 +133,7 @@ def test_fixture_weights_with_a_missing_key_are_refused():
         nn.load(UNet2DConditionModel(configs.UNetConfig.from_dict(config)), weights, what="UNet")
 
 
-def test_full_size_sd15_step_batch2_64x64():
+def test_full_size_sd15_step_batch2_64x64():  # 50-58 s on the shared 2-core machine, incl. ~10 s random init
     """Full SD 1.5 shapes with random weights: one step at batch 2 on 64×64 latents."""
     t0 = time.perf_counter()
     model = init_random(UNet2DConditionModel(configs.SD15.unet), seed=0)

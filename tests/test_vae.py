@@ -120,6 +120,7 @@ def test_sd15_keys_and_parameter_count():
     assert shapes["encoder.down_blocks.0.downsamplers.0.conv.weight"] == (128, 128, 3, 3)
 
 
+@pytest.mark.slow  # 48-64 s on the shared 2-core machine (cpu backend), incl. ~1 s random init
 def test_full_size_sd15_decode_64x64_to_512x512():
     t0 = time.perf_counter()
     model = init_random(AutoencoderKL(configs.SD15.vae), seed=0)

@@ -86,7 +86,11 @@ def run(args) -> int:
     finite = bool(np.isfinite(F.to_host(out)).all())
     rss_minriff = peak_rss_mb()
 
-    threads = int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count() or 1))
+    try:
+        import numba
+        threads = numba.get_num_threads()
+    except ImportError:
+        threads = os.cpu_count() or 1
     row = dict(backend=args.backend, batch=2, latent=f"{hw}x{hw}", minriff_s=minriff_s, first_call_s=first_s,
                torch_s=None, ratio_torch_over_minriff=None, max_rel_diff_vs_torch=None)
     torch = torch_or_none()
