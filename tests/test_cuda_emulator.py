@@ -14,9 +14,16 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None and not L.gpu_availa
 SELFTEST = L.HERE / "tests" / "emu_selftest.cu"
 
 
-@pytest.fixture(scope="module")
-def mod():
-    return L.CupyLoader(SELFTEST) if L.gpu_available() else L.EmulatorLoader(SELFTEST)
+# fibers: the default; ucontext: the portable fiber switch; threads: one OS thread per CUDA thread
+# with std::barrier (the variant for ThreadSanitizer). Each must implement the same semantics.
+VARIANTS = {"fibers": {}, "ucontext": {"flags": ("-DMINRIFF_EMU_UCONTEXT",)}, "threads": {"threads": True}}
+
+
+@pytest.fixture(scope="module", params=["gpu"] if L.gpu_available() else list(VARIANTS))
+def mod(request):
+    if request.param == "gpu":
+        return L.CupyLoader(SELFTEST)
+    return L.EmulatorLoader(SELFTEST, **VARIANTS[request.param])
 
 
 def run(mod, name, grid, block, args, shared_mem=0):

@@ -99,7 +99,7 @@ def emulator_source(source: str, path: Path, kernels) -> str:
 
 
 def compile_emulated(source: str, path: Path, kernels, flags=()) -> Path:
-    flags = ("-std=c++20", "-O2", "-shared", "-fPIC", "-pthread", *flags)
+    flags = ("-std=c++20", "-O2", "-shared", "-fPIC", "-pthread", "-fvisibility=hidden", *flags)
     tu = emulator_source(source, path, kernels)
     key = hashlib.sha256("\0".join([EMU_HEADER.read_text(), tu, *flags]).encode()).hexdigest()[:24]
     so = cache_dir() / f"{path.stem}-{key}.so"

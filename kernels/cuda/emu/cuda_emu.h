@@ -217,11 +217,9 @@ struct Context {
 inline void switch_context(Context& from, Context& to) { emu_switch_stack(&from.sp, to.sp); }
 #else
 struct Context {
-    ucontext_t uc;
-    bool made = false;
+    ucontext_t uc;  // points into itself (fpregs): re-made in place each time, never reused after a move
     void init(char* stack, size_t size, void (*entry)()) {
-        if (!made) getcontext(&uc);  // once per slot: getcontext costs a syscall
-        made = true;
+        getcontext(&uc);
         uc.uc_stack.ss_sp = stack;
         uc.uc_stack.ss_size = size;
         uc.uc_link = nullptr;
@@ -382,7 +380,7 @@ inline void run_blocks(dim3 grid, dim3 block, size_t shmem, const std::function<
         dyn.check();
     };
     unsigned nthreads = std::thread::hardware_concurrency();
-    if (const char* e = std::getenv("MINRIFF_EMU_THREADS")) nthreads = std::max(1, std::atoi(e));
+    if (const char* e = std::getenv("MINRIFF_EMU_WORKERS")) nthreads = std::max(1, std::atoi(e));
     nthreads = unsigned(std::min<unsigned long long>(std::max(1u, nthreads), nblocks));
     std::vector<std::thread> pool;
     for (unsigned i = 1; i < nthreads; ++i) pool.emplace_back(worker);
@@ -521,9 +519,12 @@ inline int __all_sync(unsigned mask, int pred) {
 inline int __any_sync(unsigned mask, int pred) { return emu::ballot(pred != 0, mask) != 0; }
 inline unsigned __activemask() { return emu::live_lanes_mask(); }
 
-extern "C" const char* emu_last_error() { return emu::last_error.c_str(); }
+// The loader builds with -fvisibility=hidden: only these are exported, so two emulator libraries
+// in one process (say the fiber and the thread variant) never share the emulator's inline state.
+extern "C" __attribute__((visibility("default"))) const char* emu_last_error() { return emu::last_error.c_str(); }
 
 #define MINRIFF_EMU_EXPORT(name) \
-    extern "C" int emu_launch_##name(const unsigned* dims, size_t shmem, void** args) { \
+    extern "C" __attribute__((visibility("default"))) int emu_launch_##name(const unsigned* dims, size_t shmem, \
+                                                                          void** args) { \
         return emu::launch(name, dims, shmem, args); \
     }
