@@ -7,7 +7,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .cpu_math import _FMA, expf, sigmoidf
+from .cpu_math import _FMA, erfcf, sigmoidf
 
 _INV_SQRT2 = np.float32(1.0 / math.sqrt(2.0))
 
@@ -15,7 +15,7 @@ _INV_SQRT2 = np.float32(1.0 / math.sqrt(2.0))
 @njit(inline="always", cache=True, error_model="numpy")
 def gelu1(x):
     # 1 + erf(z) written as erfc(-z): no cancellation for negative x, where 1 + erf(z) -> 0
-    return np.float32(0.5) * x * math.erfc(-x * _INV_SQRT2)
+    return np.float32(0.5) * x * erfcf(-x * _INV_SQRT2)
 
 
 @njit(cache=True, error_model="numpy", fastmath=_FMA, parallel=True)

@@ -89,3 +89,29 @@ def expf(x):
 @njit(inline="always", cache=True, error_model="numpy")
 def sigmoidf(x):
     return np.float32(1.0) / (np.float32(1.0) + expf(-x))
+
+
+# erfc(z) = t·exp(-z² + P(t)), t = 1/(1 + z/2), z >= 0: the Chebyshev-fitted form published in
+# Numerical Recipes ("erfcc"), relative error < 1.2e-7 for all z >= 0 (checked against
+# scipy.special.erfc in tests/test_kernels_cpu.py). Vectorisable, unlike libm's erfcf.
+_ERFC = [np.float32(c) for c in (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806,
+                                  0.27886807, -1.13520398, 1.48851587, -0.82215223, 0.17087277)]
+R0, R1, R2, R3, R4, R5, R6, R7, R8, R9 = _ERFC
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def erfcf(x):
+    z = abs(x)
+    t = np.float32(1.0) / (np.float32(1.0) + np.float32(0.5) * z)
+    p = R9
+    p = p * t + R8
+    p = p * t + R7
+    p = p * t + R6
+    p = p * t + R5
+    p = p * t + R4
+    p = p * t + R3
+    p = p * t + R2
+    p = p * t + R1
+    p = p * t + R0
+    r = t * expf(p - z * z)
+    return r if x >= 0 else np.float32(2.0) - r

@@ -147,3 +147,14 @@ def test_timestep_embedding_matches_ref(t, dim, flip, shift):
     want = REF.timestep_embedding(t, dim, flip_sin_to_cos=flip, shift=shift)
     assert got.shape == (t.size, dim) and got.dtype == np.float32
     assert_close(got, want, what="timestep_embedding")
+
+
+def test_gelu_on_a_dense_grid_matches_scipy_erfc():
+    # cpu gelu uses a vectorisable erfc (cpu_math.erfcf); check it everywhere, tails included
+    from scipy.special import erfc
+
+    x = np.linspace(-20, 20, 400_001, dtype=np.float32)
+    want = 0.5 * as64(x) * erfc(-as64(x) / np.sqrt(2.0))
+    assert_close(CPU.gelu(x), want, what="gelu grid")
+    assert_close(CPU.quick_gelu(x), as64(x) / (1 + np.exp(-1.702 * as64(x))), what="quick_gelu grid")
+    assert_close(CPU.silu(x), as64(x) / (1 + np.exp(-as64(x))), what="silu grid")
