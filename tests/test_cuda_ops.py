@@ -206,3 +206,18 @@ def test_op_matches_committed_torch_output(F, case):
     dev = [F.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
     got = F.to_host(getattr(F, op)(*dev, **kw))
     assert_close(got, TORCH_DATA[case["out"]], error_scale(op, args, kw), what=f"cuda.{op}")  # cpu's tolerance
+
+
+def test_results_do_not_depend_on_the_number_of_workers(F, monkeypatch):
+    """Fixed-order reductions: bit-identical results whether blocks run on 1 or 3 OS threads."""
+    if loader.gpu_available():
+        pytest.skip("emulator worker count")
+    x, w, b = arr(1, 2, 8, 9, 7, scale=3) + 1, arr(2, 8), arr(3, 8)
+    q = arr(4, 1, 2, 30, 40)
+    outs = []
+    for workers in ("1", "3"):
+        monkeypatch.setenv("MINRIFF_EMU_WORKERS", workers)
+        outs.append([F.group_norm(x, 4, w, b, 1e-5, silu=True), F.layer_norm(x, w[:7].copy(), b[:7].copy(), 1e-5),
+                     F.softmax(x, axis=1), F.attention(q, q, q)])
+    for a, c in zip(*outs):
+        np.testing.assert_array_equal(a, c)
