@@ -25,16 +25,21 @@ from .cpu_blas import gemm_into
 from .cpu_elementwise import add_bias_channels
 
 COLS_LIMIT_BYTES = 64 << 20
+KEEP_BYTES = 64 << 20
 TAPS_MIN_CHANNELS = 64  # below this a K = C GEMM per tap is too thin; im2col's K = 9C wins
 _workspace = threading.local()
 
 
 def _buffer(name: str, n: int) -> np.ndarray:
+    """A float32 scratch array of n elements; kept for reuse only up to KEEP_BYTES each, so a
+    512x512 VAE layer does not leave hundreds of MB behind."""
     buf = getattr(_workspace, name, None)
-    if buf is None or buf.size < n:
-        buf = np.empty(n, np.float32)
+    if buf is not None and buf.size >= n:
+        return buf[:n]
+    buf = np.empty(n, np.float32)
+    if 4 * n <= KEEP_BYTES:
         setattr(_workspace, name, buf)
-    return buf[:n]
+    return buf
 
 
 @njit(cache=True, error_model="numpy", fastmath=_FMA, parallel=True)
