@@ -42,11 +42,11 @@ STORE_DTYPES = {"fp16": "F16", "fp32": "F32"}
 class Ref:
     """A tensor not read yet: its shape and how to read it (as a NumPy array)."""
 
-    def __init__(self, shape, read: Callable[[], np.ndarray]):
-        self.shape, self.read = tuple(shape), read
+    def __init__(self, shape, read: Callable[[], np.ndarray], release: Callable[[], None] = lambda: None):
+        self.shape, self.read, self.release = tuple(shape), read, release
 
     def reshaped(self, shape) -> "Ref":
-        return Ref(shape, lambda: np.asarray(self.read()).reshape(shape))
+        return Ref(shape, lambda: np.asarray(self.read()).reshape(shape), self.release)
 
 
 @dataclass
@@ -73,11 +73,11 @@ def read_tensor_file(path, inert_globals: bool = False) -> dict[str, Ref]:
         raise WeightsError(f"cannot open {path}: {e.strerror or e}") from None
     if magic[:2] == b"PK" or magic[:1] == b"\x80":
         sd = torchpickle.state_dict(torchpickle.load(path, inert_unknown=inert_globals), str(path))
-        return {k: Ref(t.shape, t.numpy) for k, t in sd.items()}
+        return {k: Ref(t.shape, t.numpy, t.release) for k, t in sd.items()}
     st = SafetensorsFile(path)
     if "minriff" in st.metadata.get("format", ""):  # (transformers writes format "pt")
         raise WeightsError(f"{path} is already a converted minriff file")
-    return {k: Ref(st.shape(k), lambda k=k: st[k]) for k in st}
+    return {k: Ref(st.shape(k), lambda k=k: st[k], lambda k=k: st.release(k)) for k in st}
 
 
 def read_component(folder: Path, stems: tuple[str, ...]) -> tuple[dict[str, Ref], str]:
@@ -443,8 +443,8 @@ def write_converted(out, ck: Checkpoint, dtype: str = "fp16") -> int:
     if dtype not in STORE_DTYPES:
         raise WeightsError(f"--dtype {dtype!r}: choose fp16 or fp32")
     name = STORE_DTYPES[dtype]
-    entries = [(f"{comp}.{k}", ref.shape, name, _fits(f"{comp}.{k}", ref.read) if name == "F16" else ref.read)
-               for comp in COMPONENTS for k, ref in sorted(ck.tensors[comp].items())]
+    entries = [(f"{comp}.{k}", ref.shape, name, _fits(f"{comp}.{k}", ref.read) if name == "F16" else ref.read,
+                ref.release) for comp in COMPONENTS for k, ref in sorted(ck.tensors[comp].items())]
     meta = {"format": FORMAT, "config": ck.configs, "tokenizer_vocab": ck.vocab, "tokenizer_merges": ck.merges,
             "scheduler_config": ck.scheduler_config, "source": ck.source}
     out = Path(out)

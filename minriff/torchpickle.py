@@ -95,6 +95,10 @@ class Storage:
             self._array = self.archive.storage_array(self.key, np_dtype(self.dtype_name), self.numel)
         return self._array
 
+    def release(self) -> None:
+        """Drop this storage's file pages from the resident set (they fault back in if read again)."""
+        self.archive.release(self.key, self.numel * np_dtype(self.dtype_name).itemsize)
+
 
 class StorageView(Storage):
     """A slice of another storage (legacy checkpoints)."""
@@ -105,6 +109,9 @@ class StorageView(Storage):
 
     def array(self) -> np.ndarray:
         return self.base.array()[self.start:self.start + self.numel]
+
+    def release(self) -> None:
+        self.base.release()
 
 
 class LazyTensor:
@@ -141,6 +148,9 @@ class LazyTensor:
         if self.dtype_name == "bfloat16":
             return (view.astype(np.uint32) << 16).view(np.float32)
         return view
+
+    def release(self) -> None:
+        self.storage.release()
 
     def __array__(self, dtype=None, copy=None):
         a = self.numpy()
@@ -230,7 +240,11 @@ class TorchZip:
         if order not in (None, b"little"):
             raise WeightsError(f"{self.path}: byte order {order!r} is not supported")
         self._storages: dict[str, Storage] = {}
+        self._starts: dict[str, int] = {}  # file offset of each memory-mapped storage
         self._mm = None
+
+    def release(self, key: str, nbytes: int) -> None:
+        _dontneed(self._mm, self._starts.get(key), nbytes)
 
     def _read_small(self, name):
         try:
@@ -267,6 +281,7 @@ class TorchZip:
             start = self._data_start(info)
             if start + need > self._mmap_size():
                 raise WeightsError(f"{self.path}: truncated: storage {name} ends past the end of the file")
+            self._starts[key] = start
             return np.frombuffer(self._mm, dtype=dtype, count=numel, offset=start)
         raw = self._read(name)
         return np.frombuffer(raw, dtype=dtype, count=numel)
@@ -348,10 +363,22 @@ class LegacyFile:
                 f.seek(offset)
         return obj
 
+    def release(self, key: str, nbytes: int) -> None:
+        _dontneed(self._mm, self._offsets.get(key), nbytes)
+
     def storage_array(self, key: str, dtype: np.dtype, numel: int) -> np.ndarray:
         if key not in self._offsets:
             raise WeightsError(f"{self.path}: storage {key} has no data")
         return np.frombuffer(self._mm, dtype=dtype, count=numel, offset=self._offsets[key])
+
+
+def _dontneed(mm, start: int | None, nbytes: int) -> None:
+    if mm is None or start is None or nbytes <= 0 or not hasattr(mm, "madvise"):
+        return
+    page = start // mmap.PAGESIZE * mmap.PAGESIZE
+    stop = min(start + nbytes, len(mm))
+    if stop > page:
+        mm.madvise(mmap.MADV_DONTNEED, page, stop - page)
 
 
 def _check_memo(f, where: str, limit: int) -> None:

@@ -23,7 +23,7 @@ import os
 import struct
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 
@@ -155,14 +155,14 @@ def _check_entry(name: str, e, path) -> None:
 # ----------------------------------------------------------------------------- writing
 
 
-def write_safetensors(path, tensors: Iterable[tuple[str, tuple, str, Callable[[], np.ndarray]]],
-                      metadata: dict[str, str] | None = None) -> None:
-    """Stream tensors to `path`. `tensors` yields (name, shape, dtype_name, make_array): arrays are
-    produced and written one at a time, so writing never holds more than one tensor in memory.
+def write_safetensors(path, tensors: Iterable[tuple], metadata: dict[str, str] | None = None) -> None:
+    """Stream tensors to `path`. `tensors` yields (name, shape, dtype_name, make_array[, done]):
+    arrays are produced and written one at a time (then `done()` is called, e.g. to release the
+    source's file pages), so writing never holds more than one tensor in memory.
     Written to a temporary file first and renamed, so a crash never leaves a half file under `path`."""
     items = list(tensors)
     header, offset = {}, 0
-    for name, shape, dtype_name, _ in items:
+    for name, shape, dtype_name, *_ in items:
         nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(DTYPES[dtype_name]).itemsize
         header[name] = {"dtype": dtype_name, "shape": [int(d) for d in shape], "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
@@ -175,11 +175,14 @@ def write_safetensors(path, tensors: Iterable[tuple[str, tuple, str, Callable[[]
     try:
         with io.open(tmp, "wb") as f:
             f.write(struct.pack("<Q", len(raw)) + raw)
-            for name, shape, dtype_name, make in items:
+            for name, shape, dtype_name, make, *done in items:
                 arr = np.asarray(make(), dtype=DTYPES[dtype_name])
                 if arr.shape != tuple(shape):
                     raise WeightsError(f"tensor {name!r}: produced shape {arr.shape}, declared {tuple(shape)}")
                 f.write(memoryview(np.ascontiguousarray(arr.reshape(-1))).cast("B"))
+                del arr
+                for callback in done:
+                    callback()
         os.replace(tmp, path)
     finally:
         if tmp.exists():
