@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import math
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 from numba import njit
 
-from .cpu_blas import set_threads_local
+from .cpu_blas import run_items
 from .cpu_math import _FMA, exp2f
 
 KEY_TILE = 512
@@ -124,16 +123,6 @@ def finish_rows(acc, l, out):
 
 
 _workspace = threading.local()
-_pools: dict[int, ThreadPoolExecutor] = {}
-
-
-def _pool(n: int) -> ThreadPoolExecutor:
-    if n not in _pools:
-        _pools[n] = ThreadPoolExecutor(max_workers=n, initializer=lambda: set_threads_local(1),
-                                       thread_name_prefix="minriff-attn")
-    return _pools[n]
-
-
 def _buffers(bq: int, bk: int, D: int):
     """Per-thread score and P·V buffers, reused across tiles and calls: a fresh 1 MB array per
     tile costs page faults comparable to the GEMM that fills it."""
@@ -175,19 +164,5 @@ def attention(q, k, v, scale, causal):
     out = np.empty((B * H, Tq, D), np.float32)
     bq = max(16, min(1024, TILE_ELEMS // min(Tk, KEY_TILE)))
     items = [(bh, q0, min(bq, Tq - q0)) for bh in range(B * H) for q0 in range(0, Tq, bq)]
-    nthreads = min(numba.get_num_threads(), len(items))
-    if nthreads <= 1:  # same single-threaded GEMMs as the workers use: same bits
-        prev = set_threads_local(1)
-        try:
-            for it in items:
-                _run_item(qs, kt, v3, out, *it, causal)
-        finally:
-            if prev is not None:
-                set_threads_local(prev)
-    else:
-        def work(share):
-            for it in share:
-                _run_item(qs, kt, v3, out, *it, causal)
-
-        list(_pool(nthreads).map(work, [items[i::nthreads] for i in range(nthreads)]))
+    run_items(lambda it: _run_item(qs, kt, v3, out, *it, causal), items, numba.get_num_threads())
     return out.reshape(B, H, Tq, D)

@@ -79,3 +79,33 @@ def gemm_into(a: np.ndarray, b: np.ndarray, c: np.ndarray, beta: float = 1.0) ->
     i = lambda v: ctypes.byref(ctypes.c_int(v))  # noqa: E731
     _fortran_sgemm(b"N", b"N", i(N), i(M), i(K), ctypes.byref(ctypes.c_float(1.0)), b.ctypes.data, i(_ld(b)),
                    a.ctypes.data, i(_ld(a)), ctypes.byref(ctypes.c_float(beta)), c.ctypes.data, i(_ld(c)))
+
+
+_pools: dict = {}
+
+
+def run_items(work, items: list, nthreads: int) -> None:
+    """Call work(item) for every item on `nthreads` Python threads, each with single-threaded
+    BLAS. Items are independent GEMM-sized jobs; splitting work this way has no barrier inside a
+    GEMM, so a thread descheduled by a busy machine delays only its own items, and each item's
+    result is computed identically whichever thread runs it (thread-count independent bits)."""
+    nthreads = max(1, min(nthreads, len(items)))
+
+    def share(part):
+        prev = set_threads_local(1)
+        try:
+            for it in part:
+                work(it)
+        finally:
+            if prev is not None:
+                set_threads_local(prev)
+
+    if nthreads == 1:
+        share(items)
+        return
+    if nthreads not in _pools:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pools[nthreads] = ThreadPoolExecutor(max_workers=nthreads, thread_name_prefix="minriff-blas")
+    for f in [_pools[nthreads].submit(share, items[i::nthreads]) for i in range(nthreads)]:
+        f.result()

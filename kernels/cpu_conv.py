@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import threading
 
+import numba
 import numpy as np
 from numba import njit, prange
 
 from .cpu_math import _FMA
 
-from .cpu_blas import gemm_into
+from .cpu_blas import gemm_into, run_items
 from .cpu_elementwise import add_bias_channels
 
 COLS_LIMIT_BYTES = 64 << 20
 KEEP_BYTES = 64 << 20
+BAND_COLUMNS = 2048  # output pixels (padded width) per GEMM work item
 TAPS_MIN_CHANNELS = 64  # below this a K = C GEMM per tap is too thin; im2col's K = 9C wins
 _workspace = threading.local()
 
@@ -67,7 +69,8 @@ def crop_wide(wide, Wp, Wo, b, has_bias, y):
 
 
 def _conv_taps(x, w, b, pads, y):
-    """Stride-1 conv as kh*kw accumulating GEMMs on shifted views of the padded input."""
+    """Stride-1 conv as kh*kw accumulating GEMMs on shifted views of the padded input.
+    Work items are (image, band of output rows), run on BLAS-single-threaded Python threads."""
     N, C, H, W = x.shape
     O, _, kh, kw = w.shape
     top, bottom, left, right = pads
@@ -75,17 +78,27 @@ def _conv_taps(x, w, b, pads, y):
     Ho, Wo = Hp - kh + 1, Wp - kw + 1
     S = Hp * Wp + kw - 1  # the last tap's view reads kw - 1 past the padded image
     taps = np.ascontiguousarray(w.transpose(2, 3, 0, 1))  # (kh, kw, O, C)
-    has_bias = b is not None
-    bias = b if has_bias else np.zeros(1, np.float32)
+    xp = _buffer("padded", N * C * S).reshape(N, C, S)
+    wide = _buffer("wide", N * O * Ho * Wp).reshape(N, O, Ho * Wp)
     for n in range(N):
-        xp = _buffer("padded", C * S).reshape(C, S)
-        pad_flat(x[n], top, left, Hp, Wp, xp)
-        wide = _buffer("wide", O * Ho * Wp).reshape(O, Ho * Wp)
+        pad_flat(x[n], top, left, Hp, Wp, xp[n])
+    band = max(1, -(-BAND_COLUMNS // Wp))  # output rows per item: a fixed function of the shape
+    items = [(n, r0, min(r0 + band, Ho)) for n in range(N) for r0 in range(0, Ho, band)]
+
+    def work(item):
+        n, r0, r1 = item
+        cols = slice(r0 * Wp, r1 * Wp)
         for i in range(kh):
             for j in range(kw):
                 off = i * Wp + j
-                gemm_into(taps[i, j], xp[:, off : off + Ho * Wp], wide, beta=0.0 if i == j == 0 else 1.0)
-        crop_wide(wide, Wp, Wo, bias, has_bias, y[n])
+                gemm_into(taps[i, j], xp[n, :, off + cols.start : off + cols.stop], wide[n, :, cols],
+                          beta=0.0 if i == j == 0 else 1.0)
+
+    run_items(work, items, numba.get_num_threads())
+    has_bias = b is not None
+    bias = b if has_bias else np.zeros(1, np.float32)
+    for n in range(N):
+        crop_wide(wide[n], Wp, Wo, bias, has_bias, y[n])
 
 
 @njit(cache=True, error_model="numpy", fastmath=_FMA, parallel=True)

@@ -45,7 +45,7 @@ def _grid(n: int) -> int:
 
 
 def asarray(a, dtype=None):
-    """Host or device array -> this backend's array (float32 unless dtype says otherwise)."""
+    """Host or device array -> this backend's array (its dtype kept unless dtype is given)."""
     return xp.asarray(a, dtype=dtype)
 
 
