@@ -1,8 +1,8 @@
 """Tiled attention with an online softmax (flash-attention style) on the CPU.
 
 Work item = one (batch*head, block of queries). For each key tile: S = Q_blk K_tileᵀ (BLAS),
-a Numba pass turns S into P = 2^(S - running max) in place and rescales the running sum and
-output, then O_blk += P V_tile (BLAS). Extra memory per worker: O(block·D + block·tile), never
+a Numba pass turns S into P = 2^(S - running max) in place (the max updated lazily, see
+online_softmax_step) and rescales the running sum and output, then O_blk += P V_tile (BLAS). Extra memory per worker: O(block·D + block·tile), never
 Tq×Tk. Work items run on a pool of Python threads (Numba and BLAS both release the GIL), each
 with single-threaded BLAS for its small GEMMs (OpenBLAS's per-thread setting), so both cores
 stay busy without oversubscription. Every work item is computed the same way whichever thread
@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit
 
 from .cpu_blas import run_items
-from .cpu_math import _FMA, exp2f
+from .cpu_math import FMA_FLAGS, exp2f
 
 KEY_TILE = 512
 TILE_ELEMS = 1 << 18  # query block * key tile (1 MB of float32 scores; 512x512 GEMMs run near peak)
@@ -48,13 +48,13 @@ def _row_sum(row, n):
     return total
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FMA, nogil=True)
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, nogil=True)
 def _exp2_shifted(row, n, m):
     for j in range(n):
         row[j] = exp2f(row[j] - m)
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FMA, nogil=True)
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, nogil=True)
 def _scores_row(q_row, kt_tile, row, n):
     """row[:n] = q_row @ kt_tile[:, :n] again (the rare redo of a row, see online_softmax_step)."""
     for j in range(n):
@@ -68,7 +68,7 @@ def _scores_row(q_row, kt_tile, row, n):
 LAZY_LIMIT = np.float32(2.0**16)
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FMA, nogil=True)
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, nogil=True)
 def online_softmax_step(s, m, l, acc, qb, kt_tile, q0, k0, causal):
     """s (bq, bk): scores in log2 units of queries q0.. (qb) against keys k0.. (kt_tile), replaced
     in place by the weights. m, l (bq,) running reference max and sum; acc (bq, D) output.
@@ -107,14 +107,14 @@ def online_softmax_step(s, m, l, acc, qb, kt_tile, q0, k0, causal):
         m[i] = m_new
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FMA, nogil=True)
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, nogil=True)
 def add_into(acc, x):
     for i in range(acc.shape[0]):
         for d in range(acc.shape[1]):
             acc[i, d] += x[i, d]
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FMA, nogil=True)
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, nogil=True)
 def finish_rows(acc, l, out):
     for i in range(acc.shape[0]):
         inv = np.float32(1.0) / l[i]

@@ -20,7 +20,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .cpu_math import _FMA
+from .cpu_math import FMA_FLAGS
 
 from .cpu_blas import gemm_into, run_items
 from .cpu_elementwise import add_bias_channels
@@ -44,7 +44,7 @@ def _buffer(name: str, n: int) -> np.ndarray:
     return buf
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FMA, parallel=True)
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, parallel=True)
 def pad_flat(x, top, left, Hp, Wp, xp):
     """x (C, H, W) -> xp (C, S) with xp[c, (top+h)*Wp + left+w] = x[c, h, w], zeros elsewhere."""
     C, H, W = x.shape
@@ -56,7 +56,7 @@ def pad_flat(x, top, left, Hp, Wp, xp):
                 xp[c, base + w] = x[c, h, w]
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FMA, parallel=True)
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, parallel=True)
 def crop_wide(wide, Wp, Wo, b, has_bias, y):
     """wide (O, Ho*Wp) -> y (O, Ho*Wo): drop the junk columns, add the bias."""
     O = y.shape[0]
@@ -101,7 +101,7 @@ def _conv_taps(x, w, b, pads, y):
         crop_wide(wide[n], Wp, Wo, bias, has_bias, y[n])
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FMA, parallel=True)
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, parallel=True)
 def im2col(x, kh, kw, stride, top, left, oh0, Wo, cols):
     """x (C, H, W) -> cols (C*kh*kw, rows*Wo) for output rows oh0 .. oh0+rows-1.
     Row r = (c, i, j) holds x[c, oh*stride - top + i, ow*stride - left + j] (0 outside)."""

@@ -7,7 +7,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .cpu_math import _FMA, erfcf, sigmoidf
+from .cpu_math import FMA_FLAGS, erfcf, sigmoidf
 
 _INV_SQRT2 = np.float32(1.0 / math.sqrt(2.0))
 
@@ -18,25 +18,25 @@ def gelu1(x):
     return np.float32(0.5) * x * erfcf(-x * _INV_SQRT2)
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FMA, parallel=True)
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, parallel=True)
 def silu_flat(x, out):
     for i in prange(x.size):
         out[i] = x[i] * sigmoidf(x[i])
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FMA, parallel=True)
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, parallel=True)
 def quick_gelu_flat(x, out):
     for i in prange(x.size):
         out[i] = x[i] * sigmoidf(np.float32(1.702) * x[i])
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FMA, parallel=True)
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, parallel=True)
 def gelu_flat(x, out):
     for i in prange(x.size):
         out[i] = gelu1(x[i])
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FMA, parallel=True)
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, parallel=True)
 def geglu_rows(x, out):
     """x (R, 2F) -> out (R, F) = a * gelu(b) with a = x[:, :F], b = x[:, F:]."""
     R, F = out.shape
@@ -45,7 +45,7 @@ def geglu_rows(x, out):
             out[r, j] = x[r, j] * gelu1(x[r, F + j])
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FMA, parallel=True)
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, parallel=True)
 def upsample2x_rows(x, out):
     """x (P, H, W) -> out (P, 2H, 2W), nearest."""
     P, H, W = x.shape
@@ -59,7 +59,7 @@ def upsample2x_rows(x, out):
             out[p, 2 * h + 1, w2] = out[p, 2 * h, w2]
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FMA, parallel=True)
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, parallel=True)
 def add_bias_rows(y, b):
     """y (R, O) += b (O,)."""
     for r in prange(y.shape[0]):
@@ -67,7 +67,7 @@ def add_bias_rows(y, b):
             y[r, o] += b[o]
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FMA, parallel=True)
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, parallel=True)
 def add_bias_channels(y, b):
     """y (N, O, S) += b (O,)[:, None]."""
     N, O, S = y.shape
@@ -78,7 +78,7 @@ def add_bias_channels(y, b):
             y[n, o, s] += bo
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FMA)
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS)
 def sincos_table(t, freqs, flip, out):
     """out (B, dim): [cos, sin] (flip) or [sin, cos] of t[b] * freqs[i]; odd dim: last column 0."""
     half = freqs.size

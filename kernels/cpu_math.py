@@ -4,7 +4,11 @@ it (libm's expf/erff are scalar calls and would dominate every elementwise kerne
 exp2f: 2**x = 2**n * 2**r with n = rint(x), r in [-0.5, 0.5] and a degree-6 polynomial for 2**r;
 expf: Cody-Waite reduction by ln2 and a degree-7 Taylor polynomial for e**r. Both ~1e-7
 relative (about one float32 ulp); 2**n is built from the exponent bits. Inputs below the
-normal range give exactly 0, so -inf masks work."""
+normal range give exactly 0, so -inf masks work.
+
+Caution when editing: these are inlined into kernels in other modules, and Numba's on-disk cache
+checks only each kernel's own source file, so after changing this file delete the cache
+(kernels/__pycache__/*.nbi, *.nbc) or the other modules keep the old code."""
 from __future__ import annotations
 
 import math
@@ -27,7 +31,7 @@ def _int32_bits_as_float32(typingctx, i):
 
 # Flags for kernels using these functions: FMA contraction (deterministic for a given build) and
 # no signed-zero care; together they make the elementwise loops ~1.7x faster.
-_FMA = {"contract", "nsz"}
+FMA_FLAGS = {"contract", "nsz"}
 
 _LN2 = math.log(2.0)
 

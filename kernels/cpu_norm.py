@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .cpu_math import _FMA, expf, sigmoidf
+from .cpu_math import FMA_FLAGS, expf, sigmoidf
 
 _REDUCE = {"reassoc", "nsz", "contract"}  # lets LLVM vectorise the float64 sums
 # error_model="numpy" everywhere: no ZeroDivisionError branch per division, which blocks vectorising
@@ -35,7 +35,7 @@ def _sum(row):
     return s
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FMA)
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS)
 def _normalise(src, dst, m_hi, m_lo, scale, shift, silu):
     """dst = (src - mean) * scale + shift, optionally followed by SiLU. The float64 mean comes as
     m_hi + m_lo (two float32s): subtracting a mean rounded to float32 would cost ~1e-6 relative
@@ -49,7 +49,7 @@ def _normalise(src, dst, m_hi, m_lo, scale, shift, silu):
             dst[i] = ((src[i] - m_hi) - m_lo) * scale + shift
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FMA, parallel=True)
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, parallel=True)
 def group_norm_rows(x, weight, bias, eps, silu, out):
     """x, out (N*G, Cg, S); weight, bias (G*Cg,). One (sample, group) per parallel task."""
     NG, Cg, S = x.shape
@@ -65,7 +65,7 @@ def group_norm_rows(x, weight, bias, eps, silu, out):
             _normalise(x[ng, c], out[ng, c], m_hi, m_lo, np.float32(rstd * weight[ch]), bias[ch], silu)
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FMA, parallel=True)
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, parallel=True)
 def layer_norm_rows(x, weight, bias, eps, out):
     """x, out (R, C): normalise each row over C, then scale by weight[c] and add bias[c]."""
     R, C = x.shape
@@ -79,7 +79,7 @@ def layer_norm_rows(x, weight, bias, eps, out):
             out[r, c] = ((x[r, c] - m_hi) - m_lo) * r32 * weight[c] + bias[c]
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FMA, parallel=True)
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, parallel=True)
 def softmax_rows(x, out):
     """x, out (R, C): softmax over each row."""
     R, C = x.shape
