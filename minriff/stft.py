@@ -13,6 +13,8 @@ from numba import njit
 
 from .errors import InputError
 
+KEEP_BUFFER_BYTES = 80 << 20  # a 512-frame stereo riffusion clip needs 72 MB
+
 
 def hann_window(length: int) -> np.ndarray:
     """Periodic Hann window (torch.hann_window default), float64."""
@@ -89,10 +91,13 @@ class STFT:
         return scipy.fft.rfft(buf, axis=-1, workers=self.workers)
 
     def _frame_buffer(self, C: int, T: int) -> np.ndarray:
-        # the zero margins around the window are never written, so the buffer is reused as is
-        if self._buf is None or self._buf.shape != (C, T, self.n_fft):
-            self._buf = np.zeros((C, T, self.n_fft), np.float32)
-        return self._buf
+        # the zero margins around the window are never written, so a buffer is reused as is (saves
+        # ~10 % per transform in Griffin-Lim); large ones are not kept alive between calls
+        if self._buf is not None and self._buf.shape == (C, T, self.n_fft):
+            return self._buf
+        buf = np.zeros((C, T, self.n_fft), np.float32)
+        self._buf = buf if buf.nbytes <= KEEP_BUFFER_BYTES else None
+        return buf
 
     def envelope(self, T: int) -> np.ndarray:
         """Sum of squared windows over the output samples 0 .. (T-1)*hop - 1 + (overhang)."""
