@@ -193,11 +193,13 @@ def nnls(mel: np.ndarray, fb: BandedFilterbank, eps_rel: float = NNLS_EPS_REL, t
 
 
 @njit(cache=True, parallel=True)
-def _sgd_step(mel, L, buf, start, length, offset, w, scale, lr, momentum, first, losses):
-    """One torch SGD(momentum) step + clamp for every frame; losses[f] = pre-step sum of squares."""
+def _sgd_step(mel, L, buf, diff, start, length, offset, w, scale, lr, momentum, first, losses):
+    """One torch SGD(momentum) step + clamp for every frame; losses[f] = pre-step sum of squares.
+    grad = -scale * fb @ diff (scale = 2 / (batch * frames)) is added straight into the momentum
+    buffer: buf = grad on the first step, momentum * buf + grad afterwards."""
     K, M = mel.shape
+    n_used = buf.shape[1]
     for f in prange(K):
-        diff = np.empty(M)
         acc_loss = 0.0
         for m in range(M):
             acc = 0.0
@@ -206,25 +208,19 @@ def _sgd_step(mel, L, buf, start, length, offset, w, scale, lr, momentum, first,
             for j in range(length[m]):
                 acc += L[f, s + j] * w[o + j]
             d = mel[f, m] - acc
-            diff[m] = d
+            diff[f, m] = d
             acc_loss += d * d
         losses[f] = acc_loss
-        # grad = -scale * fb @ diff, scale = 2 / (batch * frames)
-        n_used = buf.shape[1]
-        grad = np.zeros(n_used)
+        for k in range(n_used):
+            buf[f, k] = 0.0 if first else momentum * buf[f, k]
         for m in range(M):
             o = offset[m]
             s = start[m]
-            dm = diff[m]
+            dm = scale * diff[f, m]
             for j in range(length[m]):
-                grad[s + j] -= scale * w[o + j] * dm
+                buf[f, s + j] -= w[o + j] * dm
         for k in range(n_used):
-            if first:
-                b = grad[k]
-            else:
-                b = momentum * buf[f, k] + grad[k]
-            buf[f, k] = b
-            v = L[f, k] - lr * b
+            v = L[f, k] - lr * buf[f, k]
             L[f, k] = v if v > 0.0 else 0.0
 
 
@@ -236,11 +232,12 @@ def sgd(mel: np.ndarray, fb: BandedFilterbank, init: np.ndarray, max_iter: int =
     L = np.ascontiguousarray(init, dtype=np.float32)
     K = mel.shape[0]
     buf = np.zeros((K, fb.used_bins), np.float32)
+    diff = np.zeros((K, fb.n_mels))
     losses = np.zeros(K)
     scale = 2.0 / K
     loss = float("inf")
     for i in range(max_iter):
-        _sgd_step(mel, L, buf, fb.start, fb.length, fb.offset, fb.weights, scale, lr, momentum, i == 0, losses)
+        _sgd_step(mel, L, buf, diff, fb.start, fb.length, fb.offset, fb.weights, scale, lr, momentum, i == 0, losses)
         new_loss = float(losses.sum()) / K
         if progress is not None:
             progress("inverse mel (sgd)", i + 1, max_iter)
