@@ -12,8 +12,6 @@ the mid block uses the last down block's value and the up blocks the reversed li
 """
 from __future__ import annotations
 
-import numpy as np
-
 from . import kernels
 from .blocks import Attention, Downsample2D, ResnetBlock2D, Upsample2D
 from .configs import UNetConfig
