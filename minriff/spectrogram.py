@@ -223,6 +223,8 @@ def image_to_audio(image: Image.Image, params: SpectrogramParams | None = None, 
 
     if not isinstance(image, Image.Image):
         raise InputError(f"expected a PIL image, got {type(image).__name__}")
+    if loudness not in ("riffusion", "peak", None):
+        raise InputError(f"loudness must be 'riffusion', 'peak' or None, got {loudness!r}")
     p = params or params_from_image(image)
     if image.height != p.num_frequencies:
         raise AudioError(f"image height {image.height} does not match num_frequencies {p.num_frequencies}")
@@ -239,8 +241,4 @@ def image_to_audio(image: Image.Image, params: SpectrogramParams | None = None, 
                        rng=rng, phase_init=phase, progress=progress)
     if loudness == "riffusion":
         return audio_mod.loudness_riffusion(wave)
-    if loudness == "peak":
-        return audio_mod.peak_normalize(wave)
-    if loudness is None:
-        return wave
-    raise InputError(f"loudness must be 'riffusion', 'peak' or None, got {loudness!r}")
+    return audio_mod.peak_normalize(wave) if loudness == "peak" else wave

@@ -169,6 +169,8 @@ def test_image_to_audio_errors():
     with pytest.raises(InputError):
         spg.image_to_audio(Image.new("RGB", (20, 512)), method="adam")
     with pytest.raises(InputError):
+        spg.image_to_audio(Image.new("RGB", (20, 512)), loudness="loud")
+    with pytest.raises(InputError):
         spg.image_to_audio(np.zeros((512, 20)))
 
 
