@@ -1,6 +1,6 @@
 """conv2d on the CPU. Three paths, all ending in BLAS:
 
-- 1x1, stride 1, no padding: one GEMM per image, (O, C) @ (C, H*W), no copy.
+- 1x1, stride 1, no padding: GEMMs (O, C) @ (C, band of H*W) on the input itself, no copy.
 - stride 1 with >= TAPS_MIN_CHANNELS input channels (the 3x3 convs of SD): no im2col. The input
   is zero-padded once into (C, Hp*Wp + slack); in that flat layout the window tap (i, j) of every
   output pixel is the same matrix shifted by i*Wp + j, so the conv is kh*kw accumulating GEMMs
@@ -140,8 +140,14 @@ def conv2d(x, w, b, stride, pads):
     y = np.empty((N, O, Ho * Wo), np.float32)
     w2 = np.ascontiguousarray(w.reshape(O, C * kh * kw))
     if kh == kw == 1 and stride == 1 and pads == (0, 0, 0, 0):
-        for n in range(N):  # (O, C) @ (C, H*W)
-            np.matmul(w2, x[n].reshape(C, H * W), out=y[n])
+        x3 = x.reshape(N, C, H * W)
+        items = [(n, c0, min(c0 + BAND_COLUMNS, H * W)) for n in range(N) for c0 in range(0, H * W, BAND_COLUMNS)]
+
+        def work(item):  # (O, C) @ (C, band of pixels)
+            n, c0, c1 = item
+            gemm_into(w2, x3[n, :, c0:c1], y[n, :, c0:c1], beta=0.0)
+
+        run_items(work, items, numba.get_num_threads())
     elif stride == 1 and C >= TAPS_MIN_CHANNELS:
         _conv_taps(x, w, b, pads, y)
         return y.reshape(N, O, Ho, Wo)

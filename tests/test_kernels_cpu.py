@@ -3,6 +3,7 @@ shapes, strides, paddings, groups and sequence lengths; 200 examples per op."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import assume, given, settings, strategies as st
 
 from kernels_cases import as64, assert_close, f32, ops
@@ -40,6 +41,17 @@ def test_conv2d_matches_ref(seed, n, c, o, h, w, k, kw_same, stride, padding, bi
     scale = REF.conv2d(np.abs(as64(x)), np.abs(as64(wt)), None if b is None else np.abs(as64(b)), stride, padding)
     assert got.dtype == np.float32
     assert_close(got, want, scale, what="conv2d")
+
+
+@pytest.mark.parametrize("shape,wshape,pad", [((2, 8, 50, 50), (3, 8, 1, 1), 0), ((2, 64, 70, 9), (6, 64, 3, 3), 1),
+                                             ((1, 64, 9, 300), (4, 64, 3, 3), (0, 1, 2, 0))])
+def test_conv2d_large_images_split_into_bands_match_ref(shape, wshape, pad):
+    # bigger than one GEMM work item (cpu_conv.BAND_COLUMNS pixels): several bands per image
+    rng = np.random.default_rng(1)
+    x, w, b = f32(rng, *shape), f32(rng, *wshape), f32(rng, wshape[0])
+    want = REF.conv2d(as64(x), as64(w), as64(b), 1, pad)
+    scale = REF.conv2d(np.abs(as64(x)), np.abs(as64(w)), np.abs(as64(b)), 1, pad)
+    assert_close(CPU.conv2d(x, w, b, 1, pad), want, scale, what="conv2d bands")
 
 
 @EXAMPLES

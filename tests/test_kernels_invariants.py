@@ -86,7 +86,8 @@ def _all_ops(rng):
     x4 = f32(rng, 2, 8, 9, 7)
     return {
         "conv2d": (x4, f32(rng, 5, 8, 3, 3), f32(rng, 5)),
-        "conv2d:taps": (f32(rng, 2, 64, 70, 9), f32(rng, 6, 64, 3, 3), f32(rng, 6), 1, 1),  # several row bands
+        "conv2d:taps": (f32(rng, 2, 64, 70, 9), f32(rng, 6, 64, 3, 3), f32(rng, 6), 1, 1),
+        "conv2d:1x1": (f32(rng, 1, 8, 50, 50), f32(rng, 3, 8, 1, 1), f32(rng, 3)),  # two pixel bands
         "linear": (f32(rng, 3, 50, 24), f32(rng, 7, 24), f32(rng, 7)),
         "group_norm": (x4, 4, f32(rng, 8), f32(rng, 8), 1e-5, True),
         "layer_norm": (f32(rng, 3, 50, 24), f32(rng, 24), f32(rng, 24), 1e-5),
