@@ -261,3 +261,19 @@ def test_riffuse_json_from_stdin_response_to_stdout(tiny, tmp_path, capsys, monk
     assert code == 0, out.err
     resp = json.loads(out.out)
     assert resp["duration_s"] == pytest.approx(63 * HOP / SR)
+
+
+def test_interpolate_from_a_seed_image_riffuses_each_clip(tiny, tmp_path, capsys):
+    seed_png(tmp_path / "og_beat.png", width=64)
+    code, err = run(capsys, "interpolate", "rock", "violin", "--frames", 2, "--steps", 3, "--seed-image", "og_beat",
+                    "--seed-images", tmp_path, "--image", tmp_path / "j.png", "-o", tmp_path / "j.wav",
+                    "--weights", tiny, "--quiet")
+    assert code == 0, err
+    joined = np.asarray(Image.open(tmp_path / "j.png"))
+    assert joined.shape == (512, 128, 3)
+    code, err = run(capsys, "riffuse", "--start", "rock", "--end", "violin", "--alpha", 0, "--start-seed", 42,
+                    "--end-seed", 42, "--steps", 3, "--seed-image", tmp_path / "og_beat.png",
+                    "--image", tmp_path / "r.png", "--weights", tiny, "--quiet")
+    assert code == 0, err
+    assert np.array_equal(joined[:, :64], np.asarray(Image.open(tmp_path / "r.png")))  # clip 1 = alpha 0
+    assert sf.info(str(tmp_path / "j.wav")).frames == 127 * HOP
