@@ -195,13 +195,16 @@ class Riffusion:
         return (1, self.config.unet.in_channels, HEIGHT // f, width // f)
 
     def check_image(self, image, what="seed image") -> np.ndarray:
+        """(512, W, 3) uint8 of a seed/init/mask image. Height must be 512 (the mel bins); a width
+        that is not a multiple of 64 px is stretched (bicubic) to the next multiple, as the
+        original's audio-to-audio page did; `fit_width` stretches results back."""
         rgb = as_rgb_array(image)
         h, w = rgb.shape[:2]
-        if h != HEIGHT or w % WIDTH_MULTIPLE or w < WIDTH_MULTIPLE:
+        if h != HEIGHT or w < 2:
             raise InputError(
-                f"{what} is {w}x{h} px; it must be {HEIGHT} px high and a multiple of {WIDTH_MULTIPLE} px wide "
-                f"(a Riffusion spectrogram, e.g. from `minriff audio2image`)")
-        return rgb
+                f"{what} is {w}x{h} px; it must be {HEIGHT} px high (a Riffusion spectrogram, e.g. from "
+                f"`minriff audio2image`) and at least 2 px wide")
+        return fit_width(rgb, math.ceil(w / WIDTH_MULTIPLE) * WIDTH_MULTIPLE)
 
     # ---- text -----------------------------------------------------------------------------------
     def encode_prompt(self, prompt: str) -> np.ndarray:
@@ -296,13 +299,15 @@ class Riffusion:
             timesteps = list(sched.timesteps)
         else:
             strength = check_strength(strength)
-            z = self.encode_image(self.check_image(init_image), gen)
+            width = as_rgb_array(init_image).shape[1]
+            z = self.encode_image(self.check_image(init_image, "init image"), gen)
             timesteps = list(schedulers.img2img_timesteps(sched, steps, strength))
             noise = gen.randn(z.shape)
             latents = np.asarray(sched.add_noise(z, noise, timesteps[0]), dtype=np.float32)
         latents = self._denoise(sched, timesteps, latents.astype(np.float32), context, guidance,
                                 "denoising", generator=gen)
-        return self.decode_latents(latents)
+        image = self.decode_latents(latents)
+        return image if init_image is None else fit_width(image, width)
 
     def interpolate_styles(self, prompt_a: str, prompt_b: str, alpha: float, seed_a: int = 42,
                            seed_b: int | None = None, negative_prompt: str | None = None,
@@ -358,13 +363,15 @@ class Riffusion:
             check_strength(p.denoising, f"{name} denoising")
         guidance = float(lerp(start.guidance, end.guidance, alpha))
         strength = float(lerp(start.denoising, end.denoising, alpha))
+        width = as_rgb_array(seed_image).shape[1]
         rgb = self.check_image(seed_image)
         keep = None
         if mask is not None:
-            mask_rgb = self.check_image(mask, "mask image")
-            if mask_rgb.shape != rgb.shape:
+            mask_rgb = as_rgb_array(mask)
+            if mask_rgb.shape[:2] != (HEIGHT, width):
                 raise InputError(f"mask image is {mask_rgb.shape[1]}x{mask_rgb.shape[0]} px but the seed image is "
-                                 f"{rgb.shape[1]}x{rgb.shape[0]} px; they must match")
+                                 f"{width}x{HEIGHT} px; they must match")
+            mask_rgb = fit_width(mask_rgb, rgb.shape[1], nearest=True)
             keep = mask_to_latent(mask_rgb, self.latent_downscale, self.config.unet.in_channels)
 
         cond = lerp(self.encode_prompt(start.prompt), self.encode_prompt(end.prompt), np.float32(alpha))
@@ -389,7 +396,7 @@ class Riffusion:
 
         latents = self._denoise(sched, timesteps, latents, context, guidance, "riffusing",
                                 after_step=blend if keep is not None else None, generator=gen_a)
-        return self.decode_latents(latents)
+        return fit_width(self.decode_latents(latents), width)
 
     # ---- spectrogram <-> audio ------------------------------------------------------------------
     def spectrogram_to_audio(self, image, method: str = "nnls", seed: int = 0) -> np.ndarray:
@@ -462,4 +469,14 @@ def crossfade(pieces: list, length: int) -> np.ndarray:
         out[:, start + overlap:start + n] = wave[:, overlap:]
         end_prev = start + n
     return out
+
+
+def fit_width(rgb: np.ndarray, width: int, nearest: bool = False) -> np.ndarray:
+    """Stretch (H, W, 3) uint8 to `width` columns (bicubic, or nearest for masks); no-op if equal."""
+    if rgb.shape[1] == width:
+        return rgb
+    from PIL import Image
+
+    resample = Image.NEAREST if nearest else Image.BICUBIC
+    return np.asarray(Image.fromarray(rgb).resize((width, rgb.shape[0]), resample=resample))
 

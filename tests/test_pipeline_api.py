@@ -80,6 +80,21 @@ def test_riffuse_mask_black_keeps_the_seed_image(riff):
     assert not np.array_equal(kept, free)
 
 
+def test_any_width_is_stretched_to_64_px_multiples_and_back(riff):
+    img = seed_image(100)  # e.g. `minriff audio2image` of a 1-second clip
+    out = riff.generate_spectrogram("x", init_image=img, strength=0.5, steps=4, seed=1)
+    assert out.shape == (512, 100, 3)
+    mask = np.zeros_like(img)
+    mask[:, 50:] = 255
+    clip = riff.riffuse(A, B, 0.5, img, mask=mask, steps=4)
+    assert clip.shape == (512, 100, 3)
+    # the same as running at 128 px by hand and stretching back
+    from minriff.pipeline import fit_width
+
+    by_hand = riff.riffuse(A, B, 0.5, fit_width(img, 128), mask=fit_width(mask, 128, nearest=True), steps=4)
+    assert np.array_equal(clip, fit_width(by_hand, 100))
+
+
 def test_riffuse_other_schedulers_run(riff):
     img = seed_image()
     out = riff.riffuse(A, B, 0.5, img, steps=4, scheduler="ddim")
@@ -102,7 +117,7 @@ def test_img2img_strength_changes_how_much_is_kept(riff):
     (lambda r: r.generate_spectrogram("x", guidance=-1.0), "guidance"),
     (lambda r: r.generate_spectrogram("x", duration_s=31), "limit of 30 s"),
     (lambda r: r.generate_spectrogram("x", scheduler="plms"), "unknown scheduler"),
-    (lambda r: r.generate_spectrogram("x", init_image=seed_image(100)), "100x512 px"),
+    (lambda r: r.generate_spectrogram("x", init_image=np.zeros((500, 64, 3), np.uint8)), "64x500 px"),
     (lambda r: r.generate_spectrogram("x", init_image=np.zeros((256, 64, 3), np.uint8)), "64x256 px"),
     (lambda r: r.generate_spectrogram("x", init_image=seed_image(), strength=0.0), "strength"),
     (lambda r: r.generate_spectrogram("x", init_image=seed_image(), strength=0.05, steps=10), "no denoising step"),
