@@ -137,12 +137,13 @@ class Progress:
     def __init__(self, total: int, label: str, quiet: bool = False, stream=None):
         self.total, self.label, self.quiet = total, label, quiet
         self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.start = time.perf_counter()
         self.done = 0
         self._draw()
 
     def _draw(self, end=""):
-        if self.quiet:
+        if self.quiet or (not end and not self.tty):  # logs and pipes get the finished line only
             return
         width = 24
         filled = width * self.done // max(self.total, 1)

@@ -198,3 +198,33 @@ def test_crossfade_of_equal_signals_is_the_signal():
     a, b = np.ones((1, 10), np.float32), np.zeros((1, 10), np.float32)
     out = pipeline.crossfade([(0, a), (5, b)], 15)[0]
     assert out[0] == 1 and np.all(np.diff(out[5:10]) < 0) and np.all(out[10:] == 0)  # fades from a to b
+
+
+# ---- progress ------------------------------------------------------------------------------------
+class _Stream:
+    def __init__(self, tty):
+        self.text, self._tty = "", tty
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return self._tty
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_bar(tty):
+    out = _Stream(tty)
+    bar = pipeline.Progress(4, "denoising", stream=out)
+    for _ in range(4):
+        bar.update()
+    last = out.text.rstrip("\n").split("\r")[-1]
+    assert last.startswith("denoising [########################] 4/4 ") and out.text.endswith("\n")
+    assert out.text.count("\r") == (5 if tty else 1)  # a terminal sees every redraw, a log one line
+    quiet = _Stream(tty)
+    bar = pipeline.Progress(2, "x", quiet=True, stream=quiet)
+    bar.update(2)
+    assert quiet.text == ""
