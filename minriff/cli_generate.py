@@ -49,7 +49,10 @@ def _write(args, riff, image: np.ndarray, out: str | None, image_out: str | None
     from . import audio
 
     if image_out:
-        Image.fromarray(image).save(image_out)
+        try:
+            Image.fromarray(image).save(image_out)
+        except (OSError, ValueError) as e:
+            raise InputError(f"cannot write image {image_out}: {e}") from None
         _say(args, f"wrote {image_out} ({image.shape[1]}x{image.shape[0]} px)")
     if not out:
         return None
@@ -205,7 +208,10 @@ class _Riffuse:
         if args.output_json == "-":
             sys.stdout.write(out + "\n")
         else:
-            Path(args.output_json).write_text(out)
+            try:
+                Path(args.output_json).write_text(out)
+            except OSError as e:
+                raise InputError(f"cannot write {args.output_json}: {e.strerror}") from None
             _say(args, f"wrote {args.output_json}")
 
 

@@ -277,3 +277,10 @@ def test_interpolate_from_a_seed_image_riffuses_each_clip(tiny, tmp_path, capsys
     assert code == 0, err
     assert np.array_equal(joined[:, :64], np.asarray(Image.open(tmp_path / "r.png")))  # clip 1 = alpha 0
     assert sf.info(str(tmp_path / "j.wav")).frames == 127 * HOP
+
+
+@pytest.mark.parametrize("flag,name", [("--image", "x.unknownext"), ("--image", "missing/dir/x.png")])
+def test_unwritable_outputs_are_one_line_errors(tiny, tmp_path, capsys, flag, name):
+    code, err = run(capsys, "generate", "x", flag, tmp_path / name, "--seconds", 0.64, "--steps", 1,
+                    "--weights", tiny, "--quiet")
+    assert code == 2 and "cannot write" in err and err.count("\n") == 1
