@@ -22,6 +22,12 @@ def _from_dict(cls, d: dict, what: str):
         cfg = cls(**kw)
     except TypeError as e:
         raise ConfigError(f"{what} config: {e}") from None
+    for f in dataclasses.fields(cls):
+        v = getattr(cfg, f.name)
+        if f.type in ("int", "float") and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise ConfigError(f"{what} config: {f.name} must be a number, got {v!r}")
+        if f.type == "int" and (not isinstance(v, int) or v < 0):
+            raise ConfigError(f"{what} config: {f.name} must be a non-negative integer, got {v!r}")
     cfg.validate()
     return cfg
 
@@ -46,6 +52,8 @@ class CLIPTextConfig:
         return dataclasses.asdict(self)
 
     def validate(self):
+        if self.num_attention_heads < 1 or self.hidden_size < 1:
+            raise ConfigError("text encoder: hidden_size and num_attention_heads must be >= 1")
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(f"text encoder: hidden_size {self.hidden_size} not divisible by {self.num_attention_heads} heads")
         if self.hidden_act not in ("quick_gelu", "gelu"):
@@ -103,6 +111,8 @@ class UNetConfig:
             raise ConfigError("UNet: transformer_layers_per_block > 1 (SDXL) is unsupported")
         if self.act_fn != "silu":
             raise ConfigError(f"UNet: unsupported act_fn {self.act_fn!r}")
+        if self.norm_num_groups < 1:
+            raise ConfigError(f"norm_num_groups must be >= 1, got {self.norm_num_groups}")
         for c in self.block_out_channels:
             if c % self.norm_num_groups:
                 raise ConfigError(f"UNet: {c} channels not divisible by norm_num_groups={self.norm_num_groups}")
@@ -138,6 +148,8 @@ class VAEConfig:
         return 2 ** (len(self.block_out_channels) - 1)
 
     def validate(self):
+        if self.norm_num_groups < 1:
+            raise ConfigError(f"norm_num_groups must be >= 1, got {self.norm_num_groups}")
         for c in self.block_out_channels:
             if c % self.norm_num_groups:
                 raise ConfigError(f"VAE: {c} channels not divisible by norm_num_groups={self.norm_num_groups}")
