@@ -40,3 +40,16 @@ def shared_file(*parts: str) -> Path:
     if not p.exists():
         pytest.skip(f"shared reference data absent: {p}")
     return p
+
+
+@pytest.fixture(scope="module")
+def serial_numba():
+    """Tiny models are dominated by thread start-up on a small shared machine (4x slower here with
+    2 loaded cores): run a module's kernels on one thread; results do not depend on the count.
+    Use with `pytestmark = pytest.mark.usefixtures("serial_numba")`."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    yield
+    numba.set_num_threads(before)

@@ -19,16 +19,7 @@ from minriff.cli import main
 HOP, SR = 441, 44100
 
 
-@pytest.fixture(scope="module", autouse=True)
-def serial_numba():
-    """Tiny models are dominated by thread start-up on a small shared machine (4x slower here with
-    2 loaded cores): run this module's kernels on one thread; results do not depend on the count."""
-    import numba
-
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("serial_numba")
 
 
 @pytest.fixture(scope="module")

@@ -28,16 +28,7 @@ def _make_module():
 make = _make_module()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def serial_numba():
-    """Tiny models are dominated by thread start-up on a small shared machine (4x slower here with
-    2 loaded cores): run this module's kernels on one thread; results do not depend on the count."""
-    import numba
-
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("serial_numba")
 
 
 def assert_same_image(ours: np.ndarray, theirs: np.ndarray, what: str):
