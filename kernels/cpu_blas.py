@@ -12,6 +12,10 @@ import glob
 import os
 
 import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import get_cython_function_address, intrinsic
 
 _ROW_MAJOR, _NO_TRANS = 101, 111
 
@@ -33,15 +37,20 @@ if _cblas_sgemm is not None:
     _cblas_sgemm.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, _i64, _i64, _i64, _f32, ctypes.c_void_p, _i64,
                              ctypes.c_void_p, _i64, _f32, ctypes.c_void_p, _i64]
     _cblas_sgemm.restype = None
-    _fortran_sgemm = None
-else:
-    from numba.extending import get_cython_function_address
+_p_int = ctypes.POINTER(ctypes.c_int)
+FORTRAN_SGEMM_ADDR = get_cython_function_address("scipy.linalg.cython_blas", "sgemm")
+_fortran_sgemm = ctypes.CFUNCTYPE(
+    None, ctypes.c_char_p, ctypes.c_char_p, _p_int, _p_int, _p_int, ctypes.POINTER(ctypes.c_float), ctypes.c_void_p,
+    _p_int, ctypes.c_void_p, _p_int, ctypes.POINTER(ctypes.c_float), ctypes.c_void_p, _p_int,
+)(FORTRAN_SGEMM_ADDR)
 
-    _p_int = ctypes.POINTER(ctypes.c_int)
-    _fortran_sgemm = ctypes.CFUNCTYPE(
-        None, ctypes.c_char_p, ctypes.c_char_p, _p_int, _p_int, _p_int, ctypes.POINTER(ctypes.c_float), ctypes.c_void_p,
-        _p_int, ctypes.c_void_p, _p_int, ctypes.POINTER(ctypes.c_float), ctypes.c_void_p, _p_int,
-    )(get_cython_function_address("scipy.linalg.cython_blas", "sgemm"))
+# For Numba kernels that call sgemm themselves (attention's tile loop): the function's address,
+# passed as a run-time argument so the kernels stay cacheable on disk, and which interface it has
+# (0: CBLAS row-major with 64-bit ints, 1: Fortran).
+if _cblas_sgemm is not None:
+    SGEMM_ADDR, SGEMM_KIND = ctypes.cast(_cblas_sgemm, ctypes.c_void_p).value, 0
+else:
+    SGEMM_ADDR, SGEMM_KIND = FORTRAN_SGEMM_ADDR, 1
 
 _local_threads = getattr(_lib, "openblas_set_num_threads_local", None) if _lib is not None else None
 if _local_threads is not None:
@@ -72,13 +81,65 @@ def gemm_into(a: np.ndarray, b: np.ndarray, c: np.ndarray, beta: float = 1.0) ->
     N = b.shape[1]
     if b.shape[0] != K or c.shape != (M, N):
         raise ValueError(f"gemm_into: shapes {a.shape} @ {b.shape} -> {c.shape} do not agree")
-    if _cblas_sgemm is not None:
+    if SGEMM_KIND == 0:
         _cblas_sgemm(_ROW_MAJOR, _NO_TRANS, _NO_TRANS, M, N, K, 1.0, a.ctypes.data, _ld(a), b.ctypes.data, _ld(b),
                      beta, c.ctypes.data, _ld(c))
         return
     i = lambda v: ctypes.byref(ctypes.c_int(v))  # noqa: E731
     _fortran_sgemm(b"N", b"N", i(N), i(M), i(K), ctypes.byref(ctypes.c_float(1.0)), b.ctypes.data, i(_ld(b)),
                    a.ctypes.data, i(_ld(a)), ctypes.byref(ctypes.c_float(beta)), c.ctypes.data, i(_ld(c)))
+
+
+_I32, _I64, _F32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
+_FP = _F32.as_pointer()
+_GEMM_ARGS = (types.int64,) * 8 + (types.float32, types.int64, types.int64)
+
+
+@intrinsic
+def _cblas_call(typingctx, fn, M, N, K, a, lda, b, ldb, beta, c, ldc):
+    """cblas_sgemm64_(RowMajor, NoTrans, NoTrans, M, N, K, 1, a, lda, b, ldb, beta, c, ldc)."""
+    def codegen(context, builder, sig, args):
+        fn, M, N, K, a, lda, b, ldb, beta, c, ldc = args
+        fty = ir.FunctionType(ir.VoidType(), [_I32, _I32, _I32, _I64, _I64, _I64, _F32, _FP, _I64, _FP, _I64,
+                                              _F32, _FP, _I64])
+        const = lambda v: ir.Constant(_I32, v)  # noqa: E731
+        builder.call(builder.inttoptr(fn, fty.as_pointer()),
+                     [const(_ROW_MAJOR), const(_NO_TRANS), const(_NO_TRANS), M, N, K, ir.Constant(_F32, 1.0),
+                      builder.inttoptr(a, _FP), lda, builder.inttoptr(b, _FP), ldb, beta, builder.inttoptr(c, _FP), ldc])
+        return context.get_dummy_value()
+
+    return types.void(*_GEMM_ARGS), codegen
+
+
+@intrinsic
+def _fortran_call(typingctx, fn, M, N, K, a, lda, b, ldb, beta, c, ldc):
+    """Fortran sgemm('N', 'N', N, M, K, 1, b, ldb, a, lda, beta, c, ldc): the row-major C = A·B is
+    the column-major Cᵀ = Bᵀ·Aᵀ. Every argument by reference, 32-bit ints."""
+    def codegen(context, builder, sig, args):
+        fn, M, N, K, a, lda, b, ldb, beta, c, ldc = args
+        ip, cp = _I32.as_pointer(), ir.IntType(8).as_pointer()
+        fty = ir.FunctionType(ir.VoidType(), [cp, cp, ip, ip, ip, _FP, _FP, ip, _FP, ip, _FP, _FP, ip])
+        ref = lambda v: cgutils.alloca_once_value(builder, v)  # noqa: E731
+        i32 = lambda v: ref(builder.trunc(v, _I32))  # noqa: E731
+        no_trans = ref(ir.Constant(ir.IntType(8), ord("N")))
+        builder.call(builder.inttoptr(fn, fty.as_pointer()),
+                     [no_trans, no_trans, i32(N), i32(M), i32(K), ref(ir.Constant(_F32, 1.0)),
+                      builder.inttoptr(b, _FP), i32(ldb), builder.inttoptr(a, _FP), i32(lda), ref(beta),
+                      builder.inttoptr(c, _FP), i32(ldc)])
+        return context.get_dummy_value()
+
+    return types.void(*_GEMM_ARGS), codegen
+
+
+@njit(inline="always", cache=True)
+def sgemm(fn, kind, M, N, K, a, lda, b, ldb, beta, c, ldc):
+    """For Numba kernels: c (M, N) = a (M, K) @ b (K, N) + beta * c, row-major, on raw data
+    addresses (array.ctypes.data) with row strides lda, ldb, ldc in elements. fn, kind: SGEMM_ADDR,
+    SGEMM_KIND, passed in by the Python caller (a global would be frozen into the disk cache)."""
+    if kind == 0:
+        _cblas_call(fn, M, N, K, a, lda, b, ldb, beta, c, ldc)
+    else:
+        _fortran_call(fn, M, N, K, a, lda, b, ldb, beta, c, ldc)
 
 
 _pools: dict = {}

@@ -1,8 +1,8 @@
 """Scalar float32 math for the Numba kernels, written so LLVM can vectorise the loops that use
 it (libm's expf/erff are scalar calls and would dominate every elementwise kernel).
 
-exp2f: 2**x = 2**n * 2**r with n = rint(x), r in [-0.5, 0.5] and a degree-6 polynomial for 2**r;
-expf: Cody-Waite reduction by ln2 and a degree-7 Taylor polynomial for e**r. Both ~1e-7
+exp2f: 2**x = 2**n * 2**r with n = round(x), r in [-0.5, 0.5] and a degree-5 polynomial for 2**r
+(relative error 2.3e-7, two float32 ulps); expf: Cody-Waite reduction by ln2 and a degree-7 Taylor polynomial for e**r. Both ~1e-7
 relative (about one float32 ulp); 2**n is built from the exponent bits. Inputs below the
 normal range give exactly 0, so -inf masks work.
 
@@ -29,6 +29,30 @@ def _int32_bits_as_float32(typingctx, i):
     return sig, codegen
 
 
+@intrinsic
+def _float32_bits_as_int32(typingctx, x):
+    sig = types.int32(types.float32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return sig, codegen
+
+
+@intrinsic
+def prefer_wide_vectors(typingctx):
+    """Call first thing in a kernel: lets LLVM's vectoriser use 512-bit registers in it. On CPUs
+    with AVX-512 LLVM defaults to 256-bit (a caution from older chips that slowed their clock for
+    512-bit code); for the compute-bound exp loops 512-bit is measured ~1.35x faster here. It
+    only tunes the vector width: on CPUs without AVX-512 nothing changes, and results are the same
+    either way (same operations per element)."""
+    def codegen(context, builder, signature, args):
+        set.add(builder.function.attributes, '"prefer-vector-width"="512"')  # string attribute: bypass the
+        return context.get_dummy_value()  # keyword check of llvmlite's FunctionAttributes
+
+    return types.void(), codegen
+
+
 # Flags for kernels using these functions: FMA contraction (deterministic for a given build) and
 # no signed-zero care; together they make the elementwise loops ~1.7x faster.
 FMA_FLAGS = {"contract", "nsz"}
@@ -38,7 +62,7 @@ _LN2 = math.log(2.0)
 
 def _exp2_coefficients(degree: int) -> list:
     """Power-basis coefficients of the Chebyshev interpolant of 2**r on [-0.5, 0.5]: near-minimax,
-    relative error 2.6e-9 at degree 6 (1e-7 after float32 Horner rounding)."""
+    relative error 1.7e-7 at degree 5 (2.3e-7 after float32 Horner rounding)."""
     from numpy.polynomial import chebyshev
 
     nodes = 0.5 * np.cos(np.pi * (np.arange(64) + 0.5) / 64)
@@ -46,28 +70,33 @@ def _exp2_coefficients(degree: int) -> list:
     return [np.float32(c) for c in chebyshev.cheb2poly(cheb) * 2.0 ** np.arange(degree + 1)]
 
 
-C0, C1, C2, C3, C4, C5, C6 = _exp2_coefficients(6)
+C0, C1, C2, C3, C4, C5 = _exp2_coefficients(5)
 LOG2E = np.float32(1.0 / _LN2)
 E0, E1, E2, E3, E4, E5, E6, E7 = [np.float32(1.0 / math.factorial(k)) for k in range(8)]
 LN2_HI = np.float32(0.693145751953125)  # ln2 with 12 trailing zero bits: n * LN2_HI is exact
 LN2_LO = np.float32(_LN2 - 0.693145751953125)
+# x + 1.5·2^23 rounds x to an integer n in the low mantissa bits; the +127 there is the exponent
+# bias, so bits(t) << 23 is already 2**n. Cheaper than rint + convert + add. n itself is taken
+# from the bits as an integer, so that no float expression (x + SHIFTER) - SHIFTER exists for
+# fastmath "reassoc" to fold to x: exp2f stays exact under the attention kernel's flags.
+SHIFTER = np.float32(1.5 * 2**23 + 127)
+SHIFTER_BITS = np.int32(0x4B400000 + 127)
 
 
 @njit(inline="always", cache=True, error_model="numpy")
 def exp2f(x):
-    """2**x for float32 x; 0 below -126, clamped to 2**127.99 above."""
-    xc = max(min(x, np.float32(127.99)), np.float32(-126.0))
-    n = np.rint(xc)
-    r = xc - n  # [-0.5, 0.5], exact
-    p = C6
-    p = p * r + C5
+    """2**x for float32 x; 0 below -126.5 (the clamp at -127 gives exponent bits 0), inf above
+    127.5 (n = 128 has no finite exponent; 2**127.5 is 70% of the largest float32)."""
+    xc = max(min(x, np.float32(127.99)), np.float32(-127.0))
+    bits = _float32_bits_as_int32(xc + SHIFTER)
+    r = xc - np.float32(np.int32(bits - SHIFTER_BITS))  # [-0.5, 0.5], exact; int32 ops (Numba widens to int64)
+    p = C5
     p = p * r + C4
     p = p * r + C3
     p = p * r + C2
     p = p * r + C1
     p = p * r + C0
-    scale = _int32_bits_as_float32((np.int32(n) + np.int32(127)) << np.int32(23))
-    return np.float32(0.0) if x < np.float32(-126.0) else p * scale
+    return p * _int32_bits_as_float32(bits << np.int32(23))
 
 
 @njit(inline="always", cache=True, error_model="numpy")

@@ -92,6 +92,9 @@ def _all_ops(rng):
         "group_norm": (x4, 4, f32(rng, 8), f32(rng, 8), 1e-5, True),
         "layer_norm": (f32(rng, 3, 50, 24), f32(rng, 24), f32(rng, 24), 1e-5),
         "attention": (f32(rng, 2, 2, 300, 8), f32(rng, 2, 2, 700, 8), f32(rng, 2, 2, 700, 8)),
+        # one head, 1000 queries: the work is split into query ranges whose count depends on the
+        # thread count; causal, so each range also stops at its own last key tile
+        "attention:split": (f32(rng, 1, 1, 1000, 40), f32(rng, 1, 1, 1000, 40), f32(rng, 1, 1, 1000, 40), None, True),
         "softmax": (f32(rng, 30, 70),),
         "silu": (x4,), "gelu": (x4,), "quick_gelu": (x4,),
         "geglu": (f32(rng, 4, 30, 10),),

@@ -1,0 +1,87 @@
+"""The BLAS bridge (kernels/cpu_blas.py) through both interfaces it supports: numpy's CBLAS
+(row-major, 64-bit ints; the one used when numpy bundles OpenBLAS) and scipy's Fortran sgemm (the
+fallback, never taken on a machine with pip's numpy unless forced, as here). Also the exp2f the
+attention kernel depends on, checked on a dense grid under the fastmath flags it is compiled with."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from numba import njit
+
+from kernels_cases import as64, assert_close, f32, ops
+from minriff.kernels import cpu_blas
+from minriff.kernels.cpu_math import FMA_FLAGS, exp2f
+
+INTERFACES = [pytest.param(1, id="fortran")]
+if cpu_blas.SGEMM_KIND == 0:
+    INTERFACES.insert(0, pytest.param(0, id="cblas"))
+
+
+def _addr(kind):
+    return cpu_blas.SGEMM_ADDR if kind == cpu_blas.SGEMM_KIND else cpu_blas.FORTRAN_SGEMM_ADDR
+
+
+@njit
+def _sgemm_views(fn, kind, a, b, c, beta):
+    """c = a @ b + beta c on (possibly row-strided) 2-D views, the way the Numba kernels call it."""
+    cpu_blas.sgemm(fn, kind, a.shape[0], c.shape[1], a.shape[1], a.ctypes.data, a.strides[0] // 4,
+                   b.ctypes.data, b.strides[0] // 4, np.float32(beta), c.ctypes.data, c.strides[0] // 4)
+
+
+def _strided(rng, rows, cols, pad):
+    """rows x cols float32 view with unit column stride and row stride cols + pad."""
+    return f32(rng, rows, cols + pad)[:, :cols]
+
+
+@pytest.mark.parametrize("kind", INTERFACES)
+@settings(max_examples=60)
+@given(seed=st.integers(0, 2**32 - 1), m=st.integers(1, 70), n=st.integers(1, 70), k=st.integers(1, 70),
+       pads=st.tuples(*[st.sampled_from([0, 0, 3])] * 3), beta=st.sampled_from([0.0, 1.0, 0.5]))
+def test_sgemm_from_numba_matches_numpy(kind, seed, m, n, k, pads, beta):
+    rng = np.random.default_rng(seed)
+    a, b, c = _strided(rng, m, k, pads[0]), _strided(rng, k, n, pads[1]), _strided(rng, m, n, pads[2])
+    want = as64(a) @ as64(b) + beta * as64(c)
+    parent = c.base.copy()
+    _sgemm_views(_addr(kind), kind, a, b, c, beta)
+    assert_close(c, want, as64(np.abs(a)) @ as64(np.abs(b)) + abs(beta) * np.abs(as64(parent[:, :n])), what="sgemm")
+    np.testing.assert_array_equal(c.base[:, n:], parent[:, n:])  # the row padding is never written
+
+
+@pytest.mark.parametrize("kind", INTERFACES)
+def test_gemm_into_and_attention_through_each_interface(kind, monkeypatch):
+    addr = _addr(kind)
+    monkeypatch.setattr(cpu_blas, "SGEMM_KIND", kind)
+    monkeypatch.setattr(cpu_blas, "SGEMM_ADDR", addr)
+    rng = np.random.default_rng(1)
+    a, b, c = _strided(rng, 9, 5, 2), _strided(rng, 5, 7, 0), _strided(rng, 9, 7, 1)
+    want = as64(a) @ as64(b) + as64(c)
+    cpu_blas.gemm_into(a, b, c, beta=1.0)
+    assert_close(c, want, as64(np.abs(a)) @ as64(np.abs(b)) + np.abs(want), what="gemm_into")
+    CPU, REF = ops("cpu"), ops("ref")
+    q, kk, v = f32(rng, 1, 2, 300, 40), f32(rng, 1, 2, 600, 40), f32(rng, 1, 2, 600, 40)
+    scale_v = REF.attention(as64(q), as64(kk), np.abs(as64(v)))
+    assert_close(CPU.attention(q, kk, v), REF.attention(as64(q), as64(kk), as64(v)), scale_v, what="attention")
+
+
+FLAGS = {"plain": set(), "fma": FMA_FLAGS, "reassoc": FMA_FLAGS | {"reassoc"}}
+
+
+@pytest.mark.parametrize("flags", list(FLAGS), ids=list(FLAGS))
+def test_exp2f_on_a_dense_grid(flags):
+    @njit(fastmath=FLAGS[flags], error_model="numpy")
+    def run(x, out):
+        for j in range(x.size):
+            out[j] = exp2f(x[j])
+
+    x = np.concatenate([np.linspace(-140, 140, 1_000_001, dtype=np.float32),
+                        np.array([-np.inf, -127.0, -126.6, -126.4, 0.5, -0.5, 127.5], np.float32)])
+    got = np.empty_like(x)
+    run(x, got)
+    want = np.exp2(as64(x))
+    normal = (x > -126.4) & (x < 127.49)
+    rel = np.abs(got[normal] / want[normal] - 1)
+    assert rel.max() < 3e-7, f"max relative error {rel.max():.2e} at x = {x[normal][rel.argmax()]}"
+    assert np.all(got[x <= -126.6] == 0)  # flushed to 0 below the normal range, -inf included
+    assert np.all(got[(x > -126.6) & (x <= -126.4)] >= 0)
+    assert np.all(np.isinf(got[x > 127.5]))  # documented: n = 128 has no finite float32 exponent
