@@ -24,7 +24,7 @@ from numba import njit
 
 from . import cpu_blas
 from .cpu_blas import run_items, sgemm
-from .cpu_math import FMA_FLAGS, exp2f, prefer_wide_vectors
+from .cpu_math import FMA_FLAGS, exp2f, prefer_wide_vectors, row_max
 
 GEMM_BUDGET = 1_000_000  # M·N·K at or below which OpenBLAS uses its small-matrix sgemm kernels
 
@@ -35,22 +35,6 @@ def tile_sizes(D: int, Tk: int) -> tuple:
     bk = min(Tk, 256 if D <= 64 else 128 if D <= 96 else 64)
     bq = max(16, min(512, GEMM_BUDGET // (D * bk)) // 16 * 16)
     return bq, bk
-
-
-@njit(cache=True, error_model="numpy", nogil=True)
-def _row_max(s, i, n):
-    """max(s[i, :n]) with 8 independent running maxima (LLVM does not vectorise a float max
-    reduction written as one chain; exact either way, max does not round)."""
-    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = s[i, 0]
-    j = 0
-    while j + 8 <= n:
-        m0, m1, m2, m3 = max(m0, s[i, j]), max(m1, s[i, j + 1]), max(m2, s[i, j + 2]), max(m3, s[i, j + 3])
-        m4, m5, m6, m7 = max(m4, s[i, j + 4]), max(m5, s[i, j + 5]), max(m6, s[i, j + 6]), max(m7, s[i, j + 7])
-        j += 8
-    m = max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
-    for jj in range(j, n):
-        m = max(m, s[i, jj])
-    return m
 
 
 @njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS | {"reassoc"}, nogil=True)
@@ -110,7 +94,7 @@ def online_softmax_step(s, m, l, acc, qb, kt_tile, q0, k0, causal):
             s[i, j] = 0
         if kend == 0:  # every key of this tile is in this query's future
             continue
-        m_new = max(m[i], _row_max(s, i, kend))
+        m_new = max(m[i], row_max(s, i, kend))
         total = _exp2_shifted_sum(s, i, kend, m_new)
         alpha = exp2f(m[i] - m_new)  # 0 on the first tile (m = -inf)
         l[i] = l[i] * alpha + total

@@ -7,7 +7,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .cpu_math import FMA_FLAGS, erfcf, sigmoidf
+from .cpu_math import FMA_FLAGS, erfcf, prefer_wide_vectors, sigmoidf
 
 _INV_SQRT2 = np.float32(1.0 / math.sqrt(2.0))
 
@@ -21,18 +21,21 @@ def gelu1(x):
 @njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, parallel=True)
 def silu_flat(x, out):
     for i in prange(x.size):
+        prefer_wide_vectors()  # in the loop body: prange outlines it into its own function
         out[i] = x[i] * sigmoidf(x[i])
 
 
 @njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, parallel=True)
 def quick_gelu_flat(x, out):
     for i in prange(x.size):
+        prefer_wide_vectors()
         out[i] = x[i] * sigmoidf(np.float32(1.702) * x[i])
 
 
 @njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, parallel=True)
 def gelu_flat(x, out):
     for i in prange(x.size):
+        prefer_wide_vectors()
         out[i] = gelu1(x[i])
 
 
@@ -41,6 +44,7 @@ def geglu_rows(x, out):
     """x (R, 2F) -> out (R, F) = a * gelu(b) with a = x[:, :F], b = x[:, F:]."""
     R, F = out.shape
     for r in prange(R):
+        prefer_wide_vectors()
         for j in range(F):
             out[r, j] = x[r, j] * gelu1(x[r, F + j])
 

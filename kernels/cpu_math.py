@@ -3,8 +3,8 @@ it (libm's expf/erff are scalar calls and would dominate every elementwise kerne
 
 exp2f: 2**x = 2**n * 2**r with n = round(x), r in [-0.5, 0.5] and a degree-5 polynomial for 2**r
 (relative error 2.3e-7, two float32 ulps); expf: Cody-Waite reduction by ln2 and a degree-7 Taylor polynomial for e**r. Both ~1e-7
-relative (about one float32 ulp); 2**n is built from the exponent bits. Inputs below the
-normal range give exactly 0, so -inf masks work.
+relative (about one float32 ulp); n is rounded and 2**n built from the exponent bits with one
+add (SHIFTER below). Inputs below the normal range give exactly 0, so -inf masks work.
 
 Caution when editing: these are inlined into kernels in other modules, and Numba's on-disk cache
 checks only each kernel's own source file, so after changing this file delete the cache
@@ -101,11 +101,13 @@ def exp2f(x):
 
 @njit(inline="always", cache=True, error_model="numpy")
 def expf(x):
-    """e**x for float32 x: n = round(x / ln2), r = x - n ln2 in two parts (Cody-Waite), so the
-    reduction adds no error; 0 below -87.3."""
-    x = min(x, np.float32(88.7))
-    xc = max(x, np.float32(-87.3))
-    n = np.floor(xc * LOG2E + np.float32(0.5))
+    """e**x for float32 x: n = round(x / ln2) by the SHIFTER trick, r = x - n ln2 in two parts
+    (Cody-Waite), so the reduction adds no error. Exactly 0 below -88 (exponent bits 0; values
+    between -88 and -87.3 come out as tiny normals or 0), inf above 88.38 (n = 128). Not for
+    kernels compiled with "reassoc", which may merge the two-part reduction (3e-7 error)."""
+    xc = max(min(x, np.float32(88.7)), np.float32(-88.0))
+    bits = _float32_bits_as_int32(xc * LOG2E + SHIFTER)
+    n = np.float32(np.int32(bits - SHIFTER_BITS))
     r = (xc - n * LN2_HI) - n * LN2_LO  # [-0.35, 0.35]
     p = E7
     p = p * r + E6
@@ -115,8 +117,7 @@ def expf(x):
     p = p * r + E2
     p = p * r + E1
     p = p * r + E0
-    scale = _int32_bits_as_float32((np.int32(n) + np.int32(127)) << np.int32(23))
-    return np.float32(0.0) if x < np.float32(-87.3) else p * scale
+    return p * _int32_bits_as_float32(bits << np.int32(23))
 
 
 @njit(inline="always", cache=True, error_model="numpy")
@@ -148,3 +149,20 @@ def erfcf(x):
     p = p * t + R0
     r = t * expf(p - z * z)
     return r if x >= 0 else np.float32(2.0) - r
+
+
+@njit(cache=True, error_model="numpy", nogil=True)
+def row_max(s, i, n):
+    """max(s[i, :n]) of a 2-D array, with 8 independent running maxima: LLVM does not vectorise a
+    float max reduction written as one chain (without the no-NaN flag), and the chain's compare
+    latency then costs ~1.5 ns per element. Exact either way, max does not round."""
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = s[i, 0]
+    j = 0
+    while j + 8 <= n:
+        m0, m1, m2, m3 = max(m0, s[i, j]), max(m1, s[i, j + 1]), max(m2, s[i, j + 2]), max(m3, s[i, j + 3])
+        m4, m5, m6, m7 = max(m4, s[i, j + 4]), max(m5, s[i, j + 5]), max(m6, s[i, j + 6]), max(m7, s[i, j + 7])
+        j += 8
+    m = max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
+    for jj in range(j, n):
+        m = max(m, s[i, jj])
+    return m

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .cpu_math import FMA_FLAGS, expf, sigmoidf
+from .cpu_math import FMA_FLAGS, expf, prefer_wide_vectors, row_max, sigmoidf
 
 _REDUCE = {"reassoc", "nsz", "contract"}  # lets LLVM vectorise the float64 sums
 # error_model="numpy" everywhere: no ZeroDivisionError branch per division, which blocks vectorising
@@ -17,6 +17,7 @@ _REDUCE = {"reassoc", "nsz", "contract"}  # lets LLVM vectorise the float64 sums
 def _mean_var(row):
     """Mean and biased variance of a 1-D float32 array in one pass of float64 sums. Float64
     makes E[x²] - E[x]² safe for float32 data unless |mean|/std exceeds ~1e4."""
+    prefer_wide_vectors()
     s = 0.0
     ss = 0.0
     for i in range(row.size):
@@ -29,6 +30,7 @@ def _mean_var(row):
 
 @njit(cache=True, error_model="numpy", fastmath=_REDUCE)
 def _sum(row):
+    prefer_wide_vectors()
     s = 0.0
     for i in range(row.size):
         s += np.float64(row[i])
@@ -40,6 +42,7 @@ def _normalise(src, dst, m_hi, m_lo, scale, shift, silu):
     """dst = (src - mean) * scale + shift, optionally followed by SiLU. The float64 mean comes as
     m_hi + m_lo (two float32s): subtracting a mean rounded to float32 would cost ~1e-6 relative
     when the spread is small against the mean."""
+    prefer_wide_vectors()
     if silu:
         for i in range(src.size):
             y = ((src[i] - m_hi) - m_lo) * scale + shift
@@ -84,9 +87,8 @@ def softmax_rows(x, out):
     """x, out (R, C): softmax over each row."""
     R, C = x.shape
     for r in prange(R):
-        m = x[r, 0]
-        for c in range(1, C):
-            m = max(m, x[r, c])
+        prefer_wide_vectors()
+        m = row_max(x, r, C)
         for c in range(C):
             out[r, c] = expf(x[r, c] - m)
         inv = np.float32(1.0 / _sum(out[r]))

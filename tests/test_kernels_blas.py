@@ -11,7 +11,7 @@ from numba import njit
 
 from kernels_cases import as64, assert_close, f32, ops
 from minriff.kernels import cpu_blas
-from minriff.kernels.cpu_math import FMA_FLAGS, exp2f
+from minriff.kernels.cpu_math import FMA_FLAGS, exp2f, expf
 
 INTERFACES = [pytest.param(1, id="fortran")]
 if cpu_blas.SGEMM_KIND == 0:
@@ -67,17 +67,21 @@ def test_gemm_into_and_attention_through_each_interface(kind, monkeypatch):
 FLAGS = {"plain": set(), "fma": FMA_FLAGS, "reassoc": FMA_FLAGS | {"reassoc"}}
 
 
-@pytest.mark.parametrize("flags", list(FLAGS), ids=list(FLAGS))
-def test_exp2f_on_a_dense_grid(flags):
+def _grid_run(fn, flags):
     @njit(fastmath=FLAGS[flags], error_model="numpy")
     def run(x, out):
         for j in range(x.size):
-            out[j] = exp2f(x[j])
+            out[j] = fn(x[j])
 
+    return run
+
+
+@pytest.mark.parametrize("flags", list(FLAGS), ids=list(FLAGS))
+def test_exp2f_on_a_dense_grid(flags):
     x = np.concatenate([np.linspace(-140, 140, 1_000_001, dtype=np.float32),
                         np.array([-np.inf, -127.0, -126.6, -126.4, 0.5, -0.5, 127.5], np.float32)])
     got = np.empty_like(x)
-    run(x, got)
+    _grid_run(exp2f, flags)(x, got)
     want = np.exp2(as64(x))
     normal = (x > -126.4) & (x < 127.49)
     rel = np.abs(got[normal] / want[normal] - 1)
@@ -85,3 +89,19 @@ def test_exp2f_on_a_dense_grid(flags):
     assert np.all(got[x <= -126.6] == 0)  # flushed to 0 below the normal range, -inf included
     assert np.all(got[(x > -126.6) & (x <= -126.4)] >= 0)
     assert np.all(np.isinf(got[x > 127.5]))  # documented: n = 128 has no finite float32 exponent
+
+
+@pytest.mark.parametrize("flags", ["plain", "fma"])  # reassoc may merge the two-part Cody-Waite reduction
+def test_expf_on_a_dense_grid(flags):
+    x = np.concatenate([np.linspace(-100, 100, 1_000_001, dtype=np.float32),
+                        np.array([-np.inf, -88.0, -87.5, 0.0, 88.0, np.inf], np.float32)])
+    got = np.empty_like(x)
+    _grid_run(expf, flags)(x, got)
+    want = np.exp(as64(x))
+    normal = (x > -87.3) & (x < 88.37)
+    rel = np.abs(got[normal] / want[normal] - 1)
+    assert rel.max() < 3e-7, f"max relative error {rel.max():.2e} at x = {x[normal][rel.argmax()]}"
+    assert np.all(got[x <= -88.0] == 0)
+    tiny = (x > -88.0) & (x <= -87.3)  # tiny normals: right to 1e-6 relative, or flushed to 0
+    assert np.all((got[tiny] == 0) | (np.abs(got[tiny] / want[tiny] - 1) < 1e-6))
+    assert np.all(np.isinf(got[x > 88.4]))  # n = 128 from 88.38 up, as for exp2f

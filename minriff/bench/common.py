@@ -62,3 +62,77 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
     return "-" if v is None else str(v)
+
+
+class ChildTimer:
+    """Times callables in a fresh process (multiprocessing "spawn"), one call per request, so a
+    benchmark can interleave rounds between itself and the child.
+
+    Why: once Numba's OpenMP threading layer has started in a process (any parallel minriff
+    kernel, or numba.get_num_threads()), torch's own OpenMP pool in that process runs several
+    times slower — measured here at 2 threads: scaled_dot_product_attention 59 ms in a clean
+    process, 344 ms after numba's layer started. Timing torch beside minriff would flatter
+    minriff; in a child process torch runs as it would for a torch user.
+
+    `factory` is a module-level function (it is pickled by reference); in the child it is called
+    as factory(*args) and returns {key: callable}. time(key) runs that callable once (the first
+    request for a key also runs it once untimed, as a warm-up) and returns its wall time in
+    seconds, measured in the child."""
+
+    def __init__(self, factory, args: tuple = (), threads: int | None = None):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_child_main, args=(child, factory, args, threads), daemon=True)
+        self._proc.start()
+        child.close()
+        kind, value = self._recv()
+        if kind != "ready":
+            self.close()
+            raise RuntimeError(f"benchmark child process failed to start: {value}")
+
+    def _recv(self):
+        try:
+            return self._conn.recv()
+        except EOFError:
+            return "error", f"child process exited (code {self._proc.exitcode})"
+
+    def time(self, key) -> float:
+        self._conn.send(key)
+        kind, value = self._recv()
+        if kind != "time":
+            raise RuntimeError(f"benchmark child process: {value}")
+        return value
+
+    def close(self) -> None:
+        try:
+            self._conn.send(None)
+        except (BrokenPipeError, OSError):
+            pass
+        self._proc.join(timeout=10)
+        if self._proc.is_alive():
+            self._proc.kill()
+
+
+def _child_main(conn, factory, args, threads):
+    try:
+        fns = factory(*args, threads=threads)
+    except Exception as e:  # reported to the parent, which raises it
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+        return
+    conn.send(("ready", list(fns)))
+    warm = set()
+    while True:
+        key = conn.recv()
+        if key is None:
+            return
+        try:
+            if key not in warm:
+                fns[key]()
+                warm.add(key)
+            t0 = time.perf_counter()
+            fns[key]()
+            conn.send(("time", time.perf_counter() - t0))
+        except Exception as e:
+            conn.send(("error", f"{type(e).__name__}: {e}"))

@@ -3,19 +3,18 @@
 For each op: median time, throughput (GFLOP/s for matrix-product ops, GB/s of input+output for
 memory-bound ops), the fraction of the same-run numpy sgemm GFLOP/s, and, when torch is
 installed, torch's time for the same op with the same thread count and torch_time / minriff_time
-(> 1: minriff faster). The machine may be shared: each op, the sgemm baseline and torch run in
+(> 1: minriff faster); torch runs in a child process (bench/common.py ChildTimer says why). The machine may be shared: each op, the sgemm baseline and torch run in
 interleaved rounds; the ms column is the median, while throughputs and ratios use each one's best
 round (the least-disturbed run, the usual estimator of intrinsic speed under noise)."""
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 
 import numba
 import numpy as np
 
-from .common import emit, sgemm_gflops, timeit, torch_or_none
+from .common import ChildTimer, emit, sgemm_gflops, torch_or_none
 
 
 def _cases(quick: bool):
@@ -64,14 +63,37 @@ def _cases(quick: bool):
     return cases
 
 
+def _torch_cases(quick: bool, threads: int | None = None) -> dict:
+    """In the ChildTimer process: {case index: torch call}, on the same arrays as _cases builds."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    fns = {}
+    for i, (_, _, theirs, _, _, arrays) in enumerate(_cases(quick)):
+        targs = [torch.from_numpy(x) for x in arrays]
+
+        def call(theirs=theirs, targs=targs):
+            with torch.inference_mode():
+                theirs(torch, targs)
+
+        fns[i] = call
+    return fns
+
+
 def _rounds(fns: dict, repeat: int) -> dict:
     """Time the callables in interleaved rounds (one call of each per round, after a warm-up
-    call each), so a burst of load from other processes hits all of them alike."""
+    call each), so a burst of load from other processes hits all of them alike. A callable
+    that times itself (the torch child) is marked by a `timed` attribute and returns seconds."""
     for fn in fns.values():
-        fn()
+        if not getattr(fn, "timed", False):
+            fn()
     times = {k: [] for k in fns}
     for _ in range(repeat):
         for k, fn in fns.items():
+            if getattr(fn, "timed", False):
+                times[k].append(fn())
+                continue
             t0 = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t0)
@@ -80,6 +102,11 @@ def _rounds(fns: dict, repeat: int) -> dict:
 
 def _median(xs):
     return statistics.median(xs) if xs else None
+
+
+def _self_timed(fn):
+    fn.timed = True
+    return fn
 
 
 def run(args) -> int:
@@ -94,36 +121,38 @@ def run(args) -> int:
     repeat = args.repeat or (3 if quick else 7)
     threads = numba.get_num_threads()
     torch = torch_or_none()
-    if torch is not None:
-        torch.set_num_threads(threads)
+    child = ChildTimer(_torch_cases, (quick,), threads) if torch is not None else None
     n = 512 if quick else 1024
     a = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
     sgemm_flops = 2 * n**3
     peaks, rows = [], []
-    for name, ours, theirs, flops, nbytes, arrays in _cases(quick):
-        fns = {"minriff": lambda: ours(F)}
-        if flops:
-            fns["sgemm"] = lambda: a @ a
-        if torch is not None:
-            targs = [torch.from_numpy(x) for x in arrays]
-            fns["torch"] = lambda: theirs(torch, targs)
-        with (torch.inference_mode() if torch is not None else contextlib.nullcontext()):
+    try:
+        for i, (name, ours, _, flops, nbytes, _) in enumerate(_cases(quick)):
+            fns = {"minriff": lambda: ours(F)}
+            if flops:
+                fns["sgemm"] = lambda: a @ a
+            if child is not None:
+                fns["torch"] = _self_timed(lambda i=i: child.time(i))
             times = _rounds(fns, repeat)
-        t, best = _median(times["minriff"]), min(times["minriff"])
-        row = {"op": name, "ms": t * 1e3, "best_ms": best * 1e3,
-               "GFLOP/s": flops / best / 1e9 if flops else None,
-               "GB/s": nbytes / best / 1e9 if nbytes else None,
-               "of_sgemm": None, "torch_ms": None, "torch/minriff": None}
-        if flops:  # best-of-rounds rate of this op over the best sgemm rate measured next to it
-            peaks.append(sgemm_flops / min(times["sgemm"]) / 1e9)
-            row["of_sgemm"] = (flops / best) / (sgemm_flops / min(times["sgemm"]))
-        if "torch" in times:
-            row["torch_ms"] = _median(times["torch"]) * 1e3
-            row["torch/minriff"] = min(times["torch"]) / best
-        rows.append(row)
+            t, best = _median(times["minriff"]), min(times["minriff"])
+            row = {"op": name, "ms": t * 1e3, "best_ms": best * 1e3,
+                   "GFLOP/s": flops / best / 1e9 if flops else None,
+                   "GB/s": nbytes / best / 1e9 if nbytes else None,
+                   "of_sgemm": None, "torch_ms": None, "torch/minriff": None}
+            if flops:  # best-of-rounds rate of this op over the best sgemm rate measured next to it
+                peaks.append(sgemm_flops / min(times["sgemm"]) / 1e9)
+                row["of_sgemm"] = (flops / best) / (sgemm_flops / min(times["sgemm"]))
+            if "torch" in times:
+                row["torch_ms"] = _median(times["torch"]) * 1e3
+                row["torch/minriff"] = min(times["torch"]) / best
+            rows.append(row)
+    finally:
+        if child is not None:
+            child.close()
     extra = {"backend": F.name, "threads": threads, "repeat": repeat,
              "sgemm_GFLOP/s (best of rounds, median over ops, n=%d)" % n: round(_median(peaks) or sgemm_gflops(n), 1),
-             "torch": torch.__version__ if torch is not None else "not installed"}
+             "torch": (f"{torch.__version__}, timed in a child process (see bench/common.py ChildTimer)"
+                       if torch is not None else "not installed")}
     emit(rows, args.json, "minriff bench ops: ms = median, rates and ratios from the best of the interleaved rounds "
          "(torch/minriff > 1: minriff faster)", extra)
     return 0
