@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from pathlib import Path
 
@@ -33,6 +34,15 @@ def oracle(module: str):
         if os.environ.get("MINRIFF_REQUIRE_ORACLE") == "1":
             pytest.fail(f"oracle package {module!r} is required (MINRIFF_REQUIRE_ORACLE=1) but missing: {e}")
         pytest.skip(f"oracle package {module!r} not installed")
+
+
+def fixture_script(name: str):
+    """Import tests/fixtures/<name>.py (the oracle script that made a fixture area) as a module:
+    tests reuse its case lists and, under `-m oracle`, its live runs. Its torch imports are lazy."""
+    spec = importlib.util.spec_from_file_location(name, FIXTURES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def shared_file(*parts: str) -> Path:

@@ -7,25 +7,17 @@ tests/fixtures/make_pipeline.py); `pytest -m oracle` runs diffusers live on fres
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, oracle
+from conftest import FIXTURES, fixture_script, oracle
 
 HERE = FIXTURES / "pipeline"
 
 
-def _make_module():
-    spec = importlib.util.spec_from_file_location("make_pipeline", FIXTURES / "make_pipeline.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-make = _make_module()
+make = fixture_script("make_pipeline")
 
 
 pytestmark = pytest.mark.usefixtures("serial_numba")

@@ -1,26 +1,17 @@
 """minriff.rng without torch: committed torch streams, the Mersenne Twister itself, state handling."""
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import FIXTURES
+from conftest import FIXTURES, fixture_script
 from minriff.errors import InputError
 from minriff.rng import Generator, randn_tensor
 
 
-def _fixture_module():
-    spec = importlib.util.spec_from_file_location("make_schedulers", FIXTURES / "make_schedulers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-MAKE = _fixture_module()
+MAKE = fixture_script("make_schedulers")
 STREAM = np.load(FIXTURES / "rng" / "torch_stream.npz")
 
 

@@ -1,7 +1,6 @@
 """minriff.schedulers without torch: committed diffusers runs, properties, the Riffusion schedule."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
@@ -9,20 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import FIXTURES
+from conftest import FIXTURES, fixture_script
 from minriff import schedulers
 from minriff.errors import ConfigError, InputError
 from minriff.rng import Generator
 
 
-def _fixture_module():
-    spec = importlib.util.spec_from_file_location("make_schedulers", FIXTURES / "make_schedulers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-MAKE = _fixture_module()
+MAKE = fixture_script("make_schedulers")
 CASES = np.load(FIXTURES / "schedulers" / "cases.npz")
 META = json.loads(CASES["meta"].tobytes())
 RIFF = MAKE.RIFFUSION

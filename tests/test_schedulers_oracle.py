@@ -2,27 +2,19 @@
 timesteps and samples out at every step (1e-6 relative); ancestral noise from the same seed."""
 from __future__ import annotations
 
-import importlib.util
 import warnings
 
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, oracle
+from conftest import fixture_script, oracle
 from minriff import schedulers
 from minriff.errors import InputError
 
 pytestmark = pytest.mark.oracle
 
 
-def _fixture_module():
-    spec = importlib.util.spec_from_file_location("make_schedulers", FIXTURES / "make_schedulers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-MAKE = _fixture_module()
+MAKE = fixture_script("make_schedulers")
 STEPS = [1, 2, 5, 20, 50]
 CONFIG_NAMES = ["riffusion", "linear", "riffusion_karras", "riffusion_leading", "riffusion_trailing",
                 "riffusion_sigma_min"]
