@@ -2,37 +2,22 @@
 and one full-size SD 1.5 step on random weights."""
 from __future__ import annotations
 
-import importlib.util
 import time
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conftest import FIXTURES
 from minriff import configs, kernels, nn
 from minriff.bench.unet import init_random
 from minriff.errors import ConfigError, InputError, WeightsError
 from minriff.unet import UNet2DConditionModel
-
-_spec = importlib.util.spec_from_file_location("make_models", FIXTURES / "make_models.py")
-mm = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(mm)
-
-
-def _fixture_model(name):
-    config, weights, arrays = mm.load_case("unet", name)
-    model = nn.load(UNet2DConditionModel(configs.UNetConfig.from_dict(config)), weights, what="UNet")
-    return model, arrays
+from model_cases import check_unet, fixture_model, mm
 
 
 @pytest.mark.parametrize("name", sorted(mm.UNET_CASES))
 def test_matches_diffusers_fixture(name):
-    model, a = _fixture_model(name)
-    trace = {}
-    out = model(a["x"], a["t"], a["context"], trace=trace)
-    assert mm.rel_err(out, a["out"]) <= 1e-4
-    mm.check_trace(trace, {k[len("trace/"):]: v for k, v in a.items() if k.startswith("trace/")}, 1e-5)
+    check_unet(*fixture_model("unet", name))
 
 
 def _tiny(seed=0, dtype=np.float32, **over):

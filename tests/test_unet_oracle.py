@@ -3,33 +3,18 @@ rebuilt from scratch, plus configs drawn by hypothesis. Weights go state dict ->
 file -> minriff's nn.load, exactly the path a converted checkpoint takes."""
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conftest import FIXTURES, oracle
-from minriff import configs, nn
-from minriff.unet import UNet2DConditionModel
-
-_spec = importlib.util.spec_from_file_location("make_models", FIXTURES / "make_models.py")
-mm = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(mm)
+from conftest import oracle
+from model_cases import check_unet, drawn_case, live_model, mm
 
 pytestmark = pytest.mark.oracle
 
 
 def _compare(name, tmp_path):
-    from safetensors.numpy import load_file, save_file
-
     r = mm.run_unet(name)
-    path = tmp_path / f"{name}.safetensors"
-    save_file(r["weights"], str(path))
-    model = nn.load(UNet2DConditionModel(configs.UNetConfig.from_dict(r["config"])), load_file(str(path)), what="UNet")
-    trace = {}
-    out = model(r["x"], r["t"], r["context"], trace=trace)
-    assert mm.rel_err(out, r["out"]) <= 1e-4
-    mm.check_trace(trace, r["trace"], 1e-5)
+    check_unet(live_model("unet", r, tmp_path), r, r["trace"])
 
 
 @pytest.mark.parametrize("name", sorted(mm.UNET_CASES))
@@ -62,8 +47,5 @@ def unet_cases(draw):
 @given(case=unet_cases())
 def test_live_drawn_configs(case, tmp_path_factory):
     oracle("torch"), oracle("diffusers")
-    mm.UNET_CASES["_drawn"] = case
-    try:
-        _compare("_drawn", tmp_path_factory.mktemp("unet"))
-    finally:
-        del mm.UNET_CASES["_drawn"]
+    with drawn_case(mm.UNET_CASES, case) as name:
+        _compare(name, tmp_path_factory.mktemp("unet"))

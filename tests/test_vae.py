@@ -2,44 +2,22 @@
 full-size SD 1.5 decode 64×64 -> 512×512 on random weights."""
 from __future__ import annotations
 
-import importlib.util
 import time
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conftest import FIXTURES
-from minriff import configs, nn
+from minriff import configs
 from minriff.bench.unet import init_random
 from minriff.errors import ConfigError, InputError
 from minriff.vae import AutoencoderKL
-
-_spec = importlib.util.spec_from_file_location("make_models", FIXTURES / "make_models.py")
-mm = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(mm)
-
-
-def _fixture_model(name):
-    config, weights, arrays = mm.load_case("vae", name)
-    model = nn.load(AutoencoderKL(configs.VAEConfig.from_dict(config)), weights, what="VAE")
-    return model, arrays
-
-
-def _ref_trace(a):
-    return {k[len("trace/"):]: v for k, v in a.items() if k.startswith("trace/")}
+from model_cases import check_vae, fixture_model, mm
 
 
 @pytest.mark.parametrize("name", sorted(mm.VAE_CASES))
 def test_matches_diffusers_fixture(name):
-    model, a = _fixture_model(name)
-    trace = {}
-    mean, logvar = model.encode(a["img"], trace=trace)
-    z = model.sample(mean, logvar, a["noise"])
-    decoded = model.decode(a["z"], trace=trace)
-    for got, want in ((mean, "mean"), (logvar, "logvar"), (z, "z"), (decoded, "decoded")):
-        assert mm.rel_err(got, a[want]) <= 1e-4, want
-    mm.check_trace(trace, _ref_trace(a), 1e-5)
+    check_vae(*fixture_model("vae", name))
 
 
 def _tiny(seed=0, **over):

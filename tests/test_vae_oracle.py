@@ -2,36 +2,18 @@
 from scratch, plus configs drawn by hypothesis; weights via a safetensors file and nn.load."""
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conftest import FIXTURES, oracle
-from minriff import configs, nn
-from minriff.vae import AutoencoderKL
-
-_spec = importlib.util.spec_from_file_location("make_models", FIXTURES / "make_models.py")
-mm = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(mm)
+from conftest import oracle
+from model_cases import check_vae, drawn_case, live_model, mm
 
 pytestmark = pytest.mark.oracle
 
 
 def _compare(name, tmp_path):
-    from safetensors.numpy import load_file, save_file
-
     r = mm.run_vae(name)
-    path = tmp_path / f"{name}.safetensors"
-    save_file(r["weights"], str(path))
-    model = nn.load(AutoencoderKL(configs.VAEConfig.from_dict(r["config"])), load_file(str(path)), what="VAE")
-    trace = {}
-    mean, logvar = model.encode(r["img"], trace=trace)
-    z = model.sample(mean, logvar, r["noise"])
-    decoded = model.decode(r["z"], trace=trace)
-    for got, want in ((mean, "mean"), (logvar, "logvar"), (z, "z"), (decoded, "decoded")):
-        assert mm.rel_err(got, r[want]) <= 1e-4, want
-    mm.check_trace(trace, r["trace"], 1e-5)
+    check_vae(live_model("vae", r, tmp_path), r, r["trace"])
 
 
 @pytest.mark.parametrize("name", sorted(mm.VAE_CASES))
@@ -58,8 +40,5 @@ def vae_cases(draw):
 @given(case=vae_cases())
 def test_live_drawn_configs(case, tmp_path_factory):
     oracle("torch"), oracle("diffusers")
-    mm.VAE_CASES["_drawn"] = case
-    try:
-        _compare("_drawn", tmp_path_factory.mktemp("vae"))
-    finally:
-        del mm.VAE_CASES["_drawn"]
+    with drawn_case(mm.VAE_CASES, case) as name:
+        _compare(name, tmp_path_factory.mktemp("vae"))

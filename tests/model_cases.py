@@ -1,0 +1,65 @@
+"""Shared by the UNet and VAE tests: building a model from a diffusers case, and the forward pass
+each case is checked with, against committed arrays (default suite) or a live diffusers run
+(oracle suite). The cases themselves live in tests/fixtures/make_models.py (`mm`)."""
+from __future__ import annotations
+
+import contextlib
+
+from conftest import fixture_script
+from minriff import configs, nn
+from minriff.unet import UNet2DConditionModel
+from minriff.vae import AutoencoderKL
+
+mm = fixture_script("make_models")
+
+_MODELS = {"unet": (UNet2DConditionModel, configs.UNetConfig, "UNet"),
+           "vae": (AutoencoderKL, configs.VAEConfig, "VAE")}
+
+
+def build(area: str, config: dict, weights):
+    model_cls, config_cls, what = _MODELS[area]
+    return nn.load(model_cls(config_cls.from_dict(config)), weights, what=what)
+
+
+def fixture_model(area: str, name: str):
+    """-> (model, arrays, reference trace) for a committed case of tests/fixtures/<area>/."""
+    config, weights, arrays = mm.load_case(area, name)
+    ref_trace = {k[len("trace/"):]: v for k, v in arrays.items() if k.startswith("trace/")}
+    return build(area, config, weights), arrays, ref_trace
+
+
+def live_model(area: str, result: dict, tmp_path):
+    """The model of a live diffusers run, its weights going state dict -> safetensors file ->
+    nn.load: the path a converted checkpoint takes."""
+    from safetensors.numpy import load_file, save_file
+
+    path = tmp_path / f"{area}.safetensors"
+    save_file(result["weights"], str(path))
+    return build(area, result["config"], load_file(str(path)))
+
+
+@contextlib.contextmanager
+def drawn_case(cases: dict, case: dict):
+    """Register a hypothesis-drawn case under a temporary name for mm.run_unet/run_vae."""
+    cases["_drawn"] = case
+    try:
+        yield "_drawn"
+    finally:
+        del cases["_drawn"]
+
+
+def check_unet(model, case: dict, ref_trace: dict) -> None:
+    trace = {}
+    out = model(case["x"], case["t"], case["context"], trace=trace)
+    assert mm.rel_err(out, case["out"]) <= 1e-4
+    mm.check_trace(trace, ref_trace, 1e-5)
+
+
+def check_vae(model, case: dict, ref_trace: dict) -> None:
+    trace = {}
+    mean, logvar = model.encode(case["img"], trace=trace)
+    z = model.sample(mean, logvar, case["noise"])
+    decoded = model.decode(case["z"], trace=trace)
+    for got, want in ((mean, "mean"), (logvar, "logvar"), (z, "z"), (decoded, "decoded")):
+        assert mm.rel_err(got, case[want]) <= 1e-4, want
+    mm.check_trace(trace, ref_trace, 1e-5)
