@@ -28,14 +28,17 @@ def fixture_model(area: str, name: str):
     return build(area, config, weights), arrays, ref_trace
 
 
-def live_model(area: str, result: dict, tmp_path):
-    """The model of a live diffusers run, its weights going state dict -> safetensors file ->
-    nn.load: the path a converted checkpoint takes."""
+def check_live(area: str, name: str, tmp_path) -> None:
+    """Run case `name` in diffusers now and check minriff's model on the same weights, which go
+    state dict -> safetensors file -> nn.load: the path a converted checkpoint takes."""
     from safetensors.numpy import load_file, save_file
 
+    result = getattr(mm, f"run_{area}")(name)
     path = tmp_path / f"{area}.safetensors"
     save_file(result["weights"], str(path))
-    return build(area, result["config"], load_file(str(path)))
+    model = build(area, result["config"], load_file(str(path)))
+    check = check_unet if area == "unet" else check_vae
+    check(model, result, result["trace"])
 
 
 @contextlib.contextmanager

@@ -7,20 +7,15 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import oracle
-from model_cases import check_unet, drawn_case, live_model, mm
+from model_cases import check_live, drawn_case, mm
 
 pytestmark = pytest.mark.oracle
-
-
-def _compare(name, tmp_path):
-    r = mm.run_unet(name)
-    check_unet(live_model("unet", r, tmp_path), r, r["trace"])
 
 
 @pytest.mark.parametrize("name", sorted(mm.UNET_CASES))
 def test_live_matches_diffusers(name, tmp_path):
     oracle("torch"), oracle("diffusers")
-    _compare(name, tmp_path)
+    check_live("unet", name, tmp_path)
 
 
 @st.composite
@@ -48,4 +43,4 @@ def unet_cases(draw):
 def test_live_drawn_configs(case, tmp_path_factory):
     oracle("torch"), oracle("diffusers")
     with drawn_case(mm.UNET_CASES, case) as name:
-        _compare(name, tmp_path_factory.mktemp("unet"))
+        check_live("unet", name, tmp_path_factory.mktemp("unet"))

@@ -6,20 +6,15 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import oracle
-from model_cases import check_vae, drawn_case, live_model, mm
+from model_cases import check_live, drawn_case, mm
 
 pytestmark = pytest.mark.oracle
-
-
-def _compare(name, tmp_path):
-    r = mm.run_vae(name)
-    check_vae(live_model("vae", r, tmp_path), r, r["trace"])
 
 
 @pytest.mark.parametrize("name", sorted(mm.VAE_CASES))
 def test_live_matches_diffusers(name, tmp_path):
     oracle("torch"), oracle("diffusers")
-    _compare(name, tmp_path)
+    check_live("vae", name, tmp_path)
 
 
 @st.composite
@@ -41,4 +36,4 @@ def vae_cases(draw):
 def test_live_drawn_configs(case, tmp_path_factory):
     oracle("torch"), oracle("diffusers")
     with drawn_case(mm.VAE_CASES, case) as name:
-        _compare(name, tmp_path_factory.mktemp("vae"))
+        check_live("vae", name, tmp_path_factory.mktemp("vae"))
