@@ -71,22 +71,30 @@ def test_legacy_format_fixture():
     assert np.array_equal(np.asarray(sd["ids"]), np.arange(4))
 
 
-@settings(max_examples=100)
-@given(data=st.data())
-def test_fuzz_corrupt_legacy_files_only_raise_minriff_errors(tmp_path_factory, data):
-    buf = bytearray(LEGACY.read_bytes())
+def _corrupt(good: bytes, data) -> bytes:
+    """`good` cut short at a drawn length, or with 1-10 drawn bytes overwritten."""
+    buf = bytearray(good)
     if data.draw(st.booleans()):
-        buf = buf[: data.draw(st.integers(0, len(buf) - 1))]
-    else:
-        for _ in range(data.draw(st.integers(1, 10))):
-            buf[data.draw(st.integers(0, len(buf) - 1))] = data.draw(st.integers(0, 255))
-    p = tmp_path_factory.mktemp("lg") / "x.pt"
-    p.write_bytes(bytes(buf))
+        return bytes(buf[: data.draw(st.integers(0, len(buf) - 1))])
+    for _ in range(data.draw(st.integers(1, 10))):
+        buf[data.draw(st.integers(0, len(buf) - 1))] = data.draw(st.integers(0, 255))
+    return bytes(buf)
+
+
+def _read_every_tensor_or_minriff_error(path):
     try:
-        for t in torchpickle.state_dict(torchpickle.load(p)).values():
+        for t in torchpickle.state_dict(torchpickle.load(path)).values():
             np.asarray(t).sum()
     except MinriffError:
         pass
+
+
+@settings(max_examples=100)
+@given(data=st.data())
+def test_fuzz_corrupt_legacy_files_only_raise_minriff_errors(tmp_path_factory, data):
+    p = tmp_path_factory.mktemp("lg") / "x.pt"
+    p.write_bytes(_corrupt(LEGACY.read_bytes(), data))
+    _read_every_tensor_or_minriff_error(p)
 
 
 # ----------------------------------------------------------------------------- hostile pickles
@@ -208,20 +216,9 @@ def test_fuzz_corrupt_pickles_only_raise_minriff_errors(tmp_path_factory, good_c
 @settings(max_examples=100)
 @given(data=st.data())
 def test_fuzz_corrupt_archives_only_raise_minriff_errors(tmp_path_factory, good_ckpt, data):
-    buf = bytearray(good_ckpt)
-    if data.draw(st.booleans()):
-        buf = buf[: data.draw(st.integers(0, len(buf) - 1))]
-    else:
-        for _ in range(data.draw(st.integers(1, 10))):
-            buf[data.draw(st.integers(0, len(buf) - 1))] = data.draw(st.integers(0, 255))
     p = tmp_path_factory.mktemp("fz") / "x.ckpt"
-    p.write_bytes(bytes(buf))
-    try:
-        sd = torchpickle.state_dict(torchpickle.load(p))
-        for t in sd.values():
-            np.asarray(t).sum()
-    except MinriffError:
-        pass
+    p.write_bytes(_corrupt(good_ckpt, data))
+    _read_every_tensor_or_minriff_error(p)
 
 
 def test_storage_bounds_and_missing_entries_are_checked(tmp_path):
