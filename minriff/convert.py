@@ -66,12 +66,7 @@ class Checkpoint:
 def read_tensor_file(path, inert_globals: bool = False) -> dict[str, Ref]:
     """name -> Ref for a safetensors file or a torch checkpoint (told apart by content)."""
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(8)
-    except OSError as e:
-        raise WeightsError(f"cannot open {path}: {e.strerror or e}") from None
-    if magic[:2] == b"PK" or magic[:1] == b"\x80":
+    if torchpickle.checkpoint_kind(path):
         sd = torchpickle.state_dict(torchpickle.load(path, inert_unknown=inert_globals), str(path))
         return {k: Ref(t.shape, t.numpy, t.release) for k, t in sd.items()}
     st = SafetensorsFile(path)

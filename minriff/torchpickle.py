@@ -403,19 +403,28 @@ def _unpickle_stream(f, archive, where: str, inert_unknown: bool = False):
         raise WeightsError(f"{where}: corrupt checkpoint pickle ({type(e).__name__}: {e})") from None
 
 
+def checkpoint_kind(path) -> str | None:
+    """"zip" (torch >= 1.6) or "legacy" (a bare pickle stream) by the file's first bytes; None
+    for anything else (e.g. safetensors)."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(2)
+    except OSError as e:
+        raise WeightsError(f"cannot open {path}: {e.strerror or e}") from None
+    if magic == b"PK":
+        return "zip"
+    if magic[:1] == b"\x80":
+        return "legacy"
+    return None
+
+
 def load(path, inert_unknown: bool = False):
     """The unpickled object of a torch checkpoint (LazyTensors in place of tensors)."""
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(4)
-    except OSError as e:
-        raise WeightsError(f"cannot open {path}: {e.strerror or e}") from None
-    if magic.startswith(b"PK"):
-        return TorchZip(path).load(inert_unknown)
-    if magic[:1] == b"\x80":
-        return LegacyFile(path).load(inert_unknown)
-    raise WeightsError(f"{path}: not a torch checkpoint (no zip signature)")
+    kind = checkpoint_kind(path)
+    if kind is None:
+        raise WeightsError(f"{path}: not a torch checkpoint (no zip signature)")
+    return (TorchZip if kind == "zip" else LegacyFile)(path).load(inert_unknown)
 
 
 def state_dict(obj, where: str = "checkpoint") -> dict:
