@@ -8,11 +8,10 @@ that the bench itself is exercised, and labelled as such."""
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 
-from .common import emit
+from .common import emit, timeit
 
 
 def _cases(F, quick: bool, tiny: bool):
@@ -69,16 +68,6 @@ def _gpu_time(fn, repeat: int) -> float:
     return float(np.median(times))
 
 
-def _cpu_time(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
 def run(args) -> int:
     from minriff import kernels
     from minriff.kernels.cuda import loader
@@ -100,7 +89,7 @@ def run(args) -> int:
         print("No GPU here (or MINRIFF_CUDA_EMULATE=1): CUDA kernel timings need a GPU host with CuPy.\n"
               "Below: the CPU *emulator* at 1/8 of the SD sizes, only to exercise the bench; these\n"
               "numbers say nothing about GPU speed.")
-        timer, title, peak = _cpu_time, "minriff bench ops --backend cuda (EMULATOR on the CPU, not GPU timings)", None
+        timer, title, peak = timeit, "minriff bench ops --backend cuda (EMULATOR on the CPU, not GPU timings)", None
         extra = {"device": "emulator (CPU)", "shapes": "1/8 of the names' sizes"}
         repeat = args.repeat or 1
         cases = _cases(F, quick, tiny=True)
