@@ -12,13 +12,17 @@ Usage:
     F = kernels.ops("cpu")          # namespace of ops for one backend
     kernels.backend("cpu")          # choose the backend model code uses
     F = kernels.ops()               # ... the chosen one
-    kernels.register("cpu", "softmax", my_softmax)   # swap one op
+    kernels.register("cpu", "softmax", my_softmax)   # swap one op (until unregister)
+    with kernels.override("cpu", "softmax", my_softmax) as F:
+        ...                         # swapped inside the block only; the previous op (built-in or
+                                    # an earlier register) is back afterwards, even on an exception
 
 Every op goes through the shape checks in `checks.py` before reaching the backend, so a
 replacement kernel gets the same clear `ValueError`s for bad input as the built-in ones.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import types
 
@@ -100,3 +104,29 @@ def register(backend_name: str, op: str, fn) -> None:
 def unregister(backend_name: str, op: str) -> None:
     _overrides[backend_name].pop(op, None)
     _cache.pop(backend_name, None)
+
+
+_BUILT_IN = object()
+
+
+@contextlib.contextmanager
+def override(backend_name: str, op: str, fn):
+    """`with override("cpu", "softmax", fn) as F:` — `fn` replaces the op for the block (behind the
+    same shape checks; F is the backend's namespace with it). On leaving, normally or by an
+    exception, the op is whatever it was before: the built-in or an earlier `register`/`override`.
+    Blocks nest. Model code looks ops up per call (`kernels.ops()`), so it sees the swap; a
+    namespace fetched *before* the block keeps the old functions."""
+    if not callable(fn):
+        raise TypeError(f"override({backend_name!r}, {op!r}, ...): the replacement must be callable, "
+                        f"got {type(fn).__name__}")
+    if backend_name not in BACKENDS:
+        raise ValueError(f"unknown kernel backend {backend_name!r}")
+    previous = _overrides[backend_name].get(op, _BUILT_IN)
+    register(backend_name, op, fn)
+    try:
+        yield ops(backend_name)
+    finally:
+        if previous is _BUILT_IN:
+            unregister(backend_name, op)
+        else:
+            register(backend_name, op, previous)

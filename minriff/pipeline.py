@@ -10,6 +10,11 @@ Three ways to make a spectrogram:
 - `interpolate_styles`: between two prompts/seeds (lerp of text states, slerp of noises);
 - `riffuse`: one request of the original Riffusion server (reference/riffusion.md §2.3-2.5).
 
+All three take `callback=fn`: `fn(step_index, total_steps, timestep, latents)` runs after every
+denoising step (index 0 .. total_steps - 1; total_steps is the number of steps actually run, fewer
+than `steps` for image-to-image); `latents` (1, 4, 64, W/8) is a read-only view, so copy it to keep
+it (`latents.copy()`). The return value is ignored; an exception raised in it stops the run.
+
 Image geometry: height is always 512 px (the mel bins); width follows the duration at 10 ms per
 pixel, rounded *up* to a multiple of 64 px (`image_width`): 5 s -> 512 px, which converts to
 (512 - 1) * 10 ms = 5.11 s of audio. 64 px = 8 latent columns is what the Stable Diffusion v1 UNet
@@ -125,6 +130,13 @@ def check_strength(strength, what="denoising strength") -> float:
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 < strength <= 1.0:
         raise InputError(f"{what} must be a number in (0, 1], got {strength!r}")
     return float(strength)
+
+
+def check_callback(callback):
+    if callback is not None and not callable(callback):
+        raise InputError(f"callback must be a function called as callback(step_index, total_steps, timestep, "
+                         f"latents), got {type(callback).__name__}")
+    return callback
 
 
 def random_seed() -> int:
@@ -257,14 +269,19 @@ class Riffusion:
         both = np.concatenate([uncond, cond]) if guidance > 1.0 else cond
         return self.F.asarray(both.astype(np.float32))
 
-    def _denoise(self, sched, timesteps, latents, context, guidance, label, after_step=None, generator=None):
+    def _denoise(self, sched, timesteps, latents, context, guidance, label, after_step=None, generator=None,
+                 callback=None):
         bar = Progress(len(timesteps), label, self.quiet)
-        for t in timesteps:
+        for i, t in enumerate(timesteps):
             x_in = sched.scale_model_input(latents, t)
             eps = self._eps(np.asarray(x_in, dtype=np.float32), t, context, guidance)
             latents = np.asarray(sched.step(eps, t, latents, generator=generator), dtype=np.float32)
             if after_step is not None:
                 latents = after_step(latents, t)
+            if callback is not None:
+                seen = latents.view()
+                seen.flags.writeable = False  # the callback may look, not change the run
+                callback(i, len(timesteps), t.item() if hasattr(t, "item") else t, seen)
             bar.update()
         return latents
 
@@ -278,12 +295,15 @@ class Riffusion:
     # ---- text -> spectrogram --------------------------------------------------------------------
     def generate_spectrogram(self, prompt: str, negative_prompt: str | None = None, duration_s: float = 5.0,
                              steps: int = 30, guidance: float = 7.0, seed: int | None = None,
-                             scheduler: str = "dpmpp2m", init_image=None, strength: float = 0.75) -> np.ndarray:
+                             scheduler: str = "dpmpp2m", init_image=None, strength: float = 0.75,
+                             callback=None) -> np.ndarray:
         """Text -> (512, W, 3) uint8 spectrogram. With `init_image` (a 512-px-high spectrogram) this is
         image-to-image at `strength` (diffusers' img2img schedule) and the width is the image's.
+        `callback(step_index, total_steps, timestep, latents)` after each step (module docstring).
         The seed used is kept in `self.last_seed`."""
         check_prompt(prompt)
         check_common(steps, guidance, scheduler)
+        check_callback(callback)
         from . import schedulers
         from .rng import Generator
 
@@ -306,26 +326,29 @@ class Riffusion:
             noise = gen.randn(z.shape)
             latents = np.asarray(sched.add_noise(z, noise, timesteps[0]), dtype=np.float32)
         latents = self._denoise(sched, timesteps, latents.astype(np.float32), context, guidance,
-                                "denoising", generator=gen)
+                                "denoising", generator=gen, callback=callback)
         image = self.decode_latents(latents)
         return image if init_image is None else fit_width(image, width)
 
     def interpolate_styles(self, prompt_a: str, prompt_b: str, alpha: float, seed_a: int = 42,
                            seed_b: int | None = None, negative_prompt: str | None = None,
                            duration_s: float = 5.0, steps: int = 30, guidance: float = 7.0,
-                           scheduler: str | None = None, seed_image=None, denoising: float = 0.75) -> np.ndarray:
+                           scheduler: str | None = None, seed_image=None, denoising: float = 0.75,
+                           callback=None) -> np.ndarray:
         """A spectrogram between two prompts: text states lerped, the two seeds' noises slerped, at
         `alpha` (0 = A, 1 = B). With `seed_image` it is exactly `riffuse` (img2img at `denoising`).
-        scheduler: default dpmpp2m from noise, pndm (the original's) with a seed image."""
+        scheduler: default dpmpp2m from noise, pndm (the original's) with a seed image.
+        `callback(step_index, total_steps, timestep, latents)` after each step (module docstring)."""
         scheduler = scheduler or ("pndm" if seed_image is not None else "dpmpp2m")
         from .riffuse import PromptInput
 
         alpha = check_alpha(alpha)
+        check_callback(callback)
         seed_b = seed_a if seed_b is None else seed_b
         if seed_image is not None:
             a = PromptInput(prompt_a, int(seed_a), negative_prompt, denoising, guidance)
             b = PromptInput(prompt_b, int(seed_b), negative_prompt, denoising, guidance)
-            return self.riffuse(a, b, alpha, seed_image, steps=steps, scheduler=scheduler)
+            return self.riffuse(a, b, alpha, seed_image, steps=steps, scheduler=scheduler, callback=callback)
         check_prompt(prompt_a, "prompt A")
         check_prompt(prompt_b, "prompt B")
         check_common(steps, guidance, scheduler)
@@ -338,11 +361,12 @@ class Riffusion:
         context = self._context(cond, self.encode_prompt(negative_prompt or ""), guidance)
         sched = self.make_scheduler(scheduler, steps)
         latents = noise * np.float32(sched.init_noise_sigma)
-        latents = self._denoise(sched, list(sched.timesteps), latents, context, guidance, "denoising", generator=gen)
+        latents = self._denoise(sched, list(sched.timesteps), latents, context, guidance, "denoising", generator=gen,
+                                callback=callback)
         return self.decode_latents(latents)
 
     def riffuse(self, start, end, alpha: float, seed_image, mask=None, steps: int = 50,
-                scheduler: str = "pndm") -> np.ndarray:
+                scheduler: str = "pndm", callback=None) -> np.ndarray:
         """One request of the original Riffusion server (reference/riffusion.md §2.3-2.5).
 
         start/end: `riffuse.PromptInput` or dicts with its fields. Text states, guidance and denoising
@@ -350,7 +374,9 @@ class Riffusion:
         sample drawn from a fresh generator seeded with start.seed), noised to the original's start
         timestep and denoised; a mask (black keeps the seed, white regenerates) blends latents after
         every step. Negative prompts, which the original ignored, are honoured (lerped too).
-        With a scheduler other than pndm the noise level and steps follow diffusers' img2img instead."""
+        With a scheduler other than pndm the noise level and steps follow diffusers' img2img instead.
+        `callback(step_index, total_steps, timestep, latents)` after each step (module docstring; with
+        a mask it sees the blended latents)."""
         from . import schedulers
         from .riffuse import PromptInput
         from .rng import Generator
@@ -358,6 +384,7 @@ class Riffusion:
         start = start if isinstance(start, PromptInput) else PromptInput.from_dict(start, "start")
         end = end if isinstance(end, PromptInput) else PromptInput.from_dict(end, "end")
         alpha = check_alpha(alpha)
+        check_callback(callback)
         for p, name in ((start, "start"), (end, "end")):
             check_prompt(p.prompt, f"{name} prompt")
             check_common(steps, p.guidance, scheduler)
@@ -396,7 +423,7 @@ class Riffusion:
             return kept * keep + x * (1.0 - keep)
 
         latents = self._denoise(sched, timesteps, latents, context, guidance, "riffusing",
-                                after_step=blend if keep is not None else None, generator=gen_a)
+                                after_step=blend if keep is not None else None, generator=gen_a, callback=callback)
         return fit_width(self.decode_latents(latents), width)
 
     # ---- spectrogram <-> audio ------------------------------------------------------------------

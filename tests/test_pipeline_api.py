@@ -160,3 +160,105 @@ def test_wide_images_convert_in_crossfaded_pieces(riff, monkeypatch):
 
     noise = np.random.default_rng(0).standard_normal(whole.shape).astype(np.float32) * 0.1
     assert err(pieces) < err(whole) + 3 and err(pieces) < 0.8 * err(noise)
+
+
+# ---- per-step callback
+
+
+class Recorder:
+    """A callback keeping what it was given (latents copied: it receives a read-only view)."""
+
+    def __init__(self, try_to_write=False):
+        self.calls, self.try_to_write, self.write_refused = [], try_to_write, 0
+
+    def __call__(self, step_index, total_steps, timestep, latents):
+        self.calls.append((step_index, total_steps, timestep, latents.copy()))
+        if self.try_to_write:
+            try:
+                latents[...] = 0.0
+            except ValueError:
+                self.write_refused += 1
+
+    @property
+    def indices(self):
+        return [c[0] for c in self.calls]
+
+
+def test_callback_sees_every_step_and_changes_nothing(riff):
+    from minriff import schedulers
+
+    kw = dict(duration_s=0.64, steps=3, guidance=7.0, seed=3, scheduler="ddim")
+    plain = riff.generate_spectrogram("x", **kw)
+    rec = Recorder(try_to_write=True)
+    with_callback = riff.generate_spectrogram("x", callback=rec, **kw)
+    assert np.array_equal(with_callback, plain)
+    assert rec.indices == [0, 1, 2] and all(c[1] == 3 for c in rec.calls)
+    assert rec.write_refused == 3  # the view is read-only
+    sched = schedulers.make("ddim", riff.scheduler_config)
+    sched.set_timesteps(3)
+    assert [c[2] for c in rec.calls] == [int(t) for t in sched.timesteps]
+    assert all(isinstance(c[2], (int, float)) for c in rec.calls)
+    # the last step's latents are what gets decoded
+    assert rec.calls[-1][3].shape == (1, 4, 64, 8)
+    assert np.array_equal(riff.decode_latents(rec.calls[-1][3]), plain)
+    assert not np.array_equal(rec.calls[0][3], rec.calls[-1][3])
+
+
+def test_callback_total_is_the_steps_actually_run_in_img2img(riff):
+    img = seed_image()
+    rec = Recorder()
+    out = riff.generate_spectrogram("x", init_image=img, strength=0.5, steps=4, seed=1, callback=rec)
+    assert rec.indices == [0, 1] and all(c[1] == 2 for c in rec.calls)
+    assert np.array_equal(out, riff.generate_spectrogram("x", init_image=img, strength=0.5, steps=4, seed=1))
+
+
+def test_callback_in_interpolate_and_riffuse(riff):
+    kw = dict(duration_s=0.64, steps=2, guidance=7.0)
+    rec = Recorder(try_to_write=True)
+    out = riff.interpolate_styles("rock guitar", "calm violin", 0.5, seed_a=5, seed_b=9, callback=rec, **kw)
+    assert rec.indices == [0, 1] and rec.write_refused == 2
+    assert np.array_equal(out, riff.interpolate_styles("rock guitar", "calm violin", 0.5, seed_a=5, seed_b=9, **kw))
+
+    img = seed_image()
+    mask = np.zeros_like(img)
+    mask[:, 32:] = 255
+    rec = Recorder(try_to_write=True)
+    out = riff.riffuse(A, B, 0.5, img, mask=mask, steps=4, callback=rec)
+    n = len(rec.calls)
+    assert n >= 1 and rec.indices == list(range(n)) and all(c[1] == n for c in rec.calls)
+    assert rec.write_refused == n
+    assert np.array_equal(out, riff.riffuse(A, B, 0.5, img, mask=mask, steps=4))
+    timesteps = [c[2] for c in rec.calls]
+    assert timesteps == sorted(timesteps, reverse=True)  # PNDM repeats its first timestep: non-increasing
+    # interpolate_styles with a seed image is riffuse, callback included
+    rec2 = Recorder()
+    riff.interpolate_styles("rock guitar", "calm violin", 0.5, seed_a=5, seed_b=9, steps=4, seed_image=img,
+                            callback=rec2)
+    assert rec2.indices == list(range(len(rec2.calls))) and len(rec2.calls) >= 1
+
+
+def test_an_exception_in_the_callback_stops_the_run(riff):
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def stop_after_two(i, n, t, latents):
+        seen.append(i)
+        if i == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        riff.generate_spectrogram("x", duration_s=0.64, steps=5, seed=0, callback=stop_after_two)
+    assert seen == [0, 1]
+
+
+@pytest.mark.parametrize("call", [
+    lambda r, cb: r.generate_spectrogram("x", steps=1, callback=cb),
+    lambda r, cb: r.interpolate_styles("a", "b", 0.5, steps=1, callback=cb),
+    lambda r, cb: r.riffuse(A, B, 0.5, seed_image(), steps=1, callback=cb),
+])
+@pytest.mark.parametrize("bad", [5, "print", [print]])
+def test_a_callback_that_is_not_callable_is_an_input_error(riff, call, bad):
+    with pytest.raises(InputError, match=r"callback must be a function .* got " + type(bad).__name__):
+        call(riff, bad)

@@ -345,3 +345,93 @@ def test_fuzz_stored_configs_only_raise_minriff_errors(tmp_path_factory, tiny_fi
         weights.load_models(p)
     except MinriffError:
         pass
+
+
+# ----------------------------------------------------------------------------- init_random / random_models
+
+
+def _nan_filled(module):
+    """Every parameter NaN first, so a parameter init_random skips cannot pass as 'set'."""
+    return module.apply_to_parameters(lambda p: np.full(p.shape, np.nan, np.float32))
+
+
+def _tiny_unet():
+    from minriff.unet import UNet2DConditionModel
+
+    return _nan_filled(UNet2DConditionModel(TINY.unet))
+
+
+@pytest.mark.parametrize("pool_size", [weights.POOL_SIZE, 5000])  # 5000: windows of a shared pool
+def test_init_random_is_deterministic_per_seed(pool_size):
+    a, b, c = (dict(weights.init_random(_tiny_unet(), seed=s, pool_size=pool_size).named_parameters())
+               for s in (1, 1, 2))
+    for key in a:
+        assert np.array_equal(a[key], b[key]), key
+    differ = [key for key in a if not np.array_equal(a[key], c[key])]
+    assert len(differ) == len(a)
+
+
+@pytest.mark.parametrize("pool_size", [weights.POOL_SIZE, 5000])
+def test_init_random_sets_every_parameter(pool_size):
+    from minriff.clip import CLIPTextModel
+    from minriff.vae import AutoencoderKL
+
+    for module in (_tiny_unet(), _nan_filled(CLIPTextModel(TINY.text_encoder)), _nan_filled(AutoencoderKL(TINY.vae))):
+        weights.init_random(module, seed=0, pool_size=pool_size)
+        for key, p in module.named_parameters():
+            assert p.dtype == np.float32 and np.isfinite(p).all(), key
+            assert np.count_nonzero(p) == p.size, key  # normals are never exactly 0
+
+
+def test_init_random_scales_by_fan_in():
+    unet = weights.init_random(_tiny_unet(), seed=0)
+    checked = 0
+    for key, p in unet.named_parameters():
+        if p.ndim >= 2 and p.size >= 2000:
+            fan_in = p.size // p.shape[0]  # Linear (out, in): in; Conv2d (out, in, kh, kw): in·kh·kw
+            assert abs(p.std() * np.sqrt(fan_in) - 1) < 0.1, (key, p.shape, p.std())
+            assert abs(p.mean()) * np.sqrt(fan_in) < 0.1, key
+            checked += 1
+        elif p.ndim == 1 and key.endswith("bias"):
+            assert np.abs(p).max() < 0.5, key
+    assert checked >= 10
+    norms = np.concatenate([p for k, p in unet.named_parameters() if k.endswith("norm1.weight")])
+    assert abs(norms.mean() - 1) < 0.02 and 0.03 < norms.std() < 0.07
+    biases = np.concatenate([p for k, p in unet.named_parameters() if k.endswith("bias")])
+    assert abs(biases.mean()) < 0.005 and 0.04 < biases.std() < 0.06
+    # a fixed std instead of fan-in scaling
+    conv = weights.init_random(_tiny_unet(), seed=0, std=0.02).down_blocks[0].resnets[0].conv1.weight
+    assert abs(conv.std() - 0.02) < 0.003
+
+
+def test_random_models_is_a_runnable_model_dict(tiny_file):
+    m = weights.random_models("tiny", seed=0)
+    loaded = weights.load_models(tiny_file)
+    assert set(m) == set(loaded)
+    assert m["config"] == weights.random_models(TINY)["config"] == loaded["config"]
+    for name in ("text_encoder", "unet", "vae"):
+        assert m[name].parameter_shapes() == loaded[name].parameter_shapes()
+    assert m["scheduler_config"] == loaded["scheduler_config"]
+    ids = m["tokenizer"]("a funky bass line")
+    assert np.array_equal(ids, loaded["tokenizer"]("a funky bass line"))
+    states = m["text_encoder"](ids)
+    assert states.shape == (1, 77, TINY.text_encoder.hidden_size) and np.isfinite(states).all()
+
+
+def test_random_models_per_seed():
+    a, b, c = (weights.random_models("tiny", seed=s) for s in (4, 4, 5))
+    key = "decoder.conv_in.weight"
+    assert np.array_equal(a["vae"].decoder.conv_in.weight, b["vae"].decoder.conv_in.weight), key
+    assert not np.array_equal(a["vae"].decoder.conv_in.weight, c["vae"].decoder.conv_in.weight), key
+    # each component draws its own stream: the first values of the three pools differ
+    firsts = [next(iter(a[n].named_parameters()))[1].ravel()[:4] for n in ("text_encoder", "unet", "vae")]
+    assert all(not np.allclose(firsts[i], firsts[j]) for i in range(3) for j in range(i))
+
+
+@pytest.mark.parametrize("config,match", [("medium", "unknown config preset 'medium'"),
+                                          (42, "must be a ModelConfig or a preset name")])
+def test_random_models_bad_config(config, match):
+    from minriff.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        weights.random_models(config)

@@ -13,18 +13,19 @@ What you will see:
   1. the same op on `ref` (float64) and `cpu` (float32): how far apart they are;
   2. attention: the reference forms the whole (Tq, Tk) score matrix; the cpu kernel visits the
      keys tile by tile with an *online softmax*. We write that algorithm in 15 lines of NumPy;
-  3. `kernels.register`: wrap every op to count what a tiny UNet calls and time it; then swap in
-     a replacement kernel (GELU with the tanh approximation), measure how much the UNet's output
-     moves, and `kernels.unregister` it.
+  3. `kernels.override`: wrap every op to count what a tiny UNet calls and time it; then swap in
+     a replacement kernel (GELU with the tanh approximation) for one `with` block and measure how
+     much the UNet's output moves.
 
 Run:  python tutorials/01_kernels.py      (about 10 s; writes nothing)
 """
+import contextlib
 import json
 import time
 
 import numpy as np
 
-from minriff import kernels, nn
+from minriff import kernels, weights
 from minriff.configs import TINY
 from minriff.unet import UNet2DConditionModel
 
@@ -94,18 +95,10 @@ for name, err in attention_errors.items():
 
 # ------------------------------------------------------------------ 3. swap a kernel under the UNet
 # A tiny UNet (configs.TINY: the structure of Stable Diffusion's UNet, ~50 thousand parameters).
-# Its parameters have the names of the checkpoint keys; we fill them with random values
-# (scaled by 1/√fan_in so activations stay of order 1 and the kernels have something to do).
-unet = UNet2DConditionModel(TINY.unet)
-
-
-def random_value(key, shape):
-    if len(shape) == 1:  # norm scales = 1, biases small
-        return np.ones(shape) if "norm" in key else 0.1 * rng.standard_normal(shape)
-    return rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))
-
-
-nn.load(unet, {key: random_value(key, shape) for key, shape in unet.parameter_shapes().items()}, what="tiny UNet")
+# Its parameters have the names of the checkpoint keys; `weights.init_random` fills them with random
+# values (weights scaled by 1/√fan_in so activations stay of order 1 and the kernels have something
+# to do; norm scales about 1, biases small).
+unet = weights.init_random(UNet2DConditionModel(TINY.unet), seed=0)
 ff_key = "down_blocks.0.attentions.0.transformer_blocks.0.ff.net.0.proj.weight"
 print(f"3. tiny UNet: {unet.num_parameters()} parameters, e.g. {ff_key} {unet.parameter_shapes()[ff_key]}")
 
@@ -114,8 +107,11 @@ text = rng.standard_normal((1, 77, TINY.unet.cross_attention_dim)).astype(np.flo
 kernels.backend("cpu")
 baseline = unet(latents, 500, text)  # predicted noise, (1, 4, 32, 32)
 
-# Which ops does the UNet call, and where does the time go? Register a wrapper around every op
-# (`cpu.<op>_unchecked` is the backend's own function), run once, unregister.
+# Which ops does the UNet call, and where does the time go? `kernels.override(backend, op, fn)`
+# replaces one op for the duration of a `with` block (the shape checks still run in front of it)
+# and puts back what was there before when the block ends, even if it ends with an exception.
+# We wrap every op (`cpu.<op>_unchecked` is the backend's own function); an ExitStack holds the
+# twelve overrides open together and closes them all at its end.
 calls, seconds = {}, {}
 
 
@@ -129,11 +125,10 @@ def counted(op, fn):
     return wrapper
 
 
-for op in kernels.OP_NAMES:
-    kernels.register("cpu", op, counted(op, getattr(cpu, op + "_unchecked")))
-unet(latents, 500, text)
-for op in kernels.OP_NAMES:
-    kernels.unregister("cpu", op)
+with contextlib.ExitStack() as overrides:
+    for op in kernels.OP_NAMES:
+        overrides.enter_context(kernels.override("cpu", op, counted(op, getattr(cpu, op + "_unchecked"))))
+    unet(latents, 500, text)
 slowest_first = sorted(calls, key=seconds.get, reverse=True)
 print("   op calls in one UNet forward:",
       ", ".join(f"{op} {calls[op]}× {seconds[op] * 1e3:.0f} ms" for op in slowest_first))
@@ -161,16 +156,17 @@ def relative_change(y):
 
 # Swapping `gelu` alone does nothing to the UNet: its feed-forward calls the fused op `geglu`
 # (a · gelu(b) in one pass). Knowing which op a model really calls is half of kernel work.
-kernels.register("cpu", "gelu", lambda x: gelu_tanh(x).astype(np.float32))
-change_gelu_only = relative_change(unet(latents, 500, text))
-kernels.register("cpu", "geglu", geglu_tanh)
-change_geglu = relative_change(unet(latents, 500, text))
-kernels.unregister("cpu", "gelu")
-kernels.unregister("cpu", "geglu")
+# Overrides nest: inside the inner block both replacements are active.
+with kernels.override("cpu", "gelu", lambda x: gelu_tanh(x).astype(np.float32)):
+    change_gelu_only = relative_change(unet(latents, 500, text))
+    with kernels.override("cpu", "geglu", geglu_tanh):
+        change_geglu = relative_change(unet(latents, 500, text))
 restored = bool(np.array_equal(unet(latents, 500, text), baseline))
 print(f"   UNet output, relative change with gelu -> tanh gelu : {change_gelu_only:.1e}")
 print(f"   UNet output, relative change with geglu -> tanh geglu: {change_geglu:.1e}")
-print(f"   after unregister, output bit-identical to before   : {restored}")
+print(f"   after the with blocks, output bit-identical to before: {restored}")
+# (`kernels.register` / `kernels.unregister` do the same without a block: the replacement stays
+# until you unregister it.)
 
 print("RESULT " + json.dumps({
     "op_max_err": op_errors, "attention_max_err": attention_errors, "gelu_tanh_max_err": gelu_tanh_err,

@@ -10,7 +10,8 @@ Riffusion is Stable Diffusion v1.5 fine-tuned on spectrogram images. Generating 
 
 We do each stage by hand with a *tiny random* model (configs.TINY: the same structure, hidden size
 16 instead of 768). Its output is noise, not music, but every shape, formula and code path is the
-real one. At the end the hand-made loop is checked against the `minriff.Riffusion` pipeline.
+real one. At the end the hand-made loop is checked against the `minriff.Riffusion` pipeline, step
+by step, through the pipeline's per-step `callback`.
 
 Run:  python tutorials/02_one_diffusion_step.py   (about 10 s; writes into $MINRIFF_TUTORIAL_OUT
       or a temporary folder: tiny.safetensors, spectrogram.png)
@@ -36,6 +37,7 @@ WIDTH = 64  # image columns; 10 ms each (0.64 s of audio). The real default is 5
 # ------------------------------------------------------------------ 0. a tiny random model
 # The same as the shell command `minriff init-random --config tiny -o tiny.safetensors`: one
 # safetensors file with all three models, their configs, the tokenizer and the scheduler config.
+# (`weights.random_models("tiny")` gives the same kind of dict in memory, without a file.)
 path = OUT / "tiny.safetensors"
 cli.main(["init-random", "--config", "tiny", "--dtype", "fp32", "-o", str(path)])
 models = weights.load_models(path)
@@ -107,10 +109,12 @@ step_err = float(np.max(np.abs(x_prev_by_hand - x_prev)))
 print(f"5. ā_{t} = {a_t:.4f} (signal {np.sqrt(a_t):.2f}, noise {np.sqrt(1 - a_t):.2f}), ā_{t_prev} = {a_prev:.4f}")
 print(f"   x_{t} -> x_{t_prev} by hand vs sched.step: max |difference| {step_err:.1e}")
 
-# The rest of the loop is the same two lines per timestep:
+# The rest of the loop is the same two lines per timestep (we keep every step's latents for section 7):
 x = x_prev
+hand_latents = [x]
 for t in sched.timesteps[1:]:
     x = sched.step(guided_noise(x, t)[0], t, x)
+    hand_latents.append(x)
 
 # ------------------------------------------------------------------ 6. VAE decode -> spectrogram image
 # The UNet's latents are the VAE's latents times scaling_factor (0.18215 ≈ 1 / their standard
@@ -124,12 +128,27 @@ shapes["image"] = image.shape
 # ------------------------------------------------------------------ 7. the same with the pipeline
 # Riffusion.generate_spectrogram runs exactly this (plus prompt weighting, which with no
 # "(word:1.5)" syntax changes nothing): same seed, scheduler and steps -> the same image.
+# `callback` lets us look inside its loop: it is called after every denoising step with the step's
+# index, the number of steps, the timestep and the latents. The latents are a read-only view of the
+# pipeline's own array (the callback cannot change the run), so we keep copies.
+pipeline_latents = []
+
+
+def watch(step_index, total_steps, timestep, latents):
+    pipeline_latents.append(latents.copy())
+    print(f"   step {step_index + 1}/{total_steps} t={timestep}: latents std {latents.std():.3f}")
+
+
 riff = Riffusion(models, quiet=True)
+print("7. the pipeline, watched through its callback:")
 pipeline_image = riff.generate_spectrogram(PROMPT, seed=SEED, steps=STEPS, scheduler="ddim",
-                                           guidance=GUIDANCE, duration_s=WIDTH / 100)
+                                           guidance=GUIDANCE, duration_s=WIDTH / 100, callback=watch)
+step_diffs = [float(np.max(np.abs(ours - theirs))) for ours, theirs in zip(hand_latents, pipeline_latents)]
 pipeline_diff = int(np.max(np.abs(pipeline_image.astype(int) - image.astype(int))))
-print(f"7. pipeline image {pipeline_image.shape}, max pixel difference to ours: {pipeline_diff}")
+print(f"   max latent difference to our loop per step: {step_diffs}")
+print(f"   pipeline image {pipeline_image.shape}, max pixel difference to ours: {pipeline_diff}")
 
 print("RESULT " + json.dumps({"shapes": {k: list(v) for k, v in shapes.items()}, "timesteps": sched.timesteps.tolist(),
                               "step_max_err": step_err, "text_effect": text_effect,
+                              "pipeline_steps_seen": len(pipeline_latents), "pipeline_step_max_latent_diff": step_diffs,
                               "pipeline_max_pixel_diff": pipeline_diff}))

@@ -3,8 +3,9 @@
 the same weights (shared memory, same thread count) when torch is installed, as a ratio
 torch_time / minriff_time (> 1: minriff is faster); peak RSS after each part.
 
-Random weights are drawn in NumPy with fan-in scaling so activations stay O(1) through the
-network (values are tiled from one random pool: generating 860 M normals would dominate the run).
+Random weights come from `minriff.weights.init_random`: fan-in scaling so activations stay O(1)
+through the network, values tiled from one random pool (generating 860 M normals would dominate
+the run).
 """
 from __future__ import annotations
 
@@ -15,25 +16,8 @@ import numpy as np
 
 from .. import configs, kernels
 from ..unet import UNet2DConditionModel
+from ..weights import init_random
 from .common import emit, peak_rss_mb, timeit, torch_or_none
-
-
-def init_random(module, seed: int = 0, pool_size: int = 1 << 24):
-    """Fill every parameter of `module` in place: weights ~ N(0, 1/fan_in) (tiled from a
-    shared pool of normals), norm weights 1 + small noise, biases small noise."""
-    rng = np.random.default_rng(seed)
-    pool = rng.standard_normal(pool_size, dtype=np.float32)
-    for name, p in module.named_parameters():
-        n = int(np.prod(p.shape))
-        start = int(rng.integers(0, pool_size - min(n, pool_size) + 1))
-        vals = (pool[start:start + n] if n <= pool_size else np.resize(pool, n)).reshape(p.shape)
-        if p.ndim == 1:
-            base = 1.0 if "norm" in name.rsplit(".", 2)[-2] and name.endswith("weight") else 0.0
-            value = base + 0.05 * vals
-        else:
-            value = vals * np.float32(1.0 / np.sqrt(n / p.shape[0]))
-        module._set(name, np.ascontiguousarray(value, dtype=np.float32))
-    return module
 
 
 def _minriff_unet(args):
