@@ -27,10 +27,11 @@ def unet_cases(draw):
     down = tuple("CrossAttnDownBlock2D" if c else "DownBlock2D" for c in cross)
     up = tuple("CrossAttnUpBlock2D" if c else "UpBlock2D" for c in reversed(cross))
     heads = tuple(draw(st.sampled_from([h for h in (1, 2) if c % h == 0])) for c in ch)
+    # freq_shift 1 on a 2-wide time embedding (ch[0] == 2) divides by zero: the kernels refuse it
     config = dict(block_out_channels=ch, layers_per_block=draw(st.integers(1, 2)), norm_num_groups=groups,
                   down_block_types=down, up_block_types=up, attention_head_dim=heads,
                   cross_attention_dim=draw(st.integers(3, 9)), use_linear_projection=draw(st.booleans()),
-                  flip_sin_to_cos=draw(st.booleans()), freq_shift=draw(st.integers(0, 1)),
+                  flip_sin_to_cos=draw(st.booleans()), freq_shift=draw(st.integers(0, 1 if ch[0] > 2 else 0)),
                   downsample_padding=draw(st.integers(0, 1)))
     d = 2 ** (n - 1)
     hw = (d * draw(st.integers(1, 3)), d * draw(st.integers(1, 3)))
