@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from minriff import configs, kernels, nn
-from minriff.bench.unet import init_random
+from minriff.weights import init_random
 from minriff.errors import ConfigError, InputError, WeightsError
 from minriff.unet import UNet2DConditionModel
 from model_cases import check_unet, fixture_model, mm

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from minriff import configs
-from minriff.bench.unet import init_random
+from minriff.weights import init_random
 from minriff.errors import ConfigError, InputError
 from minriff.vae import AutoencoderKL
 from model_cases import check_vae, fixture_model, mm

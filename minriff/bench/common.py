@@ -99,9 +99,16 @@ class ChildTimer:
             return "error", f"child process exited (code {self._proc.exitcode})"
 
     def time(self, key) -> float:
-        self._conn.send(key)
+        return self._ask("time", key)
+
+    def value(self, key):
+        """Run the callable once more and return its result (pickled across)."""
+        return self._ask("value", key)
+
+    def _ask(self, what, key):
+        self._conn.send((what, key))
         kind, value = self._recv()
-        if kind != "time":
+        if kind != what:
             raise RuntimeError(f"benchmark child process: {value}")
         return value
 
@@ -124,10 +131,14 @@ def _child_main(conn, factory, args, threads):
     conn.send(("ready", list(fns)))
     warm = set()
     while True:
-        key = conn.recv()
-        if key is None:
+        msg = conn.recv()
+        if msg is None:
             return
+        what, key = msg
         try:
+            if what == "value":
+                conn.send(("value", fns[key]()))
+                continue
             if key not in warm:
                 fns[key]()
                 warm.add(key)

@@ -1,7 +1,8 @@
 """`minriff bench unet`: one UNet step (batch 2 = classifier-free guidance pair, 64×64 latents,
 77 text tokens) with full-size weights, median of >= 3 runs; the same step in diffusers/torch on
-the same weights (shared memory, same thread count) when torch is installed, as a ratio
-torch_time / minriff_time (> 1: minriff is faster); peak RSS after each part.
+the same weights and inputs (in a child process, same thread count, rounds interleaved with
+minriff's) when torch is installed, as a ratio torch_time / minriff_time (> 1: minriff is
+faster), and the largest difference between the two outputs; peak RSS of this process.
 
 Random weights come from `minriff.weights.init_random`: fan-in scaling so activations stay O(1)
 through the network, values tiled from one random pool (generating 860 M normals would dominate
@@ -10,6 +11,7 @@ the run).
 from __future__ import annotations
 
 import os
+import statistics
 import time
 
 import numpy as np
@@ -17,17 +19,27 @@ import numpy as np
 from .. import configs, kernels
 from ..unet import UNet2DConditionModel
 from ..weights import init_random
-from .common import emit, peak_rss_mb, timeit, torch_or_none
+from .common import ChildTimer, emit, peak_rss_mb, torch_or_none
 
 
-def _minriff_unet(args):
-    if args.weights:
+def _minriff_unet(weights_path):
+    if weights_path:
         from .. import weights, nn
-        wf = weights.open(args.weights)
+        wf = weights.open(weights_path)
         model = UNet2DConditionModel(wf.config.unet)
-        return nn.load(model, wf.component("unet"), what="UNet"), wf.config.unet, f"file {args.weights}"
+        return nn.load(model, wf.component("unet"), what="UNet"), wf.config.unet, f"file {weights_path}"
     cfg = configs.SD15.unet
     return init_random(UNet2DConditionModel(cfg)), cfg, "random sd15 shapes"
+
+
+def _inputs(cfg, quick: bool):
+    """x (2, C, hw, hw), t (2,), context (2, 77, cross_dim): the same arrays in both processes."""
+    hw = 32 if quick else 64
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, cfg.in_channels, hw, hw), dtype=np.float32)
+    t = np.array([981.0, 981.0], dtype=np.float32)
+    ctx = rng.standard_normal((2, 77, cfg.cross_attention_dim), dtype=np.float32)
+    return x, t, ctx
 
 
 def _torch_unet(torch, model, cfg):
@@ -37,9 +49,28 @@ def _torch_unet(torch, model, cfg):
     kw = {k: v for k, v in cfg.to_dict().items() if k not in ("num_attention_heads",) or v is not None}
     with torch.device("meta"):
         tm = TorchUNet(**kw)
-    state = {k: torch.from_numpy(kernels.ops().to_host(v)) for k, v in model.named_parameters()}
+    state = {k: torch.from_numpy(np.asarray(v)) for k, v in model.named_parameters()}
     tm.load_state_dict(state, strict=True, assign=True)
     return tm.eval()
+
+
+def _torch_step(weights_path, quick: bool, threads=None) -> dict:
+    """ChildTimer factory: diffusers' UNet step on the same weights (rebuilt in the child: the
+    same file, or init_random's deterministic values) and the same inputs."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    model, cfg, _ = _minriff_unet(weights_path)
+    tm = _torch_unet(torch, model, cfg)
+    tx, tt, tc = (torch.from_numpy(a) for a in _inputs(cfg, quick))
+    out = {}
+
+    def step():
+        with torch.inference_mode():
+            out["sample"] = tm(tx, tt, tc).sample
+
+    return {"step": step, "output": lambda: out["sample"].numpy()}
 
 
 def run(args) -> int:
@@ -48,13 +79,10 @@ def run(args) -> int:
     kernels.backend(args.backend)
     F = kernels.ops()
     t0 = time.perf_counter()
-    model, cfg, source = _minriff_unet(args)
+    model, cfg, source = _minriff_unet(args.weights)
     build_s = time.perf_counter() - t0
-    hw = 32 if quick else 64
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((2, cfg.in_channels, hw, hw), dtype=np.float32)
-    t = np.array([981.0, 981.0], dtype=np.float32)
-    ctx = rng.standard_normal((2, 77, cfg.cross_attention_dim), dtype=np.float32)
+    x, t, ctx = _inputs(cfg, quick)
+    hw = x.shape[-1]
     xd, ctxd = F.asarray(x), F.asarray(ctx)
 
     out = None
@@ -66,39 +94,44 @@ def run(args) -> int:
     t0 = time.perf_counter()
     step()  # first call: kernel compilation / caches (reported, not in the median)
     first_s = time.perf_counter() - t0
-    minriff_s = timeit(step, repeat=repeat, warmup=0)
-    finite = bool(np.isfinite(F.to_host(out)).all())
-    rss_minriff = peak_rss_mb()
-
     try:
         import numba
         threads = numba.get_num_threads()
     except ImportError:
         threads = os.cpu_count() or 1
-    row = dict(backend=args.backend, batch=2, latent=f"{hw}x{hw}", minriff_s=minriff_s, first_call_s=first_s,
-               torch_s=None, ratio_torch_over_minriff=None, max_rel_diff_vs_torch=None)
     torch = torch_or_none()
+    child = None
+    row = dict(backend=args.backend, batch=2, latent=f"{hw}x{hw}", minriff_s=None, first_call_s=first_s,
+               torch_s=None, ratio_torch_over_minriff=None, max_rel_diff_vs_torch=None)
     if torch is not None:
         try:
-            torch.set_num_threads(threads)
-            tm = _torch_unet(torch, model, cfg)
-            tx, tt, tc = torch.from_numpy(x), torch.from_numpy(t), torch.from_numpy(ctx)
-            ref = None
-
-            def torch_step():
-                nonlocal ref
-                with torch.inference_mode():
-                    ref = tm(tx, tt, tc).sample
-
-            torch_step()
-            row["torch_s"] = timeit(torch_step, repeat=repeat, warmup=0)
-            row["ratio_torch_over_minriff"] = row["torch_s"] / minriff_s
-            got = F.to_host(out)
-            row["max_rel_diff_vs_torch"] = float(np.abs(got - ref.numpy()).max() / np.abs(ref.numpy()).max())
-        except ImportError as e:
+            child = ChildTimer(_torch_step, (args.weights, quick), threads)
+        except RuntimeError as e:
             row["torch_s"] = f"unavailable: {e}"
+    # interleaved rounds (minriff step, torch step), so machine load hits both alike
+    ours, theirs = [], []
+    try:
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            step()
+            ours.append(time.perf_counter() - t0)
+            if child is not None:
+                theirs.append(child.time("step"))
+        if child is not None:
+            ref = child.value("output")
+            got = F.to_host(out)
+            row["max_rel_diff_vs_torch"] = float(np.abs(got - ref).max() / np.abs(ref).max())
+    finally:
+        if child is not None:
+            child.close()
+    row["minriff_s"] = statistics.median(ours)
+    if theirs:
+        row["torch_s"] = statistics.median(theirs)
+        row["ratio_torch_over_minriff"] = row["torch_s"] / row["minriff_s"]
+    finite = bool(np.isfinite(F.to_host(out)).all())
     extra = dict(weights=source, build_s=round(build_s, 1), repeat=repeat, threads=threads, finite=finite,
-                 peak_rss_mb_minriff=round(rss_minriff), peak_rss_mb_total=round(peak_rss_mb()),
-                 parameters_m=round(model.num_parameters() / 1e6, 1))
+                 peak_rss_mb=round(peak_rss_mb()), parameters_m=round(model.num_parameters() / 1e6, 1),
+                 torch=(f"{torch.__version__}, in a child process (bench/common.py ChildTimer)" if torch is not None
+                        else "not installed"))
     emit([row], args.json, "UNet step (median seconds; ratio > 1 means minriff is faster)", extra)
     return 0 if finite else 1
