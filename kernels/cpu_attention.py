@@ -11,7 +11,7 @@ Tile sizes keep every GEMM at M·N·K <= 10^6, where OpenBLAS switches to its sm
 machine's AVX-512 cores. Tiles that small make ~700 tiles per head, so the tile loop lives in
 Numba: a Python loop paid ~3 µs per call, four calls per tile.
 
-Work items (head, query range) run on a pool of Python threads, each with single-threaded BLAS.
+Work items (head, query range) run on a pool of Python threads (cpu_blas.run_items, BLAS on one thread).
 Query blocks start at multiples of bq whatever the thread count, and every block is computed the
 same way whichever thread runs it, so the result does not depend on the thread count."""
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """BLAS entry points numpy does not expose: sgemm with accumulation (C = A·B + beta·C) on strided
-row-major views, and OpenBLAS's per-thread thread count.
+row-major views, sgemm callable from Numba kernels, and OpenBLAS's thread count.
 
 Preferred: numpy's own bundled OpenBLAS (its CBLAS sgemm with 64-bit ints), so these calls share
 numpy's thread pool instead of waking a second BLAS instance. Fallback: scipy's BLAS through
@@ -10,6 +10,8 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+import threading
+from contextlib import contextmanager
 
 import numpy as np
 from llvmlite import ir
@@ -52,15 +54,48 @@ if _cblas_sgemm is not None:
 else:
     SGEMM_ADDR, SGEMM_KIND = FORTRAN_SGEMM_ADDR, 1
 
-_local_threads = getattr(_lib, "openblas_set_num_threads_local", None) if _lib is not None else None
-if _local_threads is not None:
-    _local_threads.argtypes, _local_threads.restype = [ctypes.c_int], ctypes.c_int
+def _symbol(name: str, argtypes: list, restype):
+    fn = getattr(_lib, name, None) if _lib is not None else None
+    if fn is not None:
+        fn.argtypes, fn.restype = argtypes, restype
+    return fn
 
 
-def set_threads_local(n: int) -> int | None:
-    """Set numpy's OpenBLAS thread count for the calling thread only; returns the previous
-    value, or None when that is not available (another BLAS)."""
-    return _local_threads(n) if _local_threads is not None else None
+# numpy's OpenBLAS thread count. Its "openblas_set_num_threads_local" is not thread-local in
+# this (pthreads) build: measured, a call from a worker thread changes the count every thread
+# sees. So the count is set once per run_items call from the calling thread and put back after.
+_get_threads = _symbol("scipy_openblas_get_num_threads64_", [], ctypes.c_int)
+_set_threads = _symbol("scipy_openblas_set_num_threads64_", [ctypes.c_int], None)
+_threads_lock = threading.Lock()
+_single_threaded_users = 0
+_saved_threads = None
+
+
+@contextmanager
+def single_threaded_blas():
+    """numpy's BLAS on one thread inside the block (nestable, safe with concurrent callers: the
+    first to enter saves the count, the last to leave restores it). No-op for other BLAS."""
+    global _single_threaded_users, _saved_threads
+    if _get_threads is None or _set_threads is None:
+        yield
+        return
+    with _threads_lock:
+        if _single_threaded_users == 0:
+            _saved_threads = _get_threads()
+            _set_threads(1)
+        _single_threaded_users += 1
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _single_threaded_users -= 1
+            if _single_threaded_users == 0:
+                _set_threads(_saved_threads)
+
+
+def blas_threads() -> int | None:
+    """numpy's OpenBLAS thread count now (None for another BLAS)."""
+    return _get_threads() if _get_threads is not None else None
 
 
 def _ld(a: np.ndarray) -> int:
@@ -146,27 +181,24 @@ _pools: dict = {}
 
 
 def run_items(work, items: list, nthreads: int) -> None:
-    """Call work(item) for every item on `nthreads` Python threads, each with single-threaded
-    BLAS. Items are independent GEMM-sized jobs; splitting work this way has no barrier inside a
-    GEMM, so a thread descheduled by a busy machine delays only its own items, and each item's
-    result is computed identically whichever thread runs it (thread-count independent bits)."""
+    """Call work(item) for every item on `nthreads` Python threads, with numpy's BLAS on one
+    thread meanwhile. Items are independent GEMM-sized jobs; splitting work this way has no
+    barrier inside a GEMM, so a thread descheduled by a busy machine delays only its own items,
+    and each item's result is computed identically whichever thread runs it (thread-count
+    independent bits)."""
     nthreads = max(1, min(nthreads, len(items)))
 
     def share(part):
-        prev = set_threads_local(1)
-        try:
-            for it in part:
-                work(it)
-        finally:
-            if prev is not None:
-                set_threads_local(prev)
+        for it in part:
+            work(it)
 
-    if nthreads == 1:
-        share(items)
-        return
-    if nthreads not in _pools:
-        from concurrent.futures import ThreadPoolExecutor
+    with single_threaded_blas():
+        if nthreads == 1:
+            share(items)
+            return
+        if nthreads not in _pools:
+            from concurrent.futures import ThreadPoolExecutor
 
-        _pools[nthreads] = ThreadPoolExecutor(max_workers=nthreads, thread_name_prefix="minriff-blas")
-    for f in [_pools[nthreads].submit(share, items[i::nthreads]) for i in range(nthreads)]:
-        f.result()
+            _pools[nthreads] = ThreadPoolExecutor(max_workers=nthreads, thread_name_prefix="minriff-blas")
+        for f in [_pools[nthreads].submit(share, items[i::nthreads]) for i in range(nthreads)]:
+            f.result()

@@ -105,3 +105,38 @@ def test_expf_on_a_dense_grid(flags):
     tiny = (x > -88.0) & (x <= -87.3)  # tiny normals: right to 1e-6 relative, or flushed to 0
     assert np.all((got[tiny] == 0) | (np.abs(got[tiny] / want[tiny] - 1) < 1e-6))
     assert np.all(np.isinf(got[x > 88.4]))  # n = 128 from 88.38 up, as for exp2f
+
+
+@pytest.mark.skipif(cpu_blas.blas_threads() is None, reason="numpy's BLAS is not its bundled OpenBLAS")
+def test_ops_leave_numpys_blas_thread_count_alone():
+    # Regression: OpenBLAS's "set_num_threads_local" is global in numpy's build, and per-worker
+    # save/restore left numpy's matmul single-threaded after the first conv.
+    import threading
+
+    CPU = ops("cpu")
+    rng = np.random.default_rng(0)
+    before = cpu_blas.blas_threads()
+    x, w = f32(rng, 2, 64, 20, 20), f32(rng, 32, 64, 3, 3)
+    q = f32(rng, 1, 2, 200, 40)
+
+    def use():
+        for _ in range(3):
+            CPU.conv2d(x, w, None, 1, 1)
+            CPU.conv2d(x, w[:, :, :1, :1])
+            CPU.linear(f32(rng, 300, 64), f32(rng, 48, 64))
+            CPU.attention(q, q, q)
+
+    use()
+    assert cpu_blas.blas_threads() == before
+    threads = [threading.Thread(target=use) for _ in range(3)]  # concurrent callers
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert cpu_blas.blas_threads() == before
+    with cpu_blas.single_threaded_blas():
+        assert cpu_blas.blas_threads() == 1
+        with cpu_blas.single_threaded_blas():
+            assert cpu_blas.blas_threads() == 1
+        assert cpu_blas.blas_threads() == 1
+    assert cpu_blas.blas_threads() == before

@@ -75,9 +75,9 @@ class ChildTimer:
     minriff; in a child process torch runs as it would for a torch user.
 
     `factory` is a module-level function (it is pickled by reference); in the child it is called
-    as factory(*args) and returns {key: callable}. time(key) runs that callable once (the first
-    request for a key also runs it once untimed, as a warm-up) and returns its wall time in
-    seconds, measured in the child."""
+    as factory(*args, threads=threads) and returns {key: callable}. time(key) runs that callable
+    twice back to back and returns the wall time of the second call in seconds, measured in the
+    child: the first call wakes thread pools that went to sleep while the parent was working."""
 
     def __init__(self, factory, args: tuple = (), threads: int | None = None):
         import multiprocessing
@@ -129,7 +129,6 @@ def _child_main(conn, factory, args, threads):
         conn.send(("error", f"{type(e).__name__}: {e}"))
         return
     conn.send(("ready", list(fns)))
-    warm = set()
     while True:
         msg = conn.recv()
         if msg is None:
@@ -139,9 +138,7 @@ def _child_main(conn, factory, args, threads):
             if what == "value":
                 conn.send(("value", fns[key]()))
                 continue
-            if key not in warm:
-                fns[key]()
-                warm.add(key)
+            fns[key]()  # warm-up right before the timed call: see time()
             t0 = time.perf_counter()
             fns[key]()
             conn.send(("time", time.perf_counter() - t0))

@@ -81,19 +81,26 @@ def _torch_cases(quick: bool, threads: int | None = None) -> dict:
     return fns
 
 
+# Before each timed call: a pause, then one untimed call. BLAS and OpenMP worker threads keep
+# spinning for up to ~0.1 s after a call returns (OpenBLAS's default thread timeout is 2^28
+# cycles) and would steal the cores from whatever runs next, here or in the torch child; and
+# pools that did go to sleep take milliseconds to wake, which the untimed call absorbs. So every
+# op is timed warm, as it runs inside a model step, and undisturbed by the previous one.
+SETTLE_S = 0.15
+
+
 def _rounds(fns: dict, repeat: int) -> dict:
-    """Time the callables in interleaved rounds (one call of each per round, after a warm-up
-    call each), so a burst of load from other processes hits all of them alike. A callable
-    that times itself (the torch child) is marked by a `timed` attribute and returns seconds."""
-    for fn in fns.values():
-        if not getattr(fn, "timed", False):
-            fn()
+    """Time the callables in interleaved rounds (one timed call of each per round), so a burst
+    of load from other processes hits all of them alike. A callable that times itself (the torch
+    child, see ChildTimer.time) is marked by a `timed` attribute and returns seconds."""
     times = {k: [] for k in fns}
     for _ in range(repeat):
         for k, fn in fns.items():
+            time.sleep(SETTLE_S)
             if getattr(fn, "timed", False):
                 times[k].append(fn())
                 continue
+            fn()
             t0 = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t0)

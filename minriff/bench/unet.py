@@ -20,6 +20,7 @@ from .. import configs, kernels
 from ..unet import UNet2DConditionModel
 from ..weights import init_random
 from .common import ChildTimer, emit, peak_rss_mb, torch_or_none
+from .ops import SETTLE_S
 
 
 def _minriff_unet(weights_path):
@@ -112,10 +113,12 @@ def run(args) -> int:
     ours, theirs = [], []
     try:
         for _ in range(repeat):
+            time.sleep(SETTLE_S)
             t0 = time.perf_counter()
             step()
             ours.append(time.perf_counter() - t0)
             if child is not None:
+                time.sleep(SETTLE_S)
                 theirs.append(child.time("step"))
         if child is not None:
             ref = child.value("output")
