@@ -24,7 +24,7 @@ from numba import njit
 
 from . import cpu_blas
 from .cpu_blas import run_items, sgemm
-from .cpu_math import FMA_FLAGS, exp2f, prefer_wide_vectors, row_max
+from .cpu_math import FMA_FLAGS, exp2f, prefer_wide_vectors
 
 GEMM_BUDGET = 1_000_000  # M·N·K at or below which OpenBLAS uses its small-matrix sgemm kernels
 
@@ -37,104 +37,145 @@ def tile_sizes(D: int, Tk: int) -> tuple:
     return bq, bk
 
 
-@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS | {"reassoc"}, nogil=True)
-def _exp2_shifted_sum(s, i, n, m):
-    """s[i, :n] = 2^(s[i, :n] - m), returns their sum. reassoc lets the sum vectorise, in an order
-    fixed at compile time (never by the thread count); exp2f is written to stay exact under it.
-    Rows are passed as (s, i), not as views s[i]: a view costs two atomic reference-count updates,
-    noticeable against the ~50 ns of work in a 256-key row."""
-    prefer_wide_vectors()
-    total = np.float32(0)
-    for j in range(n):
-        e = exp2f(s[i, j] - m)
-        s[i, j] = e
-        total += e
-    return total
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, nogil=True)
+def _first_valid(k0, i, qa, nq, causal):
+    """First query column j of the tile that key row i (key k0 + i) may attend: causal keys
+    only reach queries qa + j >= k0 + i."""
+    return min(nq, max(k0 + i - qa, 0)) if causal else 0
 
 
 @njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, nogil=True)
-def _scores_row(qb, kt_tile, s, i, n):
-    """s[i, :n] = qb[i] @ kt_tile[:, :n] again (the rare redo of a row, see online_softmax_step)."""
-    for j in range(n):
-        s[i, j] = 0
-    for d in range(qb.shape[1]):
-        qd = qb[i, d]
-        for j in range(n):
-            s[i, j] += qd * kt_tile[d, j]
+def _column_max(st, m, k0, qa, causal):
+    """m[j] = max over the valid key rows of column j (elementwise across j: vectorises)."""
+    prefer_wide_vectors()
+    nk, nq = st.shape
+    for j in range(nq):
+        m[j] = -np.inf
+    for i in range(nk):
+        j0 = _first_valid(k0, i, qa, nq, causal)
+        if j0 == 0:  # see _exp2_columns
+            for j in range(nq):
+                m[j] = max(m[j], st[i, j])
+        else:
+            for j in range(j0, nq):
+                m[j] = max(m[j], st[i, j])
+
+
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, nogil=True)
+def _exp2_columns(st, m, colsum, k0, qa, causal):
+    """st[i, j] = 2^(st[i, j] - m[j]) for valid (key, query) pairs, 0 for the others;
+    colsum[j] = the column's sum, accumulated row by row (a fixed order: no reassociation).
+    Two loops per row: with the sum in the exp loop LLVM does not vectorise (0.21 ns per element
+    split, measured here)."""
+    prefer_wide_vectors()
+    nk, nq = st.shape
+    for j in range(nq):
+        colsum[j] = 0
+    for i in range(nk):
+        j0 = _first_valid(k0, i, qa, nq, causal)
+        if j0 == 0:  # loops from a literal 0: Numba then knows j >= 0 and emits no negative-
+            for j in range(nq):  # index wraparound, which would stop vectorisation (3 ns/element)
+                st[i, j] = exp2f(st[i, j] - m[j])
+            for j in range(nq):
+                colsum[j] += st[i, j]
+            continue
+        for j in range(j0):  # causal tiles on the diagonal
+            st[i, j] = 0
+        for j in range(j0, nq):
+            st[i, j] = exp2f(st[i, j] - m[j])
+            colsum[j] += st[i, j]
 
 
 LAZY_LIMIT = np.float32(2.0**16)
 
 
 @njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, nogil=True)
-def online_softmax_step(s, m, l, acc, qb, kt_tile, q0, k0, causal):
-    """s (bq, bk): scores in log2 units of queries q0.. (qb) against keys k0.. (kt_tile), replaced
-    in place by the weights. m, l (bq,) running reference max and sum; acc (bq, D) output.
+def online_softmax_step(st, m, l, acc_t, colsum, k_tile, qt, qa, k0, causal):
+    """st (nk, nq): scores in log2 units of keys k0.. (rows, k_tile) against queries qa..
+    (columns, qt[:, qa + j]), replaced in place by the weights. m, l (nq,) running reference max
+    and sum per query; acc_t (D, nq) the output, transposed.
 
-    The reference max is updated lazily: a row's first tile sets it to that tile's max; later
-    tiles reuse it while the row's weights stay <= 2^16 (seen from their sum, which is needed
+    The reference max is updated lazily: the first key tile sets it to that tile's max; later
+    tiles reuse it while a query's weights stay <= 2^16 (seen from their sum, which is needed
     anyway), which skips a max pass over most tiles. When a score rises more than 16 above the
-    reference, the row's scores are recomputed (they were overwritten), the max is renewed and
-    the running sum and output are rescaled. Weights are relative to the reference max, so the
-    precision is that of the usual online softmax."""
-    bq, bk = s.shape
-    for i in range(bq):
-        kend = bk
-        if causal:
-            kend = min(bk, max(q0 + i - k0 + 1, 0))  # keys k0+j with k0+j <= q0+i
-        if l[i] > 0 and kend > 0:
-            total = _exp2_shifted_sum(s, i, kend, m[i])
-            if total <= LAZY_LIMIT:
-                l[i] += total
-                for j in range(kend, bk):
-                    s[i, j] = 0
-                continue
-            _scores_row(qb, kt_tile, s, i, kend)
-        for j in range(kend, bk):
-            s[i, j] = 0
-        if kend == 0:  # every key of this tile is in this query's future
+    reference, that query's column is recomputed (it was overwritten), the max renewed and the
+    running sum and output rescaled. Weights are relative to the reference max, so the precision
+    is that of the usual online softmax."""
+    nk, nq = st.shape
+    if k0 == 0:  # every query's first tile (causal too: key 0 is in every query's past)
+        _column_max(st, m, k0, qa, causal)
+        _exp2_columns(st, m, colsum, k0, qa, causal)
+        for j in range(nq):
+            l[j] = colsum[j]
+        return
+    _exp2_columns(st, m, colsum, k0, qa, causal)
+    for j in range(nq):
+        if colsum[j] <= LAZY_LIMIT:  # also false for inf
+            l[j] += colsum[j]
             continue
-        m_new = max(m[i], row_max(s, i, kend))
-        total = _exp2_shifted_sum(s, i, kend, m_new)
-        alpha = exp2f(m[i] - m_new)  # 0 on the first tile (m = -inf)
-        l[i] = l[i] * alpha + total
-        for d in range(acc.shape[1]):
-            acc[i, d] *= alpha
-        m[i] = m_new
+        iend = min(nk, qa + j - k0 + 1) if causal else nk  # valid keys of this query
+        top = -np.inf
+        for i in range(iend):
+            dot = np.float32(0)
+            for d in range(k_tile.shape[1]):
+                dot += k_tile[i, d] * qt[d, qa + j]
+            st[i, j] = dot
+            top = max(top, dot)
+        m_new = max(m[j], top)
+        total = np.float32(0)
+        for i in range(iend):
+            e = exp2f(st[i, j] - m_new)
+            st[i, j] = e
+            total += e
+        alpha = exp2f(m[j] - m_new)
+        l[j] = l[j] * alpha + total
+        for d in range(acc_t.shape[0]):
+            acc_t[d, j] *= alpha
+        m[j] = m_new
 
 
 @njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, nogil=True)
-def finish_rows(acc, l, out):
-    for i in range(acc.shape[0]):
-        inv = np.float32(1.0) / l[i]
-        for d in range(acc.shape[1]):
-            out[i, d] = acc[i, d] * inv
-
-
-@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, nogil=True)
-def attend_rows(fn, kind, q, kt, v, out, q0, q1, bq, bk, causal):
-    """out[q0:q1] for one head. q (Tq, D) pre-scaled by scale·log2(e); kt (D, Tk) = kᵀ; v (Tk, D);
-    all C-contiguous. q0 a multiple of bq (block boundaries independent of the work split)."""
-    D, Tk = kt.shape
-    s_buf = np.empty(bq * bk, np.float32)
-    acc = np.empty((bq, D), np.float32)
+def attend_rows(fn, kind, qt, k, vt, out, q0, q1, bq, bk, causal):
+    """out[q0:q1] (rows: queries) for one head, computed transposed: per tile the scores are
+    Sᵀ = K_tile Qᵀ (keys × queries), the softmax runs down the columns (every loop vectorises
+    across queries), and Oᵀ += V_tileᵀ Pᵀ. qt (D, Tq) = (q · scale · log2 e)ᵀ; k (Tk, D);
+    vt (D, Tk) = vᵀ; unit column strides, k C-contiguous. q0 a multiple of bq (blocks independent
+    of the split)."""
+    D, Tq = qt.shape
+    Tk = k.shape[0]
+    ldq, ldv = qt.strides[0] // 4, vt.strides[0] // 4  # row strides (padded, see attention)
+    st_buf = np.empty(bk * bq, np.float32)
+    acc_t = np.empty((D, bq), np.float32)
     m = np.empty(bq, np.float32)
     l = np.empty(bq, np.float32)
+    colsum = np.empty(bq, np.float32)
     for qa in range(q0, q1, bq):
         nq = min(bq, q1 - qa)
-        acc[:] = 0
-        m[:] = -np.inf
-        l[:] = 0
+        acc_t[:] = 0
         kstop = min(Tk, qa + nq) if causal else Tk
         for k0 in range(0, kstop, bk):
             nk = min(bk, kstop - k0)
-            s = s_buf[: nq * nk].reshape((nq, nk))
-            sgemm(fn, kind, nq, nk, D, q.ctypes.data + 4 * qa * D, D, kt.ctypes.data + 4 * k0, Tk,
-                  np.float32(0), s.ctypes.data, nk)  # (nq, nk) scores, log2 units
-            online_softmax_step(s, m[:nq], l[:nq], acc[:nq], q[qa : qa + nq], kt[:, k0 : k0 + nk], qa, k0, causal)
-            sgemm(fn, kind, nq, D, nk, s.ctypes.data, nk, v.ctypes.data + 4 * k0 * D, D,
-                  np.float32(1), acc.ctypes.data, D)  # acc (nq, D) += P V_tile
-        finish_rows(acc[:nq], l[:nq], out[qa : qa + nq])
+            st = st_buf[: nk * nq].reshape((nk, nq))
+            sgemm(fn, kind, nk, nq, D, k.ctypes.data + 4 * k0 * D, D, qt.ctypes.data + 4 * qa, ldq,
+                  np.float32(0), st.ctypes.data, nq)  # (nk, nq) scores, log2 units
+            online_softmax_step(st, m, l, acc_t, colsum, k[k0 : k0 + nk], qt, qa, k0, causal)
+            sgemm(fn, kind, D, nq, nk, vt.ctypes.data + 4 * k0, ldv, st.ctypes.data, nq,
+                  np.float32(1), acc_t.ctypes.data, bq)  # acc_t (D, nq) += V_tileᵀ P_tileᵀ
+        for j in range(nq):
+            inv = np.float32(1.0) / l[j]
+            for d in range(D):
+                out[qa + j, d] = acc_t[d, j] * inv
+
+
+def _transposed(x, scale):
+    """(BH, T, D) -> (BH, D, T) view of a buffer with rows padded by 64 bytes: a GEMM operand
+    of D rows 4096 floats apart would map every row to the same L1 cache sets."""
+    BH, T, D = x.shape
+    buf = np.empty((BH, D, T + 16), np.float32)[:, :, :T]
+    np.copyto(buf, x.transpose(0, 2, 1))
+    if scale is not None:
+        buf *= scale
+    return buf
 
 
 def attention(q, k, v, scale, causal):
@@ -142,9 +183,9 @@ def attention(q, k, v, scale, causal):
     B, H, Tq, D = q.shape
     Tk = k.shape[2]
     BH = B * H
-    qs = (q * np.float32(scale / math.log(2.0))).reshape(BH, Tq, D)
-    kt = np.ascontiguousarray(k.reshape(BH, Tk, D).transpose(0, 2, 1))  # (BH, D, Tk)
-    v3 = np.ascontiguousarray(v.reshape(BH, Tk, D))
+    qt = _transposed(q.reshape(BH, Tq, D), np.float32(scale / math.log(2.0)))  # (BH, D, Tq)
+    k3 = np.ascontiguousarray(k.reshape(BH, Tk, D))
+    vt = _transposed(v.reshape(BH, Tk, D), None)  # (BH, D, Tk)
     out = np.empty((BH, Tq, D), np.float32)
     bq, bk = tile_sizes(D, Tk)
     threads = numba.get_num_threads()
@@ -154,7 +195,7 @@ def attention(q, k, v, scale, causal):
 
     def work(item):
         bh, q0, q1 = item
-        attend_rows(cpu_blas.SGEMM_ADDR, cpu_blas.SGEMM_KIND, qs[bh], kt[bh], v3[bh], out[bh], q0, q1, bq, bk, causal)
+        attend_rows(cpu_blas.SGEMM_ADDR, cpu_blas.SGEMM_KIND, qt[bh], k3[bh], vt[bh], out[bh], q0, q1, bq, bk, causal)
 
     run_items(work, items, threads)
     return out.reshape(B, H, Tq, D)
