@@ -24,19 +24,21 @@ paddings = st.one_of(
 @given(seed=seeds, n=st.integers(1, 2), c=st.integers(1, 9), o=st.integers(1, 9),
        h=st.integers(1, 12), w=st.integers(1, 12), k=st.sampled_from([1, 3, 2, 5]),
        kw_same=st.booleans(), stride=st.sampled_from([1, 2]), padding=paddings, bias=st.booleans(),
-       taps=st.booleans())
-def test_conv2d_matches_ref(seed, n, c, o, h, w, k, kw_same, stride, padding, bias, taps):
+       taps=st.booleans(), batch=st.booleans())
+def test_conv2d_matches_ref(seed, n, c, o, h, w, k, kw_same, stride, padding, bias, taps, batch):
     rng = np.random.default_rng(seed)
     kw = k if kw_same else 1 + (k % 3)
     pads = (padding,) * 4 if isinstance(padding, int) else padding
     h, w = max(h, k - pads[0] - pads[1]), max(w, kw - pads[2] - pads[3])
     x, wt, b = f32(rng, n, c, h, w), f32(rng, o, c, k, kw), (f32(rng, o) if bias else None)
-    # taps: force the shifted-GEMM path (normally only for >= 64 channels) or the im2col path
-    saved, cpu_conv.TAPS_MIN_CHANNELS = cpu_conv.TAPS_MIN_CHANNELS, (1 if taps else 10**9)
+    # taps: force the shifted-GEMM path (normally only for >= 64 channels) or the im2col path;
+    # batch: allow the whole-batch im2col path (these images are all small enough) or not
+    saved = cpu_conv.TAPS_MIN_CHANNELS, cpu_conv.BATCH_COLUMNS
+    cpu_conv.TAPS_MIN_CHANNELS, cpu_conv.BATCH_COLUMNS = (1 if taps else 10**9), (10**9 if batch else 0)
     try:
         got = CPU.conv2d(x, wt, b, stride=stride, padding=padding)
     finally:
-        cpu_conv.TAPS_MIN_CHANNELS = saved
+        cpu_conv.TAPS_MIN_CHANNELS, cpu_conv.BATCH_COLUMNS = saved
     want = REF.conv2d(as64(x), as64(wt), as64(b), stride=stride, padding=padding)
     scale = REF.conv2d(np.abs(as64(x)), np.abs(as64(wt)), None if b is None else np.abs(as64(b)), stride, padding)
     assert got.dtype == np.float32
