@@ -1,5 +1,19 @@
 """minriff: Riffusion (text -> spectrogram image -> music) on NumPy, Numba and CuPy kernels."""
+import os as _os
+
 __version__ = "0.1.0"
+
+# Two thread pools take turns op by op in a model step: Numba's (OpenMP) for the elementwise and
+# norm kernels, numpy's OpenBLAS for the GEMMs. By default each keeps its threads spinning after
+# its work (OpenBLAS for ~0.1 s) and so takes the cores from the other; told to sleep at once,
+# a full-size UNet step went from 8.8 to 7.3 s on 2 cores. Set before numpy and Numba's OpenMP
+# start (importing minriff first does that); a value you set yourself wins, and
+# MINRIFF_THREAD_DEFAULTS=0 turns this off (the benchmarks' torch process uses that).
+ENV_DEFAULTS = {}
+if _os.environ.get("MINRIFF_THREAD_DEFAULTS") != "0":
+    ENV_DEFAULTS = {k: v for k, v in {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}.items()
+                    if k not in _os.environ}
+    _os.environ.update(ENV_DEFAULTS)
 
 from .errors import MinriffError  # noqa: F401
 

@@ -82,10 +82,21 @@ class ChildTimer:
     def __init__(self, factory, args: tuple = (), threads: int | None = None):
         import multiprocessing
 
+        import os
+
+        import minriff
+
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(target=_child_main, args=(child, factory, args, threads), daemon=True)
-        self._proc.start()
+        # the child gets the environment torch users have: without minriff's thread-pool defaults
+        saved = {k: os.environ.pop(k) for k in minriff.ENV_DEFAULTS if k in os.environ}
+        os.environ["MINRIFF_THREAD_DEFAULTS"] = "0"  # also when the child imports minriff
+        try:
+            self._proc.start()
+        finally:
+            del os.environ["MINRIFF_THREAD_DEFAULTS"]
+            os.environ.update(saved)
         child.close()
         kind, value = self._recv()
         if kind != "ready":
