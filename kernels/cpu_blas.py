@@ -182,23 +182,32 @@ _pools: dict = {}
 
 def run_items(work, items: list, nthreads: int) -> None:
     """Call work(item) for every item on `nthreads` Python threads, with numpy's BLAS on one
-    thread meanwhile. Items are independent GEMM-sized jobs; splitting work this way has no
-    barrier inside a GEMM, so a thread descheduled by a busy machine delays only its own items,
-    and each item's result is computed identically whichever thread runs it (thread-count
-    independent bits)."""
+    thread meanwhile. Items are independent GEMM-sized jobs handed out one at a time (a thread
+    that is descheduled by a busy machine, or got a short item, takes fewer); there is no barrier
+    inside a GEMM, and each item's result is computed identically whichever thread runs it
+    (thread-count independent bits)."""
     nthreads = max(1, min(nthreads, len(items)))
+    lock = threading.Lock()
+    next_item = iter(items)
 
-    def share(part):
-        for it in part:
+    def share():
+        while True:
+            with lock:
+                it = next(next_item, _DONE)
+            if it is _DONE:
+                return
             work(it)
 
     with single_threaded_blas():
         if nthreads == 1:
-            share(items)
+            share()
             return
         if nthreads not in _pools:
             from concurrent.futures import ThreadPoolExecutor
 
             _pools[nthreads] = ThreadPoolExecutor(max_workers=nthreads, thread_name_prefix="minriff-blas")
-        for f in [_pools[nthreads].submit(share, items[i::nthreads]) for i in range(nthreads)]:
+        for f in [_pools[nthreads].submit(share) for _ in range(nthreads)]:
             f.result()
+
+
+_DONE = object()
