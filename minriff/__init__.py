@@ -5,13 +5,16 @@ __version__ = "0.1.0"
 
 # Two thread pools take turns op by op in a model step: Numba's (OpenMP) for the elementwise and
 # norm kernels, numpy's OpenBLAS for the GEMMs. By default each keeps its threads spinning after
-# its work (OpenBLAS for ~0.1 s) and so takes the cores from the other; told to sleep at once,
-# a full-size UNet step went from 8.8 to 7.3 s on 2 cores. Set before numpy and Numba's OpenMP
-# start (importing minriff first does that); a value you set yourself wins, and
+# its work (OpenBLAS for 2^28 cycles, ~0.1 s) and so takes the cores from the other. OpenMP
+# threads told to sleep at once and OpenBLAS's after 2^24 cycles (~7 ms; at 2^4 a GEMM after an
+# idle moment ran at half speed): a full-size UNet step 7.8 -> 7.1 s (3 alternating runs each),
+# 8.8 s with neither. Costs ~0.5 ms of thread wake-up on a small parallel kernel called alone.
+# Set before numpy and Numba's OpenMP start (importing minriff first does that); a value you
+# set yourself wins, and
 # MINRIFF_THREAD_DEFAULTS=0 turns this off (the benchmarks' torch process uses that).
 ENV_DEFAULTS = {}
 if _os.environ.get("MINRIFF_THREAD_DEFAULTS") != "0":
-    ENV_DEFAULTS = {k: v for k, v in {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}.items()
+    ENV_DEFAULTS = {k: v for k, v in {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "24"}.items()
                     if k not in _os.environ}
     _os.environ.update(ENV_DEFAULTS)
 

@@ -20,11 +20,11 @@ def _env_after_import(**overrides):
 
 
 def test_defaults_are_set_on_import():
-    assert _env_after_import() == ("PASSIVE", "4")
+    assert _env_after_import() == ("PASSIVE", "24")
 
 
 def test_a_users_setting_wins():
-    assert _env_after_import(OMP_WAIT_POLICY="ACTIVE") == ("ACTIVE", "4")
+    assert _env_after_import(OMP_WAIT_POLICY="ACTIVE") == ("ACTIVE", "24")
 
 
 def test_can_be_turned_off():
