@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-KEYS = ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")
+KEYS = ("GOMP_SPINCOUNT", "OPENBLAS_THREAD_TIMEOUT")
 
 
 def _env_after_import(**overrides):
@@ -20,11 +20,11 @@ def _env_after_import(**overrides):
 
 
 def test_defaults_are_set_on_import():
-    assert _env_after_import() == ("PASSIVE", "24")
+    assert _env_after_import() == ("100000", "24")
 
 
 def test_a_users_setting_wins():
-    assert _env_after_import(OMP_WAIT_POLICY="ACTIVE") == ("ACTIVE", "24")
+    assert _env_after_import(GOMP_SPINCOUNT="5") == ("5", "24")
 
 
 def test_can_be_turned_off():
