@@ -63,6 +63,8 @@ def test_one_diffusion_step_tutorial(tmp_path):
     assert r["step_max_err"] < 1e-6
     assert 0 < r["text_effect"] < 1
     assert r["pipeline_max_pixel_diff"] == 0  # the hand-made loop is the pipeline's
+    # ... step by step, as the pipeline's callback saw its latents
+    assert r["pipeline_steps_seen"] == 4 and r["pipeline_step_max_latent_diff"] == [0.0] * 4
     with Image.open(out / "spectrogram.png") as im:
         assert im.size == (64, 512)
     assert weights.open(out / "tiny.safetensors").source["type"] == "random"
