@@ -47,8 +47,11 @@ def prefer_wide_vectors(typingctx):
     only tunes the vector width: on CPUs without AVX-512 nothing changes, and results are the same
     either way (same operations per element)."""
     def codegen(context, builder, signature, args):
-        set.add(builder.function.attributes, '"prefer-vector-width"="512"')  # string attribute: bypass the
-        return context.get_dummy_value()  # keyword check of llvmlite's FunctionAttributes
+        try:  # a string attribute: bypasses the keyword check of llvmlite's FunctionAttributes
+            set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        except Exception:  # another llvmlite: keep LLVM's default width rather than fail
+            pass
+        return context.get_dummy_value()
 
     return types.void(), codegen
 
