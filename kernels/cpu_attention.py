@@ -1,19 +1,20 @@
 """Tiled attention with an online softmax (flash-attention style) on the CPU.
 
-One Numba kernel per (head, range of queries) walks blocks of bq queries; for each tile of bk
-keys: S = Q_blk K_tileᵀ (sgemm, called from inside the kernel), a pass turns S into
-P = 2^(S - running max) in place (the max updated lazily, see online_softmax_step) and rescales
-the running sum and output, then O_blk += P V_tile (sgemm with beta = 1). Extra memory per
-worker: O(bq·D + bq·bk), never Tq×Tk.
+One Numba kernel per (head, range of queries) walks blocks of bq queries, computed transposed;
+for each tile of bk keys: Sᵀ = K_tile Q_blkᵀ (sgemm, called from inside the kernel), a pass down
+the columns turns Sᵀ into Pᵀ = 2^(Sᵀ - running max) in place (the max updated lazily, see
+online_softmax_step) and rescales the running sum and output, then O_blkᵀ += V_tileᵀ Pᵀ (sgemm
+with beta = 1). Extra memory per worker: O(bq·D + bq·bk), never Tq×Tk.
 
 Tile sizes keep every GEMM at M·N·K <= 10^6, where OpenBLAS switches to its small-matrix kernels
 (no packing): at D = 40 they run at ~150 GFLOP/s against ~120 for 512×512 tiles on this
-machine's AVX-512 cores. Tiles that small make ~700 tiles per head, so the tile loop lives in
+machine's AVX-512 cores. Tiles that small make ~1000 tiles per head, so the tile loop lives in
 Numba: a Python loop paid ~3 µs per call, four calls per tile.
 
-Work items (head, query range) run on a pool of Python threads (cpu_blas.run_items, BLAS on one thread).
-Query blocks start at multiples of bq whatever the thread count, and every block is computed the
-same way whichever thread runs it, so the result does not depend on the thread count."""
+Work items (head, query range) run on a pool of Python threads (cpu_blas.run_items, BLAS on one
+thread). Query blocks start at multiples of bq whatever the thread count, and every block is
+computed the same way whichever thread runs it, so the result does not depend on the thread
+count."""
 from __future__ import annotations
 
 import math
@@ -26,14 +27,13 @@ from . import cpu_blas
 from .cpu_blas import run_items, sgemm
 from .cpu_math import FMA_FLAGS, exp2f, prefer_wide_vectors
 
-GEMM_BUDGET = 1_000_000  # M·N·K at or below which OpenBLAS uses its small-matrix sgemm kernels
-
 
 def tile_sizes(D: int, Tk: int) -> tuple:
-    """(bq, bk): query block and key tile, bq·bk·D about GEMM_BUDGET or less. Scanned (transposed kernel)
-    at SD's head sizes, D = 40, 80, 160 at T = 4096, 1024, 256, and cross-attention to 77 keys:
-    64 queries (four 16-lane vectors per score row) with these key tiles were within the
-    machine's noise (~3%) of the best everywhere."""
+    """(bq, bk): query block and key tile; bq·bk·D stays within about 10^6 (the small-matrix
+    sgemm range, see above) for D up to ~240. Scanned (transposed kernel) at SD's head sizes,
+    D = 40, 80, 160 at T = 4096, 1024, 256, and cross-attention to 77 keys: 64 queries (four
+    16-lane vectors per score row) with these key tiles were within the machine's noise (~3%)
+    of the best everywhere."""
     bk = min(Tk, 256 if D <= 64 else 128 if D <= 96 else 64)
     return 64, bk
 

@@ -54,6 +54,7 @@ if _cblas_sgemm is not None:
 else:
     SGEMM_ADDR, SGEMM_KIND = FORTRAN_SGEMM_ADDR, 1
 
+
 def _symbol(name: str, argtypes: list, restype):
     fn = getattr(_lib, name, None) if _lib is not None else None
     if fn is not None:
@@ -178,6 +179,7 @@ def sgemm(fn, kind, M, N, K, a, lda, b, ldb, beta, c, ldc):
 
 
 _pools: dict = {}
+_DONE = object()
 
 
 def run_items(work, items: list, nthreads: int) -> None:
@@ -208,6 +210,3 @@ def run_items(work, items: list, nthreads: int) -> None:
             _pools[nthreads] = ThreadPoolExecutor(max_workers=nthreads, thread_name_prefix="minriff-blas")
         for f in [_pools[nthreads].submit(share) for _ in range(nthreads)]:
             f.result()
-
-
-_DONE = object()

@@ -30,6 +30,15 @@ def sgemm_gflops(n: int = 1024, repeat: int = 5) -> float:
     return 2 * n**3 / t / 1e9
 
 
+def warm_time(fn) -> float:
+    """Wall time in seconds of fn() called right after an untimed fn(): the first call wakes
+    thread pools that went to sleep meanwhile, so the op is timed as it runs in a model step."""
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -75,9 +84,8 @@ class ChildTimer:
     minriff; in a child process torch runs as it would for a torch user.
 
     `factory` is a module-level function (it is pickled by reference); in the child it is called
-    as factory(*args, threads=threads) and returns {key: callable}. time(key) runs that callable
-    twice back to back and returns the wall time of the second call in seconds, measured in the
-    child: the first call wakes thread pools that went to sleep while the parent was working."""
+    as factory(*args, threads=threads) and returns {key: callable}. time(key) is warm_time of that
+    callable, measured in the child."""
 
     def __init__(self, factory, args: tuple = (), threads: int | None = None):
         import multiprocessing
@@ -149,9 +157,6 @@ def _child_main(conn, factory, args, threads):
             if what == "value":
                 conn.send(("value", fns[key]()))
                 continue
-            fns[key]()  # warm-up right before the timed call: see time()
-            t0 = time.perf_counter()
-            fns[key]()
-            conn.send(("time", time.perf_counter() - t0))
+            conn.send(("time", warm_time(fns[key])))
         except Exception as e:
             conn.send(("error", f"{type(e).__name__}: {e}"))

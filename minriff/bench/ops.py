@@ -14,7 +14,7 @@ import time
 import numba
 import numpy as np
 
-from .common import ChildTimer, emit, sgemm_gflops, torch_or_none
+from .common import ChildTimer, emit, sgemm_gflops, torch_or_none, warm_time
 
 
 def _cases(quick: bool):
@@ -81,39 +81,28 @@ def _torch_cases(quick: bool, threads: int | None = None) -> dict:
     return fns
 
 
-# Before each timed call: a pause, then one untimed call. BLAS and OpenMP worker threads keep
-# spinning for up to ~0.1 s after a call returns (OpenBLAS's default thread timeout is 2^28
-# cycles) and would steal the cores from whatever runs next, here or in the torch child; and
-# pools that did go to sleep take milliseconds to wake, which the untimed call absorbs. So every
-# op is timed warm, as it runs inside a model step, and undisturbed by the previous one.
+# Before each timed call: a pause, then one untimed call (common.warm_time). BLAS and OpenMP
+# worker threads keep spinning for up to ~0.1 s after a call returns (OpenBLAS's default thread
+# timeout is 2^28 cycles) and would steal the cores from whatever runs next, here or in the
+# torch child; and pools that did go to sleep take milliseconds to wake, which the untimed call
+# absorbs. So every op is timed warm, as it runs inside a model step, and undisturbed by the
+# previous one.
 SETTLE_S = 0.15
 
 
-def _rounds(fns: dict, repeat: int) -> dict:
-    """Time the callables in interleaved rounds (one timed call of each per round), so a burst
-    of load from other processes hits all of them alike. A callable that times itself (the torch
-    child, see ChildTimer.time) is marked by a `timed` attribute and returns seconds."""
-    times = {k: [] for k in fns}
+def _rounds(timers: dict, repeat: int) -> dict:
+    """Call the timers (each returns one measured time in seconds) in interleaved rounds, so a
+    burst of load from other processes hits all of them alike."""
+    times = {k: [] for k in timers}
     for _ in range(repeat):
-        for k, fn in fns.items():
+        for k, timer in timers.items():
             time.sleep(SETTLE_S)
-            if getattr(fn, "timed", False):
-                times[k].append(fn())
-                continue
-            fn()
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
+            times[k].append(timer())
     return times
 
 
 def _median(xs):
     return statistics.median(xs) if xs else None
-
-
-def _self_timed(fn):
-    fn.timed = True
-    return fn
 
 
 def run(args) -> int:
@@ -135,12 +124,12 @@ def run(args) -> int:
     peaks, rows = [], []
     try:
         for i, (name, ours, _, flops, nbytes, _) in enumerate(_cases(quick)):
-            fns = {"minriff": lambda: ours(F)}
+            timers = {"minriff": lambda: warm_time(lambda: ours(F))}
             if flops:
-                fns["sgemm"] = lambda: a @ a
+                timers["sgemm"] = lambda: warm_time(lambda: a @ a)
             if child is not None:
-                fns["torch"] = _self_timed(lambda i=i: child.time(i))
-            times = _rounds(fns, repeat)
+                timers["torch"] = lambda i=i: child.time(i)
+            times = _rounds(timers, repeat)
             t, best = _median(times["minriff"]), min(times["minriff"])
             row = {"op": name, "ms": t * 1e3, "best_ms": best * 1e3,
                    "GFLOP/s": flops / best / 1e9 if flops else None,
