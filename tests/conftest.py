@@ -23,7 +23,11 @@ REFERENCE = SHARED / "reference"
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
-settings.load_profile("default")
+# CI is a gate, not a search: it draws the same examples every run (.ci/run sets HYPOTHESIS_PROFILE=ci),
+# so a red run is reproducible and a rare float32 corner cannot flip a landed commit. Local runs keep
+# drawing new examples; whatever they find goes into an @example.
+settings.register_profile("ci", parent=settings.get_profile("default"), derandomize=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def oracle(module: str):

@@ -3,7 +3,7 @@ from scratch, plus configs drawn by hypothesis; weights via a safetensors file a
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from conftest import oracle
 from model_cases import check_live, drawn_case, mm
@@ -33,6 +33,10 @@ def vae_cases(draw):
 
 @settings(max_examples=8)
 @given(case=vae_cases())
+# CI drew this one: torch's float32 up-block output was 1.8e-5 off the float64 answer (ours 1e-7)
+@example(case=dict(config=dict(block_out_channels=(2,), layers_per_block=1, norm_num_groups=2, latent_channels=1,
+                               down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",)),
+                   batch=2, hw=(1, 2)))
 def test_live_drawn_configs(case, tmp_path_factory):
     oracle("torch"), oracle("diffusers")
     with drawn_case(mm.VAE_CASES, case) as name:
