@@ -24,29 +24,29 @@ paddings = st.one_of(
 @given(seed=seeds, n=st.integers(1, 2), c=st.integers(1, 9), o=st.integers(1, 9),
        h=st.integers(1, 12), w=st.integers(1, 12), k=st.sampled_from([1, 3, 2, 5]),
        kw_same=st.booleans(), stride=st.sampled_from([1, 2]), padding=paddings, bias=st.booleans(),
-       taps=st.booleans(), batch=st.booleans())
-def test_conv2d_matches_ref(seed, n, c, o, h, w, k, kw_same, stride, padding, bias, taps, batch):
+       path=st.sampled_from((None,) + cpu_conv.PATHS))
+def test_conv2d_matches_ref(seed, n, c, o, h, w, k, kw_same, stride, padding, bias, path):
     rng = np.random.default_rng(seed)
     kw = k if kw_same else 1 + (k % 3)
     pads = (padding,) * 4 if isinstance(padding, int) else padding
     h, w = max(h, k - pads[0] - pads[1]), max(w, kw - pads[2] - pads[3])
     x, wt, b = f32(rng, n, c, h, w), f32(rng, o, c, k, kw), (f32(rng, o) if bias else None)
-    # taps: force the shifted-GEMM path (normally only for >= 64 channels) or the im2col path;
-    # batch: allow the whole-batch im2col path (these images are all small enough) or not
-    saved = cpu_conv.TAPS_MIN_CHANNELS, cpu_conv.BATCH_COLUMNS
-    cpu_conv.TAPS_MIN_CHANNELS, cpu_conv.BATCH_COLUMNS = (1 if taps else 10**9), (10**9 if batch else 0)
+    # path: force one of the conv paths (normally chosen by size and channel count) where it
+    # applies to this conv; None: the normal choice
+    saved, cpu_conv.FORCE_PATH = cpu_conv.FORCE_PATH, path
     try:
         got = CPU.conv2d(x, wt, b, stride=stride, padding=padding)
     finally:
-        cpu_conv.TAPS_MIN_CHANNELS, cpu_conv.BATCH_COLUMNS = saved
+        cpu_conv.FORCE_PATH = saved
     want = REF.conv2d(as64(x), as64(wt), as64(b), stride=stride, padding=padding)
     scale = REF.conv2d(np.abs(as64(x)), np.abs(as64(wt)), None if b is None else np.abs(as64(b)), stride, padding)
     assert got.dtype == np.float32
-    assert_close(got, want, scale, what="conv2d")
+    assert_close(got, want, scale, what=f"conv2d ({path or 'default'} path)")
 
 
 @pytest.mark.parametrize("shape,wshape,pad", [((2, 8, 50, 50), (3, 8, 1, 1), 0), ((2, 64, 70, 9), (6, 64, 3, 3), 1),
-                                             ((1, 64, 9, 300), (4, 64, 3, 3), (0, 1, 2, 0))])
+                                             ((1, 64, 9, 300), (4, 64, 3, 3), (0, 1, 2, 0)),
+                                             ((2, 128, 41, 37), (5, 128, 3, 3), (1, 0, 2, 1))])  # Winograd, odd sizes
 def test_conv2d_large_images_split_into_bands_match_ref(shape, wshape, pad):
     # bigger than one GEMM work item (cpu_conv.BAND_COLUMNS pixels): several bands per image
     rng = np.random.default_rng(1)

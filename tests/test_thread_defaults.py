@@ -1,7 +1,7 @@
-"""minriff/__init__.py tells numpy's OpenBLAS and Numba's OpenMP pools to sleep right after their
+"""minriff/__init__.py tells numpy's OpenBLAS and Numba's OpenMP pools to sleep soon after their
 work (they take turns op by op and would otherwise spin on each other's cores); a user's own
 setting wins, MINRIFF_THREAD_DEFAULTS=0 turns it off, and the benchmarks' torch child runs
-without it."""
+without it. Same for the glibc malloc setting that keeps freed big arrays for reuse."""
 from __future__ import annotations
 
 import os
@@ -29,3 +29,34 @@ def test_a_users_setting_wins():
 
 def test_can_be_turned_off():
     assert _env_after_import(MINRIFF_THREAD_DEFAULTS="0") == (None, None)
+
+
+FAULTS = """
+import resource, numpy as np, json
+import minriff
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+a = np.ones(25 << 20, np.float32); del a  # 100 MB, written, freed
+f0 = faults()
+b = np.ones(25 << 20, np.float32)  # the same size again: fresh pages, or the freed ones?
+print(json.dumps([minriff.MALLOC_TUNED, faults() - f0]))
+"""
+
+
+def _faults(**overrides):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "MINRIFF_THREAD_DEFAULTS"}
+    env.update(overrides)
+    out = subprocess.run([sys.executable, "-c", FAULTS], env=env, capture_output=True, text=True, check=True)
+    return tuple(__import__("json").loads(out.stdout))
+
+
+def test_freed_big_arrays_are_reused_without_page_faults():
+    if not sys.platform.startswith("linux"):
+        import pytest
+        pytest.skip("glibc malloc only")
+    tuned, tuned_faults = _faults()
+    off, off_faults = _faults(MINRIFF_THREAD_DEFAULTS="0")
+    user, _ = _faults(MALLOC_ARENA_MAX="2")  # a user's own malloc setting: hands off
+    assert (tuned, off, user) == (True, False, False)
+    # (numpy asks for huge pages on big arrays, so a fault may be 2 MB: ~500 for the 100 MB array)
+    assert off_faults > 40 and tuned_faults < off_faults / 10, (tuned_faults, off_faults)

@@ -5,7 +5,11 @@ memory-bound ops), the fraction of the same-run numpy sgemm GFLOP/s, and, when t
 installed, torch's time for the same op with the same thread count and torch_time / minriff_time
 (> 1: minriff faster); torch runs in a child process (bench/common.py ChildTimer says why). The machine may be shared: each op, the sgemm baseline and torch run in
 interleaved rounds; the ms column is the median, while throughputs and ratios use each one's best
-round (the least-disturbed run, the usual estimator of intrinsic speed under noise)."""
+round (the least-disturbed run, the usual estimator of intrinsic speed under noise).
+
+conv3x3's GFLOP/s counts a direct convolution's flops (2·9·C·O per output pixel), the usual
+convention: the Winograd path does 2.25x fewer multiplies, so its "effective" rate can exceed
+sgemm's."""
 from __future__ import annotations
 
 import statistics
@@ -30,6 +34,7 @@ def _cases(quick: bool):
     x320, w3, w1, b320 = r(2, 320, hw, hw), r(320, 320, 3, 3) * 0.02, r(320, 320, 1, 1) * 0.05, r(320)
     xl, wl, bl = r(2 * T, 320), r(1280, 320) * 0.05, r(1280)
     xg, gw, gb = r(2, 640, 32 // s, 32 // s), r(640), r(640)
+    w3b = r(640, 640, 3, 3) * 0.015
     xs, lw, lb = r(2, T, 320), r(320), r(320)
     q, k, v = r(2, 8, T, 40), r(2, 8, T, 40), r(2, 8, T, 40)
     kc, vc = r(2, 8, 77, 40), r(2, 8, 77, 40)
@@ -37,6 +42,9 @@ def _cases(quick: bool):
     cases = [
         (f"conv3x3 (2,320,{hw},{hw})->320", lambda F: F.conv2d(x320, w3, b320, 1, 1),
          lambda t, a: t.nn.functional.conv2d(a[0], a[1], a[2], 1, 1), 2 * 2 * 320 * hw * hw * 320 * 9, None, (x320, w3, b320)),
+        (f"conv3x3 (2,640,{hw // 2},{hw // 2})->640", lambda F: F.conv2d(xg, w3b, gb, 1, 1),
+         lambda t, a: t.nn.functional.conv2d(a[0], a[1], a[2], 1, 1), 2 * 2 * 640 * hw * hw // 4 * 640 * 9, None,
+         (xg, w3b, gb)),
         (f"conv1x1 (2,320,{hw},{hw})->320", lambda F: F.conv2d(x320, w1, b320),
          lambda t, a: t.nn.functional.conv2d(a[0], a[1], a[2]), 2 * 2 * 320 * hw * hw * 320, None, (x320, w1, b320)),
         (f"linear ({2 * T},320)->1280", lambda F: F.linear(xl, wl, bl),

@@ -136,5 +136,16 @@ def run(args) -> int:
                  peak_rss_mb=round(peak_rss_mb()), parameters_m=round(model.num_parameters() / 1e6, 1),
                  torch=(f"{torch.__version__}, in a child process (bench/common.py ChildTimer)" if torch is not None
                         else "not installed"))
-    emit([row], args.json, "UNet step (median seconds; ratio > 1 means minriff is faster)", extra)
+    if getattr(args, "profile", False):
+        from .profile import op_profile
+
+        with op_profile() as prof:
+            step()
+        extra["profile"] = {"by_op": [dict(op=o, calls=n, seconds=round(s, 4)) for o, n, s in prof.by_op()],
+                            "by_shape": [dict(op=o, shapes=sh, calls=n, seconds=round(s, 4), gflops=round(g, 1))
+                                         for o, sh, n, s, g in prof.by_shape(40)]}
+    emit([row], args.json, "UNet step (median seconds; ratio > 1 means minriff is faster)",
+         {k: v for k, v in extra.items() if k != "profile"} if not args.json else extra)
+    if getattr(args, "profile", False) and not args.json:
+        print(f"\nprofiled step: ops {prof.total():.2f} s of the step's wall time\n" + prof.table())
     return 0 if finite else 1
