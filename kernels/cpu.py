@@ -70,7 +70,8 @@ def attention(q, k, v, scale=None, causal=False):
     """softmax(q kᵀ · scale) v, tiled; q (B, H, Tq, D), k/v (B, H, Tk, D)."""
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
-    return cpu_attention.attention(_f32(q), _f32(k), _f32(v), float(scale), bool(causal))
+    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731  (any strides: copied once, transposed, inside)
+    return cpu_attention.attention(f32(q), f32(k), f32(v), float(scale), bool(causal))
 
 
 def _map(kernel, x):

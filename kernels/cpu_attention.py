@@ -169,25 +169,31 @@ def attend_rows(fn, kind, qt, k, vt, out, q0, q1, bq, bk, causal):
 
 
 def _transposed(x, scale):
-    """(BH, T, D) -> (BH, D, T) view of a buffer with rows padded by 64 bytes: a GEMM operand
-    of D rows 4096 floats apart would map every row to the same L1 cache sets."""
-    BH, T, D = x.shape
-    buf = np.empty((BH, D, T + 16), np.float32)[:, :, :T]
-    np.copyto(buf, x.transpose(0, 2, 1))
-    if scale is not None:
-        buf *= scale
+    """(B, H, T, D), any strides (the model's heads are a view of (B, T, H·D)) -> (B·H, D, T),
+    times scale, in one pass, into a buffer with rows padded by 64 bytes: a GEMM operand of D rows
+    4096 floats apart would map every row to the same L1 cache sets."""
+    B, H, T, D = x.shape
+    buf = np.empty((B * H, D, T + 16), np.float32)[:, :, :T]
+    dst = buf.reshape(B, H, D, T)
+    if scale is None:
+        np.copyto(dst, x.transpose(0, 1, 3, 2))
+    else:
+        np.multiply(x.transpose(0, 1, 3, 2), scale, out=dst)
     return buf
 
 
 def attention(q, k, v, scale, causal):
-    """q (B, H, Tq, D), k/v (B, H, Tk, D) float32 contiguous -> (B, H, Tq, D)."""
+    """q (B, H, Tq, D), k/v (B, H, Tk, D) float32, any strides -> (B, H, Tq, D) (a view of a
+    (B, Tq, H, D) array)."""
     B, H, Tq, D = q.shape
     Tk = k.shape[2]
     BH = B * H
-    qt = _transposed(q.reshape(BH, Tq, D), np.float32(scale / math.log(2.0)))  # (BH, D, Tq)
-    k3 = np.ascontiguousarray(k.reshape(BH, Tk, D))
-    vt = _transposed(v.reshape(BH, Tk, D), None)  # (BH, D, Tk)
-    out = np.empty((BH, Tq, D), np.float32)
+    qt = _transposed(q, np.float32(scale / math.log(2.0)))  # (BH, D, Tq)
+    k3 = np.ascontiguousarray(k).reshape(BH, Tk, D)
+    vt = _transposed(v, None)  # (BH, D, Tk)
+    # written as (B, Tq, H, D) and returned as its (B, H, Tq, D) view: the model merges heads
+    # back into (B, Tq, H·D) next, which is then a free reshape instead of a copy
+    out = np.empty((B, Tq, H, D), np.float32)
     bq, bk = tile_sizes(D, Tk)
     threads = numba.get_num_threads()
     pieces = -(-4 * threads // BH)  # query ranges per head: >= 4 items per thread when heads are few
@@ -196,7 +202,8 @@ def attention(q, k, v, scale, causal):
 
     def work(item):
         bh, q0, q1 = item
-        attend_rows(cpu_blas.SGEMM_ADDR, cpu_blas.SGEMM_KIND, qt[bh], k3[bh], vt[bh], out[bh], q0, q1, bq, bk, causal)
+        attend_rows(cpu_blas.SGEMM_ADDR, cpu_blas.SGEMM_KIND, qt[bh], k3[bh], vt[bh], out[bh // H, :, bh % H], q0, q1,
+                    bq, bk, causal)
 
     run_items(work, items, threads)
-    return out.reshape(B, H, Tq, D)
+    return out.transpose(0, 2, 1, 3)
