@@ -132,6 +132,9 @@ with contextlib.ExitStack() as overrides:
 slowest_first = sorted(calls, key=seconds.get, reverse=True)
 print("   op calls in one UNet forward:",
       ", ".join(f"{op} {calls[op]}× {seconds[op] * 1e3:.0f} ms" for op in slowest_first))
+# The same wrapper, packaged with a key per operand shape and GFLOP/s for conv/linear/attention:
+# `with minriff.bench.profile.op_profile() as prof: unet(...)`, then `print(prof.table())`; and on
+# the full-size UNet, `minriff bench unet --profile`.
 
 
 def gelu_tanh(x):
