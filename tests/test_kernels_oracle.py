@@ -41,6 +41,23 @@ def test_conv2d_vs_torch(seed, k, stride, padding):
     check("conv2d", f32(rng, 2, 4, 11, 10), f32(rng, 5, 4, k, k), f32(rng, 5), stride=stride, padding=padding)
 
 
+@pytest.mark.parametrize("path", ["winograd", "taps", "batch", "im2col"])
+@settings(max_examples=10)
+@given(seed=seeds, hw=st.tuples(st.integers(3, 21), st.integers(3, 21)),
+       padding=st.one_of(st.just(1), st.just(0), st.tuples(*[st.integers(0, 2)] * 4)))
+def test_conv3x3_paths_vs_torch(path, seed, hw, padding):
+    # SD-like channel counts through each 3x3 path (the drawn convs above are too small for most)
+    from minriff.kernels import cpu_conv
+
+    rng = np.random.default_rng(seed)
+    x, w, b = f32(rng, 2, 128, *hw), f32(rng, 24, 128, 3, 3), f32(rng, 24)
+    saved, cpu_conv.FORCE_PATH = cpu_conv.FORCE_PATH, path
+    try:
+        check("conv2d", x, w, b, stride=1, padding=padding)
+    finally:
+        cpu_conv.FORCE_PATH = saved
+
+
 @few
 @given(seed=seeds, fin=st.sampled_from([1, 7, 320]), fout=st.sampled_from([1, 13, 64]))
 def test_linear_vs_torch(seed, fin, fout):
