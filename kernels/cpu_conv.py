@@ -1,15 +1,15 @@
-"""conv2d on the CPU. Four paths, all ending in BLAS:
+"""conv2d on the CPU. Five paths, all ending in BLAS (choose_path picks one):
 
 - 1x1, stride 1, no padding: GEMMs (O, C) @ (C, band of H*W) on the input itself, no copy.
-- small images (at most BATCH_COLUMNS output pixels in the whole batch: SD's 8x8 and 16x16
-  layers): im2col of the whole batch and one GEMM (O, 9C) @ (9C, N*Ho*Wo). The weights are the
-  big operand there (118 MB for 2560 -> 1280 channels); per-tap GEMMs on 80-pixel-wide images
-  re-pack them nine times per image. Measured: 8x8 layers 67-73 -> 198-216 GFLOP/s, 16x16
-  161-167 -> 245-273 (2 threads; 32x32 stays faster with taps, 252 vs 227).
-- 3x3, stride 1, >= WINOGRAD_MIN_CHANNELS input channels, bigger than the batch path (SD's
-  32x32 and 64x64 layers, the VAE's): Winograd F(2x2, 3x3), cpu_winograd.py, 2.25x fewer flops.
-  Measured against the taps path below (2 threads): 1.4-1.7x faster at SD and VAE shapes; at
-  16x16 and 8x8 the transformed weights (16 O C floats) dominate and the batch path wins.
+- 3x3, stride 1, >= WINOGRAD_MIN_CHANNELS input channels, images of 16x16 and up (SD's 16, 32
+  and 64 px layers, the VAE's): Winograd F(2x2, 3x3), cpu_winograd.py, 2.25x fewer multiplies.
+  Measured against the paths it replaced (2 threads): 1.4-1.7x the taps path at 32 and 64 px,
+  1.3-1.5x the batch path at 16 px.
+- small images (at most BATCH_COLUMNS output pixels in the whole batch: SD's 8x8 layers, and
+  16x16 ones with few channels): im2col of the whole batch and one GEMM (O, 9C) @ (9C, N*Ho*Wo).
+  The weights are the big operand there (118 MB for 2560 -> 1280 channels); per-tap GEMMs on
+  80-pixel-wide images re-pack them nine times per image. Measured: 8x8 layers 67-73 -> 198-216
+  GFLOP/s, 16x16 161-167 -> 245-273 (2 threads; 32x32 stays faster with taps, 252 vs 227).
 - other stride-1 convs with >= TAPS_MIN_CHANNELS input channels: no im2col. The input
   is zero-padded once into (C, Hp*Wp + slack); in that flat layout the window tap (i, j) of every
   output pixel is the same matrix shifted by i*Wp + j, so the conv is kh*kw accumulating GEMMs
@@ -41,6 +41,7 @@ BAND_COLUMNS = 2048  # output pixels (padded width) per GEMM work item
 TAPS_MIN_CHANNELS = 64  # below this a K = C GEMM per tap is too thin; im2col's K = 9C wins
 BATCH_COLUMNS = 512  # at most this many output pixels in the whole batch: one im2col GEMM
 WINOGRAD_MIN_CHANNELS = 128  # input channels; and >= 4 output channels (VAE's 128 -> 3 is faster by taps)
+WINOGRAD_MIN_PIXELS = 256  # output pixels per image (16x16); at 8x8 the batch path was 1.0-1.3x faster
 PATHS = ("1x1", "batch", "winograd", "taps", "im2col")
 FORCE_PATH = None  # tests: one of PATHS to run every conv it applies to through that path
 _workspace = threading.local()
@@ -162,10 +163,10 @@ def choose_path(xshape, wshape, stride, pads) -> str:
         return FORCE_PATH
     if fits["1x1"]:
         return "1x1"
+    if fits["winograd"] and C >= WINOGRAD_MIN_CHANNELS and O >= 4 and Ho * Wo >= WINOGRAD_MIN_PIXELS:
+        return "winograd"
     if fits["batch"] and N * Ho * Wo <= BATCH_COLUMNS:
         return "batch"
-    if fits["winograd"] and C >= WINOGRAD_MIN_CHANNELS and O >= 4:
-        return "winograd"
     if fits["taps"] and C >= TAPS_MIN_CHANNELS:
         return "taps"
     return "im2col"

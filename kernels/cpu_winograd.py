@@ -34,28 +34,39 @@ from .cpu_math import FMA_FLAGS, prefer_wide_vectors
 
 TILES_PER_ITEM = 128  # GEMM width T; see tile_rows_per_item
 MIN_ITEMS = 4  # work items per conv at least (SD's 32x32 layers at batch 2: 4 items of 128 tiles)
+SPLIT_TILES = 256  # tiles per image from which items are bands of tile rows (32x32 px and up)
+CHANNEL_BLOCK = 128  # output channels per item below that
 _scratch = threading.local()
+
+
+@njit(inline="always", error_model="numpy", fastmath=FMA_FLAGS)
+def _gg(a, b, c):
+    """One row or column of G g Gᵀ: G (a, b, c)ᵀ."""
+    h = np.float32(0.5)
+    return a, h * (a + b + c), h * (a - b + c), c
+
+
+@njit(inline="always", error_model="numpy", fastmath=FMA_FLAGS)
+def _transform_one(w, u, o, uo):
+    """u[:, uo, :] = G w[o, c] Gᵀ for every input channel c (a loop over c: vectorises)."""
+    for c in range(w.shape[1]):
+        t0 = _gg(w[o, c, 0, 0], w[o, c, 1, 0], w[o, c, 2, 0])  # G g, column by column
+        t1 = _gg(w[o, c, 0, 1], w[o, c, 1, 1], w[o, c, 2, 1])
+        t2 = _gg(w[o, c, 0, 2], w[o, c, 1, 2], w[o, c, 2, 2])
+        for r in range(4):
+            e = _gg(t0[r], t1[r], t2[r])  # row r of (G g) Gᵀ
+            u[4 * r, uo, c] = e[0]
+            u[4 * r + 1, uo, c] = e[1]
+            u[4 * r + 2, uo, c] = e[2]
+            u[4 * r + 3, uo, c] = e[3]
 
 
 @njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, parallel=True)
 def transform_weights(w, u):
     """w (O, C, 3, 3) -> u (16, O, C): u[4r + s, o, c] = (G w[o, c] Gᵀ)[r, s]."""
-    O, C = w.shape[0], w.shape[1]
-    for o in prange(O):
-        t = np.empty((4, 3), np.float32)
-        for c in range(C):
-            for j in range(3):  # t = G g (4x3)
-                g0, g1, g2 = w[o, c, 0, j], w[o, c, 1, j], w[o, c, 2, j]
-                t[0, j] = g0
-                t[1, j] = np.float32(0.5) * (g0 + g1 + g2)
-                t[2, j] = np.float32(0.5) * (g0 - g1 + g2)
-                t[3, j] = g2
-            for r in range(4):  # u = t Gᵀ (4x4)
-                a0, a1, a2 = t[r, 0], t[r, 1], t[r, 2]
-                u[4 * r + 0, o, c] = a0
-                u[4 * r + 1, o, c] = np.float32(0.5) * (a0 + a1 + a2)
-                u[4 * r + 2, o, c] = np.float32(0.5) * (a0 - a1 + a2)
-                u[4 * r + 3, o, c] = a2
+    prefer_wide_vectors()
+    for o in prange(w.shape[0]):
+        _transform_one(w, u, o, o)
 
 
 @njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, nogil=True)
@@ -139,6 +150,23 @@ def winograd_rows(fn, kind, xp, u, bias, has_bias, y, tr0, tr1, tw, v, m):
     _output_transform(mt, tr0, tr1, tw, bias, has_bias, y)
 
 
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, nogil=True)
+def winograd_channels(fn, kind, v, u, o0, o1, bias, has_bias, y, th, tw, m):
+    """y[:, o0:o1] of every image from the whole batch's transformed input v (16, C, N·th·tw):
+    16 GEMMs (o1-o0, C) @ (C, N·th·tw) into m (16, >= o1-o0, >= N·th·tw), then the output
+    transform image by image. For small images, where the tiles are few and the weights many."""
+    C, T = v.shape[1], v.shape[2]
+    ob = o1 - o0
+    per_image = th * tw
+    ldv, ldm = v.strides[1] // 4, m.strides[1] // 4
+    for e in range(16):
+        sgemm(fn, kind, ob, T, C, u[e].ctypes.data + 4 * o0 * C, C, v[e].ctypes.data, ldv, np.float32(0),
+              m[e].ctypes.data, ldm)
+    for n in range(y.shape[0]):
+        _output_transform(m[:, :ob, n * per_image : (n + 1) * per_image], 0, th, tw, bias[o0:o1] if has_bias else bias,
+                          has_bias, y[n, o0:o1])
+
+
 def _scratch_buffer(name: str, shape: tuple) -> np.ndarray:
     """Per-thread scratch (reused: fresh pages cost a first touch on every call)."""
     n = int(np.prod(shape))
@@ -163,7 +191,9 @@ def tile_rows_per_item(th: int, tw: int, images: int) -> int:
 def conv3x3(x, w, b, pads, xp_buffer, y):
     """y (N, O, Ho, Wo) = conv of x (N, C, H, W) with w (O, C, 3, 3), float32 contiguous, stride 1,
     pads (top, bottom, left, right). xp_buffer(n) gives a float32 scratch of n elements for the
-    padded input (the caller's workspace)."""
+    padded input (the caller's workspace). Work items: bands of tile rows when the images have
+    many tiles (>= SPLIT_TILES per image), else blocks of CHANNEL_BLOCK output channels over the
+    whole batch's tiles."""
     from .cpu_conv import pad_flat
 
     N, C, H, W = x.shape
@@ -181,15 +211,30 @@ def conv3x3(x, w, b, pads, xp_buffer, y):
     has_bias = b is not None
     bias = b if has_bias else np.zeros(1, np.float32)
     threads = numba.get_num_threads()
+    fn, kind = cpu_blas.SGEMM_ADDR, cpu_blas.SGEMM_KIND
+    if th * tw < SPLIT_TILES:
+        T = N * th * tw
+        v = _scratch_buffer("vall", (16, C, T))
+        cols = np.empty((4, Wp), np.float32)
+        for n in range(N):
+            _input_transform(xp[n], 0, th, tw, cols, v[:, :, n * th * tw : (n + 1) * th * tw])
+        items = [(o0, min(o0 + CHANNEL_BLOCK, O)) for o0 in range(0, O, CHANNEL_BLOCK)]
+
+        def by_channels(item):
+            m = _scratch_buffer("m", (16, CHANNEL_BLOCK, T))
+            winograd_channels(fn, kind, v, u, item[0], item[1], bias, has_bias, y, th, tw, m)
+
+        run_items(by_channels, items, threads)
+        return
     rows = tile_rows_per_item(th, tw, N)
     T = rows * tw
     ld = T + 16 if (4 * T) % 4096 == 0 else T  # rows 4 KiB apart would share L1 sets
     items = [(n, r0, min(r0 + rows, th)) for n in range(N) for r0 in range(0, th, rows)]
 
-    def work(item):
+    def by_rows(item):
         n, r0, r1 = item
         v = _scratch_buffer("v", (16, C, ld))
         m = _scratch_buffer("m", (16, O, ld))
-        winograd_rows(cpu_blas.SGEMM_ADDR, cpu_blas.SGEMM_KIND, xp[n], u, bias, has_bias, y[n], r0, r1, tw, v, m)
+        winograd_rows(fn, kind, xp[n], u, bias, has_bias, y[n], r0, r1, tw, v, m)
 
-    run_items(work, items, threads)
+    run_items(by_rows, items, threads)

@@ -2,12 +2,14 @@
 shapes, strides, paddings, groups and sequence lengths; 200 examples per op."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
 from kernels_cases import as64, assert_close, f32, ops
-from minriff.kernels import cpu_conv
+from minriff.kernels import cpu_conv, cpu_winograd
 
 REF, CPU = ops("ref"), ops("cpu")
 EXAMPLES = settings(max_examples=200)
@@ -20,33 +22,59 @@ paddings = st.one_of(
 )
 
 
+@contextlib.contextmanager
+def conv_path(path, winograd_rows=False):
+    """Force one of the conv paths where it applies (None: the normal choice by size and channel
+    count); for Winograd, work items by tile rows (winograd_rows) or by blocks of 4 output
+    channels (these images are small: normally always channel blocks, of 128)."""
+    saved = cpu_conv.FORCE_PATH, cpu_winograd.SPLIT_TILES, cpu_winograd.CHANNEL_BLOCK
+    cpu_conv.FORCE_PATH = path
+    cpu_winograd.SPLIT_TILES, cpu_winograd.CHANNEL_BLOCK = (1 if winograd_rows else 10**9), 4
+    try:
+        yield
+    finally:
+        cpu_conv.FORCE_PATH, cpu_winograd.SPLIT_TILES, cpu_winograd.CHANNEL_BLOCK = saved
+
+
 @EXAMPLES
 @given(seed=seeds, n=st.integers(1, 2), c=st.integers(1, 9), o=st.integers(1, 9),
        h=st.integers(1, 12), w=st.integers(1, 12), k=st.sampled_from([1, 3, 2, 5]),
        kw_same=st.booleans(), stride=st.sampled_from([1, 2]), padding=paddings, bias=st.booleans(),
-       path=st.sampled_from((None,) + cpu_conv.PATHS))
-def test_conv2d_matches_ref(seed, n, c, o, h, w, k, kw_same, stride, padding, bias, path):
+       path=st.sampled_from((None,) + cpu_conv.PATHS), winograd_rows=st.booleans())
+def test_conv2d_matches_ref(seed, n, c, o, h, w, k, kw_same, stride, padding, bias, path, winograd_rows):
     rng = np.random.default_rng(seed)
     kw = k if kw_same else 1 + (k % 3)
     pads = (padding,) * 4 if isinstance(padding, int) else padding
     h, w = max(h, k - pads[0] - pads[1]), max(w, kw - pads[2] - pads[3])
     x, wt, b = f32(rng, n, c, h, w), f32(rng, o, c, k, kw), (f32(rng, o) if bias else None)
-    # path: force one of the conv paths (normally chosen by size and channel count) where it
-    # applies to this conv; None: the normal choice
-    saved, cpu_conv.FORCE_PATH = cpu_conv.FORCE_PATH, path
-    try:
+    with conv_path(path, winograd_rows):
         got = CPU.conv2d(x, wt, b, stride=stride, padding=padding)
-    finally:
-        cpu_conv.FORCE_PATH = saved
     want = REF.conv2d(as64(x), as64(wt), as64(b), stride=stride, padding=padding)
     scale = REF.conv2d(np.abs(as64(x)), np.abs(as64(wt)), None if b is None else np.abs(as64(b)), stride, padding)
     assert got.dtype == np.float32
     assert_close(got, want, scale, what=f"conv2d ({path or 'default'} path)")
 
 
+@EXAMPLES
+@given(seed=seeds, n=st.integers(1, 3), c=st.integers(1, 12), o=st.integers(1, 13), h=st.integers(1, 20),
+       w=st.integers(1, 20), padding=paddings, bias=st.booleans(), winograd_rows=st.booleans())
+def test_winograd_conv3x3_matches_ref(seed, n, c, o, h, w, padding, bias, winograd_rows):
+    # the drawn convs above reach Winograd only when path, kernel size and stride all line up
+    rng = np.random.default_rng(seed)
+    pads = (padding,) * 4 if isinstance(padding, int) else padding
+    h, w = max(h, 3 - pads[0] - pads[1]), max(w, 3 - pads[2] - pads[3])
+    x, wt, b = f32(rng, n, c, h, w), f32(rng, o, c, 3, 3), (f32(rng, o) if bias else None)
+    with conv_path("winograd", winograd_rows):
+        got = CPU.conv2d(x, wt, b, stride=1, padding=padding)
+    want = REF.conv2d(as64(x), as64(wt), as64(b), stride=1, padding=padding)
+    scale = REF.conv2d(np.abs(as64(x)), np.abs(as64(wt)), None if b is None else np.abs(as64(b)), 1, padding)
+    assert_close(got, want, scale, what=f"winograd by {'tile rows' if winograd_rows else 'channel blocks'}")
+
+
 @pytest.mark.parametrize("shape,wshape,pad", [((2, 8, 50, 50), (3, 8, 1, 1), 0), ((2, 64, 70, 9), (6, 64, 3, 3), 1),
                                              ((1, 64, 9, 300), (4, 64, 3, 3), (0, 1, 2, 0)),
-                                             ((2, 128, 41, 37), (5, 128, 3, 3), (1, 0, 2, 1))])  # Winograd, odd sizes
+                                             ((2, 128, 41, 37), (5, 128, 3, 3), (1, 0, 2, 1)),  # Winograd by tile rows
+                                             ((2, 128, 16, 17), (300, 128, 3, 3), 1)])  # by channel blocks (3)
 def test_conv2d_large_images_split_into_bands_match_ref(shape, wshape, pad):
     # bigger than one GEMM work item (cpu_conv.BAND_COLUMNS pixels): several bands per image
     rng = np.random.default_rng(1)
