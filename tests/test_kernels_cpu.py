@@ -74,7 +74,8 @@ def test_winograd_conv3x3_matches_ref(seed, n, c, o, h, w, padding, bias, winogr
 @pytest.mark.parametrize("shape,wshape,pad", [((2, 8, 50, 50), (3, 8, 1, 1), 0), ((2, 64, 70, 9), (6, 64, 3, 3), 1),
                                              ((1, 64, 9, 300), (4, 64, 3, 3), (0, 1, 2, 0)),
                                              ((2, 128, 41, 37), (5, 128, 3, 3), (1, 0, 2, 1)),  # Winograd by tile rows
-                                             ((2, 128, 16, 17), (300, 128, 3, 3), 1)])  # by channel blocks (3)
+                                             ((2, 128, 16, 17), (300, 128, 3, 3), 1),  # by channel blocks (3)
+                                             ((2, 64, 8, 8), (512, 64, 3, 3), 1)])  # batch path, two GEMM halves
 def test_conv2d_large_images_split_into_bands_match_ref(shape, wshape, pad):
     # bigger than one GEMM work item (cpu_conv.BAND_COLUMNS pixels): several bands per image
     rng = np.random.default_rng(1)
