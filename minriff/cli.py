@@ -20,7 +20,7 @@ COMMANDS = {
     "download": ("minriff.cli_weights:download", "download riffusion/riffusion-model-v1 from the Hugging Face Hub and convert it"),
     "info": ("minriff.cli_weights:info", "show what a converted weights file holds"),
     "init-random": ("minriff.cli_weights:init_random", "write random weights with real (sd15) or tiny shapes, for benchmarks and tests"),
-    "bench": ("minriff.bench:command", "benchmarks: ops, unet, audio (ratios to same-run baselines)"),
+    "bench": ("minriff.bench:command", "benchmarks: ops, unet, vae, audio (ratios to same-run baselines)"),
 }
 
 

@@ -8,8 +8,11 @@ import importlib
 TARGETS = {
     "ops": "per-op throughput at Stable Diffusion shapes vs sgemm peak and torch",
     "unet": "one UNet step (batch 2, 64x64 latents, full-size random weights) vs torch/diffusers",
+    "vae": "one VAE decode (64x64 latents -> 512x512 image, full-size random weights) vs torch/diffusers",
     "audio": "spectrogram image -> audio: inverse mel + Griffin-Lim vs librosa",
 }
+
+MODULES = {"vae": "unet"}  # target -> module, where one module serves several targets
 
 
 class command:  # the CLI's subcommand object
@@ -20,11 +23,11 @@ class command:  # the CLI's subcommand object
         p.add_argument("--backend", default="cpu", help="kernel backend to time (cpu, ref, cuda)")
         p.add_argument("--repeat", type=int, default=None, help="timed repetitions (median reported)")
         p.add_argument("--quick", action="store_true", help="smaller shapes / fewer repeats (smoke run)")
-        p.add_argument("--weights", default=None, help="weights file (unet bench; default: random sd15 shapes)")
+        p.add_argument("--weights", default=None, help="weights file (unet/vae bench; default: random sd15 shapes)")
         p.add_argument("--profile", action="store_true",
-                       help="unet bench: after the timed rounds, one more step with every op timed (table by op and shape)")
+                       help="unet/vae bench: after the timed rounds, one more call with every op timed (table by op and shape)")
 
     @staticmethod
     def run(args) -> int:
-        mod = importlib.import_module(f"minriff.bench.{args.target}")
+        mod = importlib.import_module(f"minriff.bench.{MODULES.get(args.target, args.target)}")
         return mod.run(args)

@@ -1,5 +1,6 @@
 """`minriff bench unet`: one UNet step (batch 2 = classifier-free guidance pair, 64×64 latents,
-77 text tokens) with full-size weights, median of >= 3 runs; the same step in diffusers/torch on
+77 text tokens) with full-size weights, median of >= 3 runs; `minriff bench vae`: one VAE decode
+of a 64×64 latent (a 512×512 spectrogram). Each also runs in diffusers/torch on
 the same weights and inputs (in a child process, same thread count, rounds interleaved with
 minriff's) when torch is installed, as a ratio torch_time / minriff_time (> 1: minriff is
 faster), and the largest difference between the two outputs; peak RSS of this process.
@@ -18,58 +19,72 @@ import numpy as np
 
 from .. import configs, kernels
 from ..unet import UNet2DConditionModel
+from ..vae import AutoencoderKL
 from ..weights import init_random
 from .common import ChildTimer, emit, peak_rss_mb, torch_or_none
 from .ops import SETTLE_S
 
 
-def _minriff_unet(weights_path):
+def _minriff_model(kind: str, weights_path):
+    """-> (model, config, source) for kind "unet" or "vae": from a weights file, or random."""
+    model_cls, cfg_of = (UNet2DConditionModel, lambda c: c.unet) if kind == "unet" else (AutoencoderKL, lambda c: c.vae)
     if weights_path:
         from .. import weights, nn
         wf = weights.open(weights_path)
-        model = UNet2DConditionModel(wf.config.unet)
-        return nn.load(model, wf.component("unet"), what="UNet"), wf.config.unet, f"file {weights_path}"
-    cfg = configs.SD15.unet
-    return init_random(UNet2DConditionModel(cfg)), cfg, "random sd15 shapes"
+        model = model_cls(cfg_of(wf.config))
+        return nn.load(model, wf.component(kind), what=kind.upper()), cfg_of(wf.config), f"file {weights_path}"
+    cfg = cfg_of(configs.SD15)
+    return init_random(model_cls(cfg)), cfg, "random sd15 shapes"
 
 
-def _inputs(cfg, quick: bool):
-    """x (2, C, hw, hw), t (2,), context (2, 77, cross_dim): the same arrays in both processes."""
+def _inputs(kind: str, cfg, quick: bool) -> tuple:
+    """The same arrays in both processes. unet: x (2, C, hw, hw), t (2,), context (2, 77, cross_dim);
+    vae: latents (1, C, hw, hw) to decode."""
     hw = 32 if quick else 64
     rng = np.random.default_rng(1)
+    if kind == "vae":
+        return (rng.standard_normal((1, cfg.latent_channels, hw, hw), dtype=np.float32),)
     x = rng.standard_normal((2, cfg.in_channels, hw, hw), dtype=np.float32)
     t = np.array([981.0, 981.0], dtype=np.float32)
     ctx = rng.standard_normal((2, 77, cfg.cross_attention_dim), dtype=np.float32)
     return x, t, ctx
 
 
-def _torch_unet(torch, model, cfg):
-    """diffusers' UNet sharing minriff's parameter arrays (no copy; built on the meta device)."""
-    from diffusers import UNet2DConditionModel as TorchUNet
+def _torch_model(kind: str, torch, model, cfg):
+    """diffusers' UNet or VAE sharing minriff's parameter arrays (no copy; built on the meta device)."""
+    if kind == "unet":
+        from diffusers import UNet2DConditionModel as TorchModel
+    else:
+        from diffusers import AutoencoderKL as TorchModel
 
     kw = {k: v for k, v in cfg.to_dict().items() if k not in ("num_attention_heads",) or v is not None}
     with torch.device("meta"):
-        tm = TorchUNet(**kw)
+        tm = TorchModel(**kw)
     state = {k: torch.from_numpy(np.asarray(v)) for k, v in model.named_parameters()}
     tm.load_state_dict(state, strict=True, assign=True)
     return tm.eval()
 
 
-def _torch_step(weights_path, quick: bool, threads=None) -> dict:
-    """ChildTimer factory: diffusers' UNet step on the same weights (rebuilt in the child: the
-    same file, or init_random's deterministic values) and the same inputs."""
+def _call(kind: str, model, arrays):
+    """One step: the UNet's noise prediction, or the VAE's decoded image (either library)."""
+    return model(*arrays) if kind == "unet" else model.decode(*arrays)
+
+
+def _torch_step(kind: str, weights_path, quick: bool, threads=None) -> dict:
+    """ChildTimer factory: diffusers' model on the same weights (rebuilt in the child: the same
+    file, or init_random's deterministic values) and the same inputs."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    model, cfg, _ = _minriff_unet(weights_path)
-    tm = _torch_unet(torch, model, cfg)
-    tx, tt, tc = (torch.from_numpy(a) for a in _inputs(cfg, quick))
+    model, cfg, _ = _minriff_model(kind, weights_path)
+    tm = _torch_model(kind, torch, model, cfg)
+    arrays = tuple(torch.from_numpy(a) for a in _inputs(kind, cfg, quick))
     out = {}
 
     def step():
         with torch.inference_mode():
-            out["sample"] = tm(tx, tt, tc).sample
+            out["sample"] = _call(kind, tm, arrays).sample
 
     return {"step": step, "output": lambda: out["sample"].numpy()}
 
@@ -80,17 +95,18 @@ def run(args) -> int:
     kernels.backend(args.backend)
     F = kernels.ops()
     t0 = time.perf_counter()
-    model, cfg, source = _minriff_unet(args.weights)
+    kind = getattr(args, "target", "unet")
+    model, cfg, source = _minriff_model(kind, args.weights)
     build_s = time.perf_counter() - t0
-    x, t, ctx = _inputs(cfg, quick)
-    hw = x.shape[-1]
-    xd, ctxd = F.asarray(x), F.asarray(ctx)
+    arrays = _inputs(kind, cfg, quick)
+    hw = arrays[0].shape[-1]
+    on_device = tuple(F.asarray(a) if a.ndim > 1 else a for a in arrays)
 
     out = None
 
     def step():
         nonlocal out
-        out = model(xd, t, ctxd)
+        out = _call(kind, model, on_device)
 
     t0 = time.perf_counter()
     step()  # first call: kernel compilation / caches (reported, not in the median)
@@ -102,11 +118,11 @@ def run(args) -> int:
         threads = os.cpu_count() or 1
     torch = torch_or_none()
     child = None
-    row = dict(backend=args.backend, batch=2, latent=f"{hw}x{hw}", minriff_s=None, first_call_s=first_s,
+    row = dict(backend=args.backend, batch=arrays[0].shape[0], latent=f"{hw}x{hw}", minriff_s=None, first_call_s=first_s,
                torch_s=None, ratio_torch_over_minriff=None, max_rel_diff_vs_torch=None)
     if torch is not None:
         try:
-            child = ChildTimer(_torch_step, (args.weights, quick), threads)
+            child = ChildTimer(_torch_step, (kind, args.weights, quick), threads)
         except RuntimeError as e:
             row["torch_s"] = f"unavailable: {e}"
     # interleaved rounds (minriff step, torch step), so machine load hits both alike
@@ -144,7 +160,8 @@ def run(args) -> int:
         extra["profile"] = {"by_op": [dict(op=o, calls=n, seconds=round(s, 4)) for o, n, s in prof.by_op()],
                             "by_shape": [dict(op=o, shapes=sh, calls=n, seconds=round(s, 4), gflops=round(g, 1))
                                          for o, sh, n, s, g in prof.by_shape(40)]}
-    emit([row], args.json, "UNet step (median seconds; ratio > 1 means minriff is faster)",
+    title = "UNet step" if kind == "unet" else f"VAE decode to {hw * cfg.downscale}x{hw * cfg.downscale} px"
+    emit([row], args.json, f"{title} (median seconds; ratio > 1 means minriff is faster)",
          {k: v for k, v in extra.items() if k != "profile"} if not args.json else extra)
     if getattr(args, "profile", False) and not args.json:
         print(f"\nprofiled step: ops {prof.total():.2f} s of the step's wall time\n" + prof.table())
