@@ -2,7 +2,7 @@
 
 Each 2x2 block of output pixels (a "tile") is computed from the 4x4 input patch under it:
 
-    Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d Bᵀᵀ) ] A        (g the 3x3 filter, d the 4x4 patch)
+    Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A        (g the 3x3 filter, d the 4x4 patch)
 
     Bᵀ = [1  0 -1  0]    G = [ 1    0    0 ]    Aᵀ = [1  1  1  0]
          [0  1  1  0]        [1/2  1/2  1/2]         [0  1 -1 -1]
@@ -15,10 +15,15 @@ transformed patch:  M[e] (O, T) = U[e] (O, C) @ V[e] (C, T)  for T tiles. That i
 per 4 outputs instead of 36: 2.25x fewer flops than a direct 3x3 conv, paid for with the two
 transforms, which are additions only (and halvings, exact in binary floating point, in G).
 
-Work items are bands of tile rows of one image: input transform into V, 16 sgemm calls, output
-transform (plus bias) straight into y, all in one Numba kernel per item (cpu_blas.run_items
-threads, BLAS single-threaded). Every item is computed the same way whichever thread runs it, so
-results do not depend on the thread count.
+Work items (cpu_blas.run_items threads, BLAS single-threaded), each one Numba kernel:
+- images with many tiles (32x32 px and up): a band of tile rows of one image. Input transform
+  into V, 16 sgemm calls, output transform (plus bias) straight into y; V and M stay in cache.
+- small images (16x16: 64 tiles, 1280 channels): the whole batch's V is computed once, and an
+  item is a block of output channels. Split by tiles, every item would stream all of U (16·O·C
+  floats, 105 MB at 1280 channels) for a GEMM only 32 tiles wide.
+U itself is computed per call (1280x1280: 8 ms); caching it per weight array would cost 1.8x the
+weights' memory. Items depend on the shape only and each is computed the same way whichever
+thread runs it, so results do not depend on the thread count.
 """
 from __future__ import annotations
 
