@@ -1,6 +1,7 @@
 """The cpu backend: Numba kernels around BLAS, float32. Same signatures as ref.py; shapes are
 checked in front (checks.py). Kernels live in cpu_math (vectorisable exp), cpu_elementwise,
-cpu_norm, cpu_conv and cpu_attention; this module adapts arguments and layouts.
+cpu_norm, cpu_conv (+ cpu_winograd, cpu_workspace), cpu_attention and cpu_blas (BLAS calls, the
+work-item thread pool); this module adapts arguments and layouts.
 
 Determinism: kernels parallelise over independent rows/groups/work items only and every
 reduction runs sequentially inside one task, so the bits do not depend on the thread count."""
@@ -92,8 +93,8 @@ def attention(q, k, v, scale=None, causal=False):
     """softmax(q kᵀ · scale) v, tiled; q (B, H, Tq, D), k/v (B, H, Tk, D)."""
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
-    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731  (any strides: copied once, transposed, inside)
-    return cpu_attention.attention(f32(q), f32(k), f32(v), float(scale), bool(causal))
+    q, k, v = (np.asarray(a, dtype=np.float32) for a in (q, k, v))  # any strides: the kernel copies them once
+    return cpu_attention.attention(q, k, v, float(scale), bool(causal))
 
 
 def _map(kernel, x):

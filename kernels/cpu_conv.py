@@ -19,11 +19,9 @@
 - everything else (strided, few channels): im2col (Numba, parallel over rows of the column
   matrix) and one GEMM per chunk of output rows; the column buffer is capped, so a 512x512 VAE
   layer is done in row chunks instead of a multi-GB matrix.
-Buffers come from a per-thread workspace reused across calls (first-touching fresh pages costs
-~10% of a 3x3 SD conv). Taps are accumulated in a fixed order: same bits for any thread count."""
+Buffers come from a per-thread workspace reused across calls (cpu_workspace.buffer). Taps are
+accumulated in a fixed order: same bits for any thread count."""
 from __future__ import annotations
-
-import threading
 
 import numba
 import numpy as np
@@ -34,9 +32,9 @@ from .cpu_math import FMA_FLAGS
 from . import cpu_winograd
 from .cpu_blas import gemm_into, run_items
 from .cpu_elementwise import add_bias_channels
+from .cpu_workspace import buffer, pad_flat
 
 COLS_LIMIT_BYTES = 64 << 20
-KEEP_BYTES = 64 << 20
 BAND_COLUMNS = 2048  # output pixels (padded width) per GEMM work item
 TAPS_MIN_CHANNELS = 64  # below this a K = C GEMM per tap is too thin; im2col's K = 9C wins
 BATCH_COLUMNS = 512  # at most this many output pixels in the whole batch: one im2col GEMM
@@ -44,31 +42,6 @@ WINOGRAD_MIN_CHANNELS = 128  # input channels; and >= 4 output channels (VAE's 1
 WINOGRAD_MIN_PIXELS = 256  # output pixels per image (16x16); at 8x8 the batch path was 1.0-1.3x faster
 PATHS = ("1x1", "batch", "winograd", "taps", "im2col")
 FORCE_PATH = None  # tests: one of PATHS to run every conv it applies to through that path
-_workspace = threading.local()
-
-
-def _buffer(name: str, n: int) -> np.ndarray:
-    """A float32 scratch array of n elements; kept for reuse only up to KEEP_BYTES each, so a
-    512x512 VAE layer does not leave hundreds of MB behind."""
-    buf = getattr(_workspace, name, None)
-    if buf is not None and buf.size >= n:
-        return buf[:n]
-    buf = np.empty(n, np.float32)
-    if 4 * n <= KEEP_BYTES:
-        setattr(_workspace, name, buf)
-    return buf
-
-
-@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, parallel=True)
-def pad_flat(x, top, left, Hp, Wp, xp):
-    """x (C, H, W) -> xp (C, S) with xp[c, (top+h)*Wp + left+w] = x[c, h, w], zeros elsewhere."""
-    C, H, W = x.shape
-    for c in prange(C):
-        xp[c, :] = 0
-        for h in range(H):
-            base = (top + h) * Wp + left
-            for w in range(W):
-                xp[c, base + w] = x[c, h, w]
 
 
 @njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, parallel=True)
@@ -93,8 +66,8 @@ def _conv_taps(x, w, b, pads, y):
     Ho, Wo = Hp - kh + 1, Wp - kw + 1
     S = Hp * Wp + kw - 1  # the last tap's view reads kw - 1 past the padded image
     taps = np.ascontiguousarray(w.transpose(2, 3, 0, 1))  # (kh, kw, O, C)
-    xp = _buffer("padded", N * C * S).reshape(N, C, S)
-    wide = _buffer("wide", N * O * Ho * Wp).reshape(N, O, Ho * Wp)
+    xp = buffer("padded", N * C * S).reshape(N, C, S)
+    wide = buffer("wide", N * O * Ho * Wp).reshape(N, O, Ho * Wp)
     for n in range(N):
         pad_flat(x[n], top, left, Hp, Wp, xp[n])
     band = max(1, -(-BAND_COLUMNS // Wp))  # output rows per item: a fixed function of the shape
@@ -193,10 +166,10 @@ def conv2d(x, w, b, stride, pads):
         run_items(work, items, numba.get_num_threads())
     elif path == "batch":
         K, P = C * kh * kw, Ho * Wo
-        cols = _buffer("cols", K * N * P).reshape(K, N * P)
+        cols = buffer("cols", K * N * P).reshape(K, N * P)
         for n in range(N):
             im2col(x[n], kh, kw, stride, top, left, 0, Wo, cols[:, n * P : (n + 1) * P])
-        y2 = _buffer("wide", O * N * P).reshape(O, N * P)
+        y2 = buffer("wide", O * N * P).reshape(O, N * P)
         # one GEMM for the whole batch, K = 9C deep; with many output channels as two halves of
         # the rows on single-threaded BLAS (8x8 layers, (1280, 11520) @ (11520, 128): 247 against
         # 192 GFLOP/s for OpenBLAS's own split). Two halves whatever the thread count: same bits.
@@ -208,7 +181,7 @@ def conv2d(x, w, b, stride, pads):
             np.matmul(w2, cols, out=y2)
         y[:] = y2.reshape(O, N, P).transpose(1, 0, 2)
     elif path == "winograd":
-        cpu_winograd.conv3x3(x, w, b, pads, lambda n: _buffer("padded", n), y.reshape(N, O, Ho, Wo))
+        cpu_winograd.conv3x3(x, w, b, pads, y.reshape(N, O, Ho, Wo))
         return y.reshape(N, O, Ho, Wo)
     elif path == "taps":
         _conv_taps(x, w, b, pads, y)
@@ -219,7 +192,7 @@ def conv2d(x, w, b, stride, pads):
         for n in range(N):
             for oh0 in range(0, Ho, rows_per_chunk):
                 rows = min(rows_per_chunk, Ho - oh0)
-                cols = _buffer("cols", K * rows * Wo).reshape(K, rows * Wo)
+                cols = buffer("cols", K * rows * Wo).reshape(K, rows * Wo)
                 im2col(x[n], kh, kw, stride, top, left, oh0, Wo, cols)
                 np.matmul(w2, cols, out=y[n, :, oh0 * Wo : (oh0 + rows) * Wo])
     if b is not None:

@@ -27,8 +27,6 @@ thread runs it, so results do not depend on the thread count.
 """
 from __future__ import annotations
 
-import threading
-
 import numba
 import numpy as np
 from numba import njit, prange
@@ -36,12 +34,12 @@ from numba import njit, prange
 from . import cpu_blas
 from .cpu_blas import run_items, sgemm
 from .cpu_math import FMA_FLAGS, prefer_wide_vectors
+from .cpu_workspace import buffer, pad_flat
 
 TILES_PER_ITEM = 128  # GEMM width T; see tile_rows_per_item
 MIN_ITEMS = 4  # work items per conv at least (SD's 32x32 layers at batch 2: 4 items of 128 tiles)
 SPLIT_TILES = 256  # tiles per image from which items are bands of tile rows (32x32 px and up)
 CHANNEL_BLOCK = 128  # output channels per item below that
-_scratch = threading.local()
 
 
 @njit(inline="always", error_model="numpy", fastmath=FMA_FLAGS)
@@ -172,16 +170,6 @@ def winograd_channels(fn, kind, v, u, o0, o1, bias, has_bias, y, th, tw, m):
                           has_bias, y[n, o0:o1])
 
 
-def _scratch_buffer(name: str, shape: tuple) -> np.ndarray:
-    """Per-thread scratch (reused: fresh pages cost a first touch on every call)."""
-    n = int(np.prod(shape))
-    buf = getattr(_scratch, name, None)
-    if buf is None or buf.size < n:
-        buf = np.empty(n, np.float32)
-        setattr(_scratch, name, buf)
-    return buf[:n].reshape(shape)
-
-
 def tile_rows_per_item(th: int, tw: int, images: int) -> int:
     """Tile rows per work item: about TILES_PER_ITEM tiles (GEMM width; 64 and 256 were 5-20%
     slower here), halved until there are MIN_ITEMS items. A function of the shape only, never of
@@ -193,21 +181,18 @@ def tile_rows_per_item(th: int, tw: int, images: int) -> int:
     return rows
 
 
-def conv3x3(x, w, b, pads, xp_buffer, y):
+def conv3x3(x, w, b, pads, y):
     """y (N, O, Ho, Wo) = conv of x (N, C, H, W) with w (O, C, 3, 3), float32 contiguous, stride 1,
-    pads (top, bottom, left, right). xp_buffer(n) gives a float32 scratch of n elements for the
-    padded input (the caller's workspace). Work items: bands of tile rows when the images have
+    pads (top, bottom, left, right). Work items: bands of tile rows when the images have
     many tiles (>= SPLIT_TILES per image), else blocks of CHANNEL_BLOCK output channels over the
     whole batch's tiles."""
-    from .cpu_conv import pad_flat
-
     N, C, H, W = x.shape
     O = w.shape[0]
     top, bottom, left, right = pads
     Ho, Wo = H + top + bottom - 2, W + left + right - 2
     th, tw = -(-Ho // 2), -(-Wo // 2)
     Hp, Wp = 2 * th + 2, 2 * tw + 2  # whole tiles: the last row/column of patches may read zeros
-    xp = xp_buffer(N * C * Hp * Wp).reshape(N, C, Hp * Wp)
+    xp = buffer("padded", N * C * Hp * Wp).reshape(N, C, Hp * Wp)
     for n in range(N):
         pad_flat(x[n], top, left, Hp, Wp, xp[n])
     xp = xp.reshape(N, C, Hp, Wp)
@@ -219,14 +204,14 @@ def conv3x3(x, w, b, pads, xp_buffer, y):
     fn, kind = cpu_blas.SGEMM_ADDR, cpu_blas.SGEMM_KIND
     if th * tw < SPLIT_TILES:
         T = N * th * tw
-        v = _scratch_buffer("vall", (16, C, T))
+        v = buffer("vall", 16 * C * T).reshape(16, C, T)
         cols = np.empty((4, Wp), np.float32)
         for n in range(N):
             _input_transform(xp[n], 0, th, tw, cols, v[:, :, n * th * tw : (n + 1) * th * tw])
         items = [(o0, min(o0 + CHANNEL_BLOCK, O)) for o0 in range(0, O, CHANNEL_BLOCK)]
 
         def by_channels(item):
-            m = _scratch_buffer("m", (16, CHANNEL_BLOCK, T))
+            m = buffer("m", 16 * CHANNEL_BLOCK * T).reshape(16, CHANNEL_BLOCK, T)
             winograd_channels(fn, kind, v, u, item[0], item[1], bias, has_bias, y, th, tw, m)
 
         run_items(by_channels, items, threads)
@@ -238,8 +223,8 @@ def conv3x3(x, w, b, pads, xp_buffer, y):
 
     def by_rows(item):
         n, r0, r1 = item
-        v = _scratch_buffer("v", (16, C, ld))
-        m = _scratch_buffer("m", (16, O, ld))
+        v = buffer("v", 16 * C * ld).reshape(16, C, ld)
+        m = buffer("m", 16 * O * ld).reshape(16, O, ld)
         winograd_rows(fn, kind, xp[n], u, bias, has_bias, y[n], r0, r1, tw, v, m)
 
     run_items(by_rows, items, threads)

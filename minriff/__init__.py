@@ -11,15 +11,15 @@ __version__ = "0.1.0"
 # at half speed); 7.1-7.3 s with OpenMP threads sleeping at once (OMP_WAIT_POLICY=PASSIVE), but
 # then every small parallel kernel pays the wake-up, ~0.5 ms on this VM (GroupNorm+SiLU alone
 # 1.1 instead of 0.58 ms). Set before numpy and Numba's OpenMP start (importing minriff first
-# does that); a value you set yourself wins (try OMP_WAIT_POLICY=PASSIVE for whole-model runs), and
-# MINRIFF_THREAD_DEFAULTS=0 turns this off, and the malloc setting below (the benchmarks' torch
+# does that); a value you set yourself wins (try OMP_WAIT_POLICY=PASSIVE for whole-model runs).
+# MINRIFF_THREAD_DEFAULTS=0 turns off this and the malloc setting below (the benchmarks' torch
 # process uses that).
+_DEFAULTS_ON = _os.environ.get("MINRIFF_THREAD_DEFAULTS") != "0"
 ENV_DEFAULTS = {}
-if _os.environ.get("MINRIFF_THREAD_DEFAULTS") != "0":
+if _DEFAULTS_ON:
     ENV_DEFAULTS = {k: v for k, v in {"GOMP_SPINCOUNT": "100000", "OPENBLAS_THREAD_TIMEOUT": "24"}.items()
                     if k not in _os.environ}
     _os.environ.update(ENV_DEFAULTS)
-
 
 
 def _keep_freed_memory() -> bool:
@@ -40,7 +40,7 @@ def _keep_freed_memory() -> bool:
         return False
 
 
-MALLOC_TUNED = _os.environ.get("MINRIFF_THREAD_DEFAULTS") != "0" and _keep_freed_memory()
+MALLOC_TUNED = _DEFAULTS_ON and _keep_freed_memory()
 
 from .errors import MinriffError  # noqa: E402, F401
 

@@ -28,9 +28,8 @@ def test_profile_counts_every_op_call_and_restores_the_backend():
     calls = {op: n for op, n, s in prof.by_op()}
     assert calls == {"conv2d": 3, "linear": 1, "silu": 1}
     # flops: conv 2·N·O·Ho·Wo·C·9, linear 2·rows·out·in (the GFLOP/s column divides these by the time)
-    total = {k: v for k, v in prof.calls.items()}
-    assert total[("conv2d", "(2,3,9,7)x(5,3,3,3)")][2] == 3 * 2 * 2 * 5 * 9 * 7 * 3 * 9
-    assert total[("linear", "(4,6,8)x(10,8)")][2] == 2 * 24 * 10 * 8
+    assert prof.calls[("conv2d", "(2,3,9,7)x(5,3,3,3)")][2] == 3 * 2 * 2 * 5 * 9 * 7 * 3 * 9
+    assert prof.calls[("linear", "(4,6,8)x(10,8)")][2] == 2 * 24 * 10 * 8
     assert "conv2d" in prof.table() and "GFLOP/s" in prof.table()
     after = {op: getattr(kernels.ops("cpu"), op + "_unchecked") for op in kernels.OP_NAMES}
     assert after == before and F.conv2d is not None

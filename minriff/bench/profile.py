@@ -71,7 +71,7 @@ class Profile:
         lines = [f"{'op':<22}{'calls':>7}{'seconds':>10}{'share':>8}"]
         lines += [f"{op:<22}{n:>7}{s:>10.3f}{s / total:>8.1%}" for op, n, s in self.by_op()]
         lines += ["", f"{'op':<22}{'calls':>7}{'seconds':>10}{'GFLOP/s':>9}  shapes"]
-        lines += [f"{op:<22}{n:>7}{s:>10.3f}{g:>9.0f}  {shapes}" if g else f"{op:<22}{n:>7}{s:>10.3f}{'-':>9}  {shapes}"
+        lines += [f"{op:<22}{n:>7}{s:>10.3f}{f'{g:.0f}' if g else '-':>9}  {shapes}"
                   for op, shapes, n, s, g in self.by_shape(top)]
         return "\n".join(lines)
 

@@ -95,7 +95,7 @@ def run(args) -> int:
     kernels.backend(args.backend)
     F = kernels.ops()
     t0 = time.perf_counter()
-    kind = getattr(args, "target", "unet")
+    kind = args.target
     model, cfg, source = _minriff_model(kind, args.weights)
     build_s = time.perf_counter() - t0
     arrays = _inputs(kind, cfg, quick)
@@ -152,17 +152,18 @@ def run(args) -> int:
                  peak_rss_mb=round(peak_rss_mb()), parameters_m=round(model.num_parameters() / 1e6, 1),
                  torch=(f"{torch.__version__}, in a child process (bench/common.py ChildTimer)" if torch is not None
                         else "not installed"))
-    if getattr(args, "profile", False):
+    prof = None
+    if args.profile:
         from .profile import op_profile
 
         with op_profile() as prof:
             step()
-        extra["profile"] = {"by_op": [dict(op=o, calls=n, seconds=round(s, 4)) for o, n, s in prof.by_op()],
-                            "by_shape": [dict(op=o, shapes=sh, calls=n, seconds=round(s, 4), gflops=round(g, 1))
-                                         for o, sh, n, s, g in prof.by_shape(40)]}
+        if args.json:
+            extra["profile"] = {"by_op": [dict(op=o, calls=n, seconds=round(s, 4)) for o, n, s in prof.by_op()],
+                                "by_shape": [dict(op=o, shapes=sh, calls=n, seconds=round(s, 4), gflops=round(g, 1))
+                                             for o, sh, n, s, g in prof.by_shape(40)]}
     title = "UNet step" if kind == "unet" else f"VAE decode to {hw * cfg.downscale}x{hw * cfg.downscale} px"
-    emit([row], args.json, f"{title} (median seconds; ratio > 1 means minriff is faster)",
-         {k: v for k, v in extra.items() if k != "profile"} if not args.json else extra)
-    if getattr(args, "profile", False) and not args.json:
-        print(f"\nprofiled step: ops {prof.total():.2f} s of the step's wall time\n" + prof.table())
+    emit([row], args.json, f"{title} (median seconds; ratio > 1 means minriff is faster)", extra)
+    if prof is not None and not args.json:
+        print(f"\nprofile of one more call: {prof.total():.2f} s in ops\n" + prof.table())
     return 0 if finite else 1
