@@ -4,8 +4,14 @@ An op is a plain function on arrays (NCHW images, (B, T, C) sequences, float32 c
 Each op exists per backend with the same signature:
 
     ref   NumPy, written to be read (float64-capable)       kernels/ref.py
-    cpu   Numba, the fast CPU path                          kernels/cpu.py
-    cuda  CUDA C compiled by CuPy (or the CPU emulator)     kernels/cuda/
+    cpu   Numba, the fast CPU path                          kernels/cpu/      (README: writing a CPU kernel)
+    cuda  CUDA C compiled by CuPy (or the CPU emulator)     kernels/cuda/     (README: writing a CUDA kernel)
+
+An op is declared once, in checks.py (`@op def name(...)`: its signature and argument checks);
+a backend implements it by defining a function of the same name in its module. Adding an op to
+all three backends: the `@op` check, a function in ref.py, cpu/__init__.py (usually calling a
+kernel in its own cpu/ file) and cuda/ops.py (launching a kernel in a .cu file). Nothing else
+lists ops. This package imports nothing from minriff's models: kernels know arrays, not networks.
 
 Usage:
     from minriff import kernels
@@ -17,8 +23,8 @@ Usage:
         ...                         # swapped inside the block only; the previous op (built-in or
                                     # an earlier register) is back afterwards, even on an exception
 
-Every op goes through the shape checks in `checks.py` before reaching the backend, so a
-replacement kernel gets the same clear `ValueError`s for bad input as the built-in ones.
+Every op goes through its check in `checks.py` before reaching the backend, so a replacement
+kernel gets the same clear `ValueError`s for bad input as the built-in ones.
 """
 from __future__ import annotations
 
@@ -26,25 +32,12 @@ import contextlib
 import importlib
 import types
 
-from . import checks
+from minriff.kernels import checks
 
-OP_NAMES = (
-    "conv2d",
-    "linear",
-    "group_norm",
-    "layer_norm",
-    "attention",
-    "softmax",
-    "silu",
-    "gelu",
-    "quick_gelu",
-    "geglu",
-    "upsample_nearest2x",
-    "timestep_embedding",
-)
+OP_NAMES = tuple(checks.OPS)  # declared in checks.py, one `@op` each
 
 BACKENDS = ("ref", "cpu", "cuda")
-_MODULES = {"ref": ".ref", "cpu": ".cpu", "cuda": ".cuda"}
+_MODULES = {"ref": ".ref", "cpu": ".cpu", "cuda": ".cuda.ops"}  # where each backend defines its ops
 
 _overrides: dict[str, dict[str, object]] = {b: {} for b in BACKENDS}
 _cache: dict[str, types.SimpleNamespace] = {}

@@ -1,13 +1,30 @@
-"""Argument checks shared by every backend: bad shapes fail here with a clear ValueError,
-never inside a kernel. Each checker receives the op's arguments and returns nothing."""
+"""The op declarations: every op is declared here once, by its argument check (`@op`), and that
+is what makes it an op. Its name, signature and docstring are the op's; each backend registers an
+implementation simply by defining a function of the same name (ref.py, cpu/__init__.py,
+cuda/ops.py). Bad shapes fail here with a clear ValueError, never inside a kernel, whichever
+backend (or user replacement) runs the op. A checker receives the op's arguments and returns nothing.
+"""
 from __future__ import annotations
 
 import functools
+
+OPS: dict = {}  # op name -> its check, in declaration order
+
+
+def op(check):
+    """Declare an op: `@op def name(args...)` checks the arguments of `name`."""
+    OPS[check.__name__] = check
+    return check
 
 
 def _nd(name, a, n, what):
     if getattr(a, "ndim", None) != n:
         raise ValueError(f"{name}: {what} must be {n}-D, got shape {tuple(getattr(a, 'shape', ()))}")
+
+
+def _array(name, a):
+    if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+        raise ValueError(f"{name}: expected an array, got {type(a).__name__}")
 
 
 def _vec(name, a, n, what):
@@ -28,6 +45,7 @@ def conv_padding(padding):
     return p
 
 
+@op
 def conv2d(x, w, b=None, stride=1, padding=0):
     _nd("conv2d", x, 4, "x (N, C, H, W)")
     _nd("conv2d", w, 4, "w (O, C, kh, kw)")
@@ -41,6 +59,7 @@ def conv2d(x, w, b=None, stride=1, padding=0):
         raise ValueError(f"conv2d: kernel {tuple(w.shape[2:])} larger than padded input {tuple(x.shape[2:])}")
 
 
+@op
 def linear(x, w, b=None):
     _nd("linear", w, 2, "w (out, in)")
     if x.ndim < 1 or x.shape[-1] != w.shape[1]:
@@ -48,6 +67,7 @@ def linear(x, w, b=None):
     _vec("linear", b, w.shape[0], "bias")
 
 
+@op
 def group_norm(x, groups, weight, bias, eps, silu=False):
     if x.ndim < 2:
         raise ValueError(f"group_norm: x must be (N, C, ...), got shape {tuple(x.shape)}")
@@ -60,6 +80,7 @@ def group_norm(x, groups, weight, bias, eps, silu=False):
         raise ValueError(f"group_norm: eps must be > 0, got {eps!r}")
 
 
+@op
 def layer_norm(x, weight, bias, eps):
     if x.ndim < 1:
         raise ValueError("layer_norm: x must have at least one axis")
@@ -69,6 +90,7 @@ def layer_norm(x, weight, bias, eps):
         raise ValueError(f"layer_norm: eps must be > 0, got {eps!r}")
 
 
+@op
 def attention(q, k, v, scale=None, causal=False):
     for n, a in (("q", q), ("k", k), ("v", v)):
         _nd("attention", a, 4, f"{n} (B, H, T, D)")
@@ -80,24 +102,39 @@ def attention(q, k, v, scale=None, causal=False):
         raise ValueError("attention: need at least one key")
 
 
+@op
 def softmax(x, axis=-1):
     if x.ndim < 1 or not -x.ndim <= axis < x.ndim:
         raise ValueError(f"softmax: axis {axis} out of range for shape {tuple(x.shape)}")
 
 
-def _any(x):
-    pass
+@op
+def silu(x):
+    _array("silu", x)
 
 
+@op
+def gelu(x):
+    _array("gelu", x)
+
+
+@op
+def quick_gelu(x):
+    _array("quick_gelu", x)
+
+
+@op
 def geglu(x):
     if x.ndim < 1 or x.shape[-1] % 2:
         raise ValueError(f"geglu: last axis must be even (two halves), got shape {tuple(x.shape)}")
 
 
+@op
 def upsample_nearest2x(x):
     _nd("upsample_nearest2x", x, 4, "x (N, C, H, W)")
 
 
+@op
 def timestep_embedding(t, dim, flip_sin_to_cos=True, shift=0.0):
     if getattr(t, "ndim", None) != 1:
         raise ValueError(f"timestep_embedding: t must be 1-D (B,), got shape {tuple(getattr(t, 'shape', ()))}")
@@ -107,24 +144,9 @@ def timestep_embedding(t, dim, flip_sin_to_cos=True, shift=0.0):
         raise ValueError(f"timestep_embedding: shift {shift!r} equals dim // 2, so the frequencies divide by zero")
 
 
-_CHECKS = {
-    "conv2d": conv2d,
-    "linear": linear,
-    "group_norm": group_norm,
-    "layer_norm": layer_norm,
-    "attention": attention,
-    "softmax": softmax,
-    "silu": _any,
-    "gelu": _any,
-    "quick_gelu": _any,
-    "geglu": geglu,
-    "upsample_nearest2x": upsample_nearest2x,
-    "timestep_embedding": timestep_embedding,
-}
-
-
-def checked(op, impl):
-    check = _CHECKS[op]
+def checked(name, impl):
+    """`impl` behind the declared check of op `name`."""
+    check = OPS[name]
 
     @functools.wraps(impl)
     def run(*args, **kwargs):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import erf
 
-from .checks import conv_padding
+from minriff.kernels.checks import conv_padding
 
 xp = np
 

@@ -42,12 +42,12 @@ def _keep_freed_memory() -> bool:
 
 MALLOC_TUNED = _DEFAULTS_ON and _keep_freed_memory()
 
-from .errors import MinriffError  # noqa: E402, F401
+from minriff.errors import MinriffError  # noqa: E402, F401
 
 
 def __getattr__(name):
     # Lazy: `import minriff` stays cheap; the pipeline pulls in the models only when asked for.
     if name == "Riffusion":
-        from .pipeline import Riffusion
+        from minriff.pipeline import Riffusion
         return Riffusion
     raise AttributeError(f"module 'minriff' has no attribute {name!r}")

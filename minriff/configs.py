@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .errors import ConfigError
+from minriff.errors import ConfigError
 
 
 def _from_dict(cls, d: dict, what: str):
@@ -178,3 +178,8 @@ TINY = ModelConfig(
 )
 
 PRESETS = {"sd15": SD15, "tiny": TINY}
+
+# Riffusion's / SD v1.5's scheduler/scheduler_config.json (reference/riffusion.md §2.6)
+SD15_SCHEDULER = {"_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012,
+                  "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "set_alpha_to_one": False,
+                  "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InputError
+from minriff.errors import InputError
 
 DOT_THRESHOLD = 0.9995  # above this |cos| the two noises are almost parallel: lerp instead of slerp
 
@@ -68,3 +68,13 @@ def mask_to_latent(mask_rgb: np.ndarray, downscale: int, channels: int = 4) -> n
     grey = Image.fromarray(mask_rgb).convert("L").resize((w // downscale, h // downscale), resample=Image.NEAREST)
     value = np.asarray(grey, dtype=np.float32) / 255.0  # (h, w)
     return np.ascontiguousarray(np.broadcast_to(1.0 - value, (1, channels) + value.shape), dtype=np.float32)
+
+
+def fit_width(rgb: np.ndarray, width: int, nearest: bool = False) -> np.ndarray:
+    """Stretch (H, W, 3) uint8 to `width` columns (bicubic, or nearest for masks); no-op if equal."""
+    if rgb.shape[1] == width:
+        return rgb
+    from PIL import Image
+
+    resample = Image.NEAREST if nearest else Image.BICUBIC
+    return np.asarray(Image.fromarray(rgb).resize((width, rgb.shape[0]), resample=resample))

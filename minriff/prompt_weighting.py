@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import kernels
-from .errors import InputError
+from minriff import kernels
+from minriff.errors import InputError
 
 ROUND_MULTIPLIER = 1.1
 SQUARE_MULTIPLIER = 1 / 1.1

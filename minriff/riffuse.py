@@ -12,7 +12,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import InputError
+from minriff.errors import InputError
 
 SEED_IMAGES_ENV = "MINRIFF_SEED_IMAGES"
 

@@ -33,7 +33,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .errors import InputError
+from minriff.errors import InputError
 
 # float32 randn of >= 16 elements: "avx2" = torch on x86-64 with AVX2 or AVX-512 (the usual case),
 # "libm" = torch's generic build (ATEN_CPU_CAPABILITY=default, non-x86 builds use their own libm).

@@ -4,21 +4,15 @@
   default command (`-m "not oracle"`); under `pytest -m oracle` a missing oracle package is an
   error, not a skip (CI sets MINRIFF_REQUIRE_ORACLE=1), so the comparison can never vanish quietly.
 - `shared` data (../shared/reference) is optional: tests that use it skip with a reason when absent.
+- Helpers tests import (paths, `oracle`, `fixture_script`, `rel_err`, case builders) live in
+  tests/support/ (on the path through pyproject's `pythonpath`).
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
-
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "tests" / "fixtures"
-SHARED = Path(os.environ.get("MINRIFF_SHARED", ROOT.parent / "shared"))
-REFERENCE = SHARED / "reference"
 
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
@@ -28,32 +22,6 @@ settings.register_profile(
 # drawing new examples; whatever they find goes into an @example.
 settings.register_profile("ci", parent=settings.get_profile("default"), derandomize=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
-
-
-def oracle(module: str):
-    """Import an oracle package (torch, diffusers, transformers, librosa) for a live comparison."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        if os.environ.get("MINRIFF_REQUIRE_ORACLE") == "1":
-            pytest.fail(f"oracle package {module!r} is required (MINRIFF_REQUIRE_ORACLE=1) but missing: {e}")
-        pytest.skip(f"oracle package {module!r} not installed")
-
-
-def fixture_script(name: str):
-    """Import tests/fixtures/<name>.py (the oracle script that made a fixture area) as a module:
-    tests reuse its case lists and, under `-m oracle`, its live runs. Its torch imports are lazy."""
-    spec = importlib.util.spec_from_file_location(name, FIXTURES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def shared_file(*parts: str) -> Path:
-    p = REFERENCE.joinpath(*parts)
-    if not p.exists():
-        pytest.skip(f"shared reference data absent: {p}")
-    return p
 
 
 @pytest.fixture(scope="module")

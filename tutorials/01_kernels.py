@@ -25,9 +25,10 @@ import time
 
 import numpy as np
 
-from minriff import kernels, weights
+from minriff import kernels
 from minriff.configs import TINY
-from minriff.unet import UNet2DConditionModel
+from minriff.models import init as model_init
+from minriff.models.unet import UNet2DConditionModel
 
 rng = np.random.default_rng(0)
 ref, cpu = kernels.ops("ref"), kernels.ops("cpu")
@@ -95,10 +96,10 @@ for name, err in attention_errors.items():
 
 # ------------------------------------------------------------------ 3. swap a kernel under the UNet
 # A tiny UNet (configs.TINY: the structure of Stable Diffusion's UNet, ~50 thousand parameters).
-# Its parameters have the names of the checkpoint keys; `weights.init_random` fills them with random
+# Its parameters have the names of the checkpoint keys; `model_init.init_random` fills them with random
 # values (weights scaled by 1/√fan_in so activations stay of order 1 and the kernels have something
 # to do; norm scales about 1, biases small).
-unet = weights.init_random(UNet2DConditionModel(TINY.unet), seed=0)
+unet = model_init.init_random(UNet2DConditionModel(TINY.unet), seed=0)
 ff_key = "down_blocks.0.attentions.0.transformer_blocks.0.ff.net.0.proj.weight"
 print(f"3. tiny UNet: {unet.num_parameters()} parameters, e.g. {ff_key} {unet.parameter_shapes()[ff_key]}")
 

@@ -37,7 +37,7 @@ WIDTH = 64  # image columns; 10 ms each (0.64 s of audio). The real default is 5
 # ------------------------------------------------------------------ 0. a tiny random model
 # The same as the shell command `minriff init-random --config tiny -o tiny.safetensors`: one
 # safetensors file with all three models, their configs, the tokenizer and the scheduler config.
-# (`weights.random_models("tiny")` gives the same kind of dict in memory, without a file.)
+# (`model_init.random_models("tiny")` gives the same kind of dict in memory, without a file.)
 path = OUT / "tiny.safetensors"
 cli.main(["init-random", "--config", "tiny", "--dtype", "fp32", "-o", str(path)])
 models = weights.load_models(path)
@@ -69,7 +69,7 @@ shapes["text_states"] = text_states.shape
 # The timesteps follow diffusers' "leading" spacing (every 1000/STEPS, plus steps_offset = 1).
 sched = schedulers.make("ddim", models["scheduler_config"])
 sched.set_timesteps(STEPS)
-latent_shape = (1, unet.cfg.in_channels, 512 // vae.downscale, WIDTH // vae.downscale)
+latent_shape = (1, unet.config.in_channels, 512 // vae.downscale, WIDTH // vae.downscale)
 generator = Generator(SEED)
 x = generator.randn(latent_shape) * np.float32(sched.init_noise_sigma)  # (1, 4, 64, 8)
 print(f"3. noise {x.shape}, std {x.std():.2f}; DDIM timesteps for {STEPS} steps: {sched.timesteps.tolist()}")
@@ -119,7 +119,7 @@ for t in sched.timesteps[1:]:
 # ------------------------------------------------------------------ 6. VAE decode -> spectrogram image
 # The UNet's latents are the VAE's latents times scaling_factor (0.18215 ≈ 1 / their standard
 # deviation, measured when Stable Diffusion was trained); undo it, decode, map [-1, 1] to 8 bits.
-decoded = vae.decode(x / np.float32(vae.cfg.scaling_factor))  # (1, 3, 512, WIDTH) in about [-1, 1]
+decoded = vae.decode(x / np.float32(vae.config.scaling_factor))  # (1, 3, 512, WIDTH) in about [-1, 1]
 image = model_to_image(decoded)  # (512, WIDTH, 3) uint8
 Image.fromarray(image).save(OUT / "spectrogram.png")
 print(f"6. VAE decode {x.shape} -> {decoded.shape} -> image {image.shape} -> {OUT / 'spectrogram.png'}")

@@ -21,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from minriff import audio, spectrogram
-from minriff.griffinlim import griffin_lim, spectral_convergence
-from minriff.invmel import inverse_mel
-from minriff.melscale import BandedFilterbank, hz_to_mel, mel_to_hz
+from minriff.audio import io as audio
+from minriff.audio import spectrogram
+from minriff.audio.griffinlim import griffin_lim, spectral_convergence
+from minriff.audio.invmel import inverse_mel
+from minriff.audio.melscale import BandedFilterbank, hz_to_mel, mel_to_hz
+from minriff.audio.stft import STFT
 from minriff.rng import Generator
-from minriff.stft import STFT
 
 OUT = Path(os.environ.get("MINRIFF_TUTORIAL_OUT") or tempfile.mkdtemp(prefix="minriff-tutorial-"))
 OUT.mkdir(parents=True, exist_ok=True)

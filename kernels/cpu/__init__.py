@@ -1,7 +1,7 @@
 """The cpu backend: Numba kernels around BLAS, float32. Same signatures as ref.py; shapes are
-checked in front (checks.py). Kernels live in cpu_math (vectorisable exp), cpu_elementwise,
-cpu_norm, cpu_conv (+ cpu_winograd, cpu_workspace), cpu_attention and cpu_blas (BLAS calls, the
-work-item thread pool); this module adapts arguments and layouts.
+checked in front (checks.py). Kernels live in vecmath (vectorisable exp), elementwise, norm, conv
+(+ winograd, workspace), attention and blas (BLAS calls, the work-item thread pool); this module
+adapts arguments and layouts. README.md: the file map and how to write a CPU kernel.
 
 Determinism: kernels parallelise over independent rows/groups/work items only and every
 reduction runs sequentially inside one task, so the bits do not depend on the thread count."""
@@ -12,9 +12,12 @@ import math
 import numba
 import numpy as np
 
-from . import cpu_attention, cpu_conv, cpu_elementwise as ew, cpu_norm
-from .cpu_blas import gemm_into, run_items
-from .checks import conv_padding
+from minriff.kernels.checks import conv_padding
+from minriff.kernels.cpu import attention as cpu_attention
+from minriff.kernels.cpu import conv as cpu_conv
+from minriff.kernels.cpu import elementwise as ew
+from minriff.kernels.cpu import norm as cpu_norm
+from minriff.kernels.cpu.blas import gemm_into, run_items
 
 xp = np
 

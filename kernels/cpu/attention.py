@@ -23,9 +23,9 @@ import numba
 import numpy as np
 from numba import njit
 
-from . import cpu_blas
-from .cpu_blas import run_items, sgemm
-from .cpu_math import FMA_FLAGS, exp2f, prefer_wide_vectors
+from minriff.kernels.cpu import blas as cpu_blas
+from minriff.kernels.cpu.blas import run_items, sgemm
+from minriff.kernels.cpu.vecmath import FMA_FLAGS, exp2f, prefer_wide_vectors
 
 
 def tile_sizes(D: int, Tk: int) -> tuple:

@@ -27,12 +27,11 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .cpu_math import FMA_FLAGS
-
-from . import cpu_winograd
-from .cpu_blas import gemm_into, run_items
-from .cpu_elementwise import add_bias_channels
-from .cpu_workspace import buffer, pad_flat
+from minriff.kernels.cpu import winograd as cpu_winograd
+from minriff.kernels.cpu.blas import gemm_into, run_items
+from minriff.kernels.cpu.elementwise import add_bias_channels
+from minriff.kernels.cpu.vecmath import FMA_FLAGS
+from minriff.kernels.cpu.workspace import buffer, pad_flat
 
 COLS_LIMIT_BYTES = 64 << 20
 BAND_COLUMNS = 2048  # output pixels (padded width) per GEMM work item

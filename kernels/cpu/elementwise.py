@@ -7,7 +7,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .cpu_math import FMA_FLAGS, erfcf, prefer_wide_vectors, sigmoidf
+from minriff.kernels.cpu.vecmath import FMA_FLAGS, erfcf, prefer_wide_vectors, sigmoidf
 
 _INV_SQRT2 = np.float32(1.0 / math.sqrt(2.0))
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .cpu_math import FMA_FLAGS, expf, prefer_wide_vectors, row_max, sigmoidf
+from minriff.kernels.cpu.vecmath import FMA_FLAGS, expf, prefer_wide_vectors, row_max, sigmoidf
 
 _REDUCE = {"reassoc", "nsz", "contract"}  # lets LLVM vectorise the float64 sums
 # error_model="numpy" everywhere: no ZeroDivisionError branch per division, which blocks vectorising

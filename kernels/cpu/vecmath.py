@@ -8,7 +8,7 @@ add (SHIFTER below). Inputs below the normal range give exactly 0, so -inf masks
 
 Caution when editing: these are inlined into kernels in other modules, and Numba's on-disk cache
 checks only each kernel's own source file, so after changing this file delete the cache
-(kernels/__pycache__/*.nbi, *.nbc) or the other modules keep the old code."""
+(kernels/cpu/__pycache__/*.nbi, *.nbc) or the other modules keep the old code."""
 from __future__ import annotations
 
 import math
@@ -130,7 +130,7 @@ def sigmoidf(x):
 
 # erfc(z) = t·exp(-z² + P(t)), t = 1/(1 + z/2), z >= 0: the Chebyshev-fitted form published in
 # Numerical Recipes ("erfcc"), relative error < 1.2e-7 for all z >= 0 (checked against
-# scipy.special.erfc in tests/test_kernels_cpu.py). Vectorisable, unlike libm's erfcf.
+# scipy.special.erfc in tests/kernels/test_cpu.py). Vectorisable, unlike libm's erfcf.
 _ERFC = [np.float32(c) for c in (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806,
                                   0.27886807, -1.13520398, 1.48851587, -0.82215223, 0.17087277)]
 R0, R1, R2, R3, R4, R5, R6, R7, R8, R9 = _ERFC

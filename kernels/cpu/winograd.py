@@ -31,10 +31,10 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from . import cpu_blas
-from .cpu_blas import run_items, sgemm
-from .cpu_math import FMA_FLAGS, prefer_wide_vectors
-from .cpu_workspace import buffer, pad_flat
+from minriff.kernels.cpu import blas as cpu_blas
+from minriff.kernels.cpu.blas import run_items, sgemm
+from minriff.kernels.cpu.vecmath import FMA_FLAGS, prefer_wide_vectors
+from minriff.kernels.cpu.workspace import buffer, pad_flat
 
 TILES_PER_ITEM = 128  # GEMM width T; see tile_rows_per_item
 MIN_ITEMS = 4  # work items per conv at least (SD's 32x32 layers at batch 2: 4 items of 128 tiles)

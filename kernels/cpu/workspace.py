@@ -7,7 +7,7 @@ import threading
 import numpy as np
 from numba import njit, prange
 
-from .cpu_math import FMA_FLAGS
+from minriff.kernels.cpu.vecmath import FMA_FLAGS
 
 KEEP_BYTES = 64 << 20
 _workspace = threading.local()

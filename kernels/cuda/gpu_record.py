@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import loader
+from minriff.kernels.cuda import loader
 
 RECORD = loader.HERE / "gpu_verified.json"
 
@@ -64,7 +64,8 @@ def main(argv=None) -> int:
         print("no GPU (or MINRIFF_CUDA_EMULATE=1): nothing recorded", file=sys.stderr)
         return 2
     tests = Path(__file__).resolve().parents[2] / "tests"
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", str(tests / "test_cuda_emulator.py"), str(tests / "test_cuda_ops.py")])
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", str(tests / "cuda" / "test_emulator.py"),
+                        str(tests / "cuda" / "test_ops.py")])
     if r.returncode:
         print("cuda tests failed on the GPU: nothing recorded", file=sys.stderr)
         return 1

@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from minriff.errors import MinriffError
-
-from . import signature
+from minriff.kernels.cuda import signature
 
 HERE = Path(__file__).resolve().parent
 EMU_HEADER = HERE / "emu" / "cuda_emu.h"

@@ -7,8 +7,8 @@ import math
 
 import numpy as np
 
-from ..checks import conv_padding
-from . import loader
+from minriff.kernels.checks import conv_padding
+from minriff.kernels.cuda import loader
 
 EMULATED = not loader.gpu_available()
 if EMULATED:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .errors import InputError
-from .invmel import uniform
-from .stft import STFT
+from minriff.audio.invmel import uniform
+from minriff.audio.stft import STFT
+from minriff.errors import InputError
 
 
 @njit(cache=True, parallel=True)
@@ -51,7 +51,7 @@ def griffin_lim(mag: np.ndarray, plan: STFT, n_iter: int = 32, momentum: float =
     mag = np.ascontiguousarray(mag, dtype=np.float32)
     C, T, F = mag.shape
     if angles is None and phase_init == "peaks":
-        from .phaseinit import peak_locked_phase
+        from minriff.audio.phaseinit import peak_locked_phase
 
         angles = peak_locked_phase(mag, plan.hop, plan.n_fft)
     elif angles is None and phase_init == "random":

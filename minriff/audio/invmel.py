@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .errors import InputError
-from .melscale import BandedFilterbank
+from minriff.audio.melscale import BandedFilterbank
+from minriff.errors import InputError
 
 NNLS_EPS_REL = 1e-9
 

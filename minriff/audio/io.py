@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AudioError
+from minriff.errors import AudioError
 
 MAX_SECONDS = 3600.0  # refuse longer inputs: a spectrogram image of an hour is already 360,000 px wide
 FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS"),

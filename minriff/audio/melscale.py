@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
+from minriff.errors import InputError
 
 _SLANEY_F_SP = 200.0 / 3.0
 _SLANEY_MIN_LOG_HZ = 1000.0

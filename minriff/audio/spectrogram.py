@@ -13,10 +13,10 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from .errors import AudioError, InputError
-from .melscale import BandedFilterbank, melscale_fbanks
-from .rng import Generator
-from .stft import STFT
+from minriff.audio.melscale import BandedFilterbank, melscale_fbanks
+from minriff.audio.stft import STFT
+from minriff.errors import AudioError, InputError
+from minriff.rng import Generator
 
 # EXIF tag numbers of the original (SpectrogramParams.ExifTags)
 EXIF_TAGS = {
@@ -217,9 +217,9 @@ def image_to_audio(image: Image.Image, params: SpectrogramParams | None = None, 
     (raw Griffin-Lim output). phase: Griffin-Lim start, "random" (the original) or "peaks"
     (peak-locked phase-vocoder start: better spectral convergence at equal iterations).
     progress: optional callable(stage: str, done: int, total: int)."""
-    from . import audio as audio_mod
-    from .griffinlim import griffin_lim
-    from .invmel import inverse_mel
+    from minriff.audio import io as audio_mod
+    from minriff.audio.griffinlim import griffin_lim
+    from minriff.audio.invmel import inverse_mel
 
     if not isinstance(image, Image.Image):
         raise InputError(f"expected a PIL image, got {type(image).__name__}")

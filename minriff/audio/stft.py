@@ -11,7 +11,7 @@ import numpy as np
 import scipy.fft
 from numba import njit
 
-from .errors import InputError
+from minriff.errors import InputError
 
 KEEP_BUFFER_BYTES = 80 << 20  # a 512-frame stereo riffusion clip needs 72 MB
 

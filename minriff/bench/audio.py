@@ -15,20 +15,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import emit
+from minriff.bench.common import emit
 
 W = 512
 
 
 def _input_image():
-    from ..spectrogram import SpectrogramParams, audio_to_image
+    from minriff.audio.spectrogram import SpectrogramParams, audio_to_image
 
     shared = Path(os.environ.get("MINRIFF_SHARED", Path(__file__).resolve().parents[2].parent / "shared"))
     clip = shared / "reference" / "golden" / "clip.wav"
     p = SpectrogramParams()
     n = (W - 1) * p.hop_length
     if clip.is_file():
-        from ..audio import load_audio
+        from minriff.audio.io import load_audio
 
         wave, source = load_audio(clip)[:1, :n], "golden clip.wav (first 512 frames, left)"
     else:
@@ -51,10 +51,10 @@ def _sc(a, b):
 
 
 def run(args) -> int:
-    from ..griffinlim import griffin_lim
-    from ..invmel import inverse_mel
-    from ..rng import Generator
-    from ..spectrogram import SpectrogramParams, _plan, image_to_mel
+    from minriff.audio.griffinlim import griffin_lim
+    from minriff.audio.invmel import inverse_mel
+    from minriff.audio.spectrogram import SpectrogramParams, _plan, image_to_mel
+    from minriff.rng import Generator
 
     quick = bool(getattr(args, "quick", False))
     p = SpectrogramParams()
@@ -112,7 +112,7 @@ def run(args) -> int:
 
     import numba
 
-    from ..stft import STFT
+    from minriff.audio.stft import STFT
 
     def lib_gl(S):
         return librosa.griffinlim(S, n_iter=p.num_griffin_lim_iters, hop_length=p.hop_length, win_length=p.win_length,

@@ -89,7 +89,6 @@ class ChildTimer:
 
     def __init__(self, factory, args: tuple = (), threads: int | None = None):
         import multiprocessing
-
         import os
 
         import minriff

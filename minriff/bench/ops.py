@@ -18,7 +18,7 @@ import time
 import numba
 import numpy as np
 
-from .common import ChildTimer, emit, sgemm_gflops, torch_or_none, warm_time
+from minriff.bench.common import ChildTimer, emit, sgemm_gflops, torch_or_none, warm_time
 
 
 def _cases(quick: bool):
@@ -115,7 +115,7 @@ def _median(xs):
 
 def run(args) -> int:
     if getattr(args, "backend", "cpu") == "cuda":
-        from .ops_cuda import run as run_cuda
+        from minriff.bench.ops_cuda import run as run_cuda
 
         return run_cuda(args)
     from minriff import kernels

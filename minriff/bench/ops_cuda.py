@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .common import emit, timeit
+from minriff.bench.common import emit, timeit
 
 
 def _cases(F, quick: bool, tiny: bool):

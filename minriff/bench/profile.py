@@ -13,7 +13,7 @@ import contextlib
 import time
 from collections import defaultdict
 
-from .. import kernels
+from minriff import kernels
 
 
 def _shape_key(args) -> str:

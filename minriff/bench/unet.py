@@ -5,7 +5,7 @@ the same weights and inputs (in a child process, same thread count, rounds inter
 minriff's) when torch is installed, as a ratio torch_time / minriff_time (> 1: minriff is
 faster), and the largest difference between the two outputs; peak RSS of this process.
 
-Random weights come from `minriff.weights.init_random`: fan-in scaling so activations stay O(1)
+Random weights come from `minriff.model_init.init_random`: fan-in scaling so activations stay O(1)
 through the network, values tiled from one random pool (generating 860 M normals would dominate
 the run).
 """
@@ -17,20 +17,21 @@ import time
 
 import numpy as np
 
-from .. import configs, kernels
-from ..unet import UNet2DConditionModel
-from ..vae import AutoencoderKL
-from ..weights import init_random
-from .common import ChildTimer, emit, peak_rss_mb, torch_or_none
-from .ops import SETTLE_S
+from minriff import configs, kernels
+from minriff.bench.common import ChildTimer, emit, peak_rss_mb, torch_or_none
+from minriff.bench.ops import SETTLE_S
+from minriff.models.init import init_random
+from minriff.models.unet import UNet2DConditionModel
+from minriff.models.vae import AutoencoderKL
 
 
 def _minriff_model(kind: str, weights_path):
     """-> (model, config, source) for kind "unet" or "vae": from a weights file, or random."""
     model_cls, cfg_of = (UNet2DConditionModel, lambda c: c.unet) if kind == "unet" else (AutoencoderKL, lambda c: c.vae)
     if weights_path:
-        from .. import weights, nn
-        wf = weights.open(weights_path)
+        from minriff import weights
+        from minriff.models import nn
+        wf = weights.WeightsFile(weights_path)
         model = model_cls(cfg_of(wf.config))
         return nn.load(model, wf.component(kind), what=kind.upper()), cfg_of(wf.config), f"file {weights_path}"
     cfg = cfg_of(configs.SD15)
@@ -154,7 +155,7 @@ def run(args) -> int:
                         else "not installed"))
     prof = None
     if args.profile:
-        from .profile import op_profile
+        from minriff.bench.profile import op_profile
 
         with op_profile() as prof:
             step()

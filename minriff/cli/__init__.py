@@ -7,19 +7,19 @@ import argparse
 import importlib
 import sys
 
-from .errors import MinriffError
+from minriff.errors import MinriffError
 
 # name -> (module, one-line help)
 COMMANDS = {
-    "generate": ("minriff.cli_generate:generate", "text -> music: write a WAV/FLAC/MP3 (and optionally the spectrogram PNG)"),
-    "interpolate": ("minriff.cli_generate:interpolate", "morph from prompt A to prompt B over consecutive clips, joined seamlessly"),
-    "riffuse": ("minriff.cli_generate:riffuse", "run one request of the original Riffusion server (flags or a JSON file)"),
-    "audio2image": ("minriff.cli_audio:audio2image", "audio file -> Riffusion spectrogram PNG (with EXIF parameters)"),
-    "image2audio": ("minriff.cli_audio:image2audio", "Riffusion spectrogram PNG -> audio file"),
-    "convert": ("minriff.cli_weights:convert", "convert a diffusers folder or an LDM .ckpt/.safetensors into minriff's format"),
-    "download": ("minriff.cli_weights:download", "download riffusion/riffusion-model-v1 from the Hugging Face Hub and convert it"),
-    "info": ("minriff.cli_weights:info", "show what a converted weights file holds"),
-    "init-random": ("minriff.cli_weights:init_random", "write random weights with real (sd15) or tiny shapes, for benchmarks and tests"),
+    "generate": ("minriff.cli.generate:generate", "text -> music: write a WAV/FLAC/MP3 (and optionally the spectrogram PNG)"),
+    "interpolate": ("minriff.cli.generate:interpolate", "morph from prompt A to prompt B over consecutive clips, joined seamlessly"),
+    "riffuse": ("minriff.cli.generate:riffuse", "run one request of the original Riffusion server (flags or a JSON file)"),
+    "audio2image": ("minriff.cli.audio:audio2image", "audio file -> Riffusion spectrogram PNG (with EXIF parameters)"),
+    "image2audio": ("minriff.cli.audio:image2audio", "Riffusion spectrogram PNG -> audio file"),
+    "convert": ("minriff.cli.weights:convert", "convert a diffusers folder or an LDM .ckpt/.safetensors into minriff's format"),
+    "download": ("minriff.cli.weights:download", "download riffusion/riffusion-model-v1 from the Hugging Face Hub and convert it"),
+    "info": ("minriff.cli.weights:info", "show what a converted weights file holds"),
+    "init-random": ("minriff.cli.weights:init_random", "write random weights with real (sd15) or tiny shapes, for benchmarks and tests"),
     "bench": ("minriff.bench:command", "benchmarks: ops, unet, vae, audio (ratios to same-run baselines)"),
 }
 
@@ -58,5 +58,3 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,35 +1,17 @@
 """`minriff audio2image` and `minriff image2audio`."""
 from __future__ import annotations
 
-import sys
-import time
 from pathlib import Path
 
-from .errors import AudioError
+from minriff.errors import AudioError
+from minriff.progress import StageProgress
 
 
 def _params(preset: str, stereo: bool):
-    from .spectrogram import SpectrogramParams
+    from minriff.audio.spectrogram import SpectrogramParams
 
     p = SpectrogramParams.riffusion_20k() if preset == "20k" else SpectrogramParams()
     return p if not stereo or p.stereo else SpectrogramParams(**{**p.__dict__, "stereo": True})
-
-
-class _Progress:
-    """One updating stderr line per stage (plain lines when stderr is not a terminal)."""
-
-    def __init__(self, quiet: bool):
-        self.quiet, self.tty, self.stage, self.t0 = quiet, sys.stderr.isatty(), None, time.perf_counter()
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if self.quiet:
-            return
-        if self.tty:
-            end = "\n" if done == total else ""
-            print(f"\r{stage}: {done}/{total}  {time.perf_counter() - self.t0:.1f}s", end=end, file=sys.stderr, flush=True)
-        elif done == total or stage != self.stage:
-            print(f"{stage}: {done}/{total}  {time.perf_counter() - self.t0:.1f}s", file=sys.stderr, flush=True)
-        self.stage = stage
 
 
 def _open_image(path):
@@ -58,8 +40,8 @@ class audio2image:
 
     @staticmethod
     def run(args) -> int:
-        from .audio import load_audio
-        from .spectrogram import audio_to_image, save_image
+        from minriff.audio.io import load_audio
+        from minriff.audio.spectrogram import audio_to_image, save_image
 
         params = _params(args.preset, args.stereo)
         wave = load_audio(args.input, params.sample_rate)
@@ -93,9 +75,9 @@ class image2audio:
     def run(args) -> int:
         import dataclasses
 
-        from .audio import write_audio
-        from .errors import InputError
-        from .spectrogram import image_to_audio, params_from_image
+        from minriff.audio.io import write_audio
+        from minriff.audio.spectrogram import image_to_audio, params_from_image
+        from minriff.errors import InputError
 
         if args.iters is not None and not 0 <= args.iters <= 10000:
             raise InputError(f"--iters must be between 0 and 10000, got {args.iters}")
@@ -106,7 +88,7 @@ class image2audio:
         out = Path(args.output) if args.output else Path(args.input).with_suffix(".wav")
         wave = image_to_audio(image, params, method=args.method, seed=args.seed, n_iter=args.iters,
                               loudness=None if args.loudness == "none" else args.loudness, phase=args.phase,
-                              progress=_Progress(args.quiet))
+                              progress=StageProgress(args.quiet))
         write_audio(out, wave, params.sample_rate)
         if not args.quiet:
             print(f"wrote {out} ({wave.shape[1] / params.sample_rate:.3f} s, {wave.shape[0]} ch)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from minriff.errors import InputError
 
 FORMATS = ("wav", "flac", "mp3", "ogg")
 
@@ -30,7 +30,7 @@ def _say(args, msg: str):
 
 
 def _load(args):
-    from .pipeline import Riffusion
+    from minriff.pipeline import Riffusion
 
     return Riffusion.load(args.weights, backend=args.backend, quiet=args.quiet)
 
@@ -46,7 +46,7 @@ def _write(args, riff, image: np.ndarray, out: str | None, image_out: str | None
     """Spectrogram -> audio file (and PNG/JPEG of the spectrogram). Returns the clip length in s."""
     from PIL import Image
 
-    from . import audio
+    from minriff.audio import io as audio
 
     if image_out:
         try:
@@ -78,7 +78,7 @@ class _Generate:
         _common(p, steps=30, scheduler="dpmpp2m")
 
     def run(self, args) -> int:
-        from .pipeline import random_seed
+        from minriff.inputs import random_seed
 
         if not (args.output or args.image):
             raise InputError("nothing to write: give -o AUDIO and/or --image PNG")
@@ -115,7 +115,7 @@ class _Interpolate:
             raise InputError(f"--frames must be at least 2, got {args.frames}")
         seed_image = None
         if args.seed_image:
-            from .riffuse import resolve_image
+            from minriff.riffuse import resolve_image
 
             seed_image = _open_image(resolve_image(args.seed_image, "seed image", args.seed_images))
         riff = _load(args)
@@ -154,7 +154,7 @@ class _Riffuse:
         _common(p, steps=50, scheduler="pndm")
 
     def request(self, args):
-        from .riffuse import InferenceInput
+        from minriff.riffuse import InferenceInput
 
         if args.json:
             text = sys.stdin.read() if args.json == "-" else _read_text(args.json)
@@ -170,7 +170,7 @@ class _Riffuse:
             mask_image_id=args.mask))
 
     def run(self, args) -> int:
-        from .riffuse import resolve_image
+        from minriff.riffuse import resolve_image
 
         if not (args.output or args.output_json or args.image):
             raise InputError("nothing to write: give -o AUDIO, --image IMAGE and/or --output-json FILE")
@@ -193,8 +193,8 @@ class _Riffuse:
 
         from PIL import Image
 
-        from . import audio
-        from .riffuse import InferenceOutput, data_url
+        from minriff.audio import io as audio
+        from minriff.riffuse import InferenceOutput, data_url
 
         jpeg = io.BytesIO()
         Image.fromarray(image).save(jpeg, format="JPEG", quality=75)

@@ -1,22 +1,19 @@
 """CLI commands for weights: convert, download, info, init-random."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
-
-from .configs import PRESETS, ModelConfig
-from .errors import InputError
-from .weights import COMPONENTS, FORMAT, write_safetensors
+from minriff import weights
+from minriff.configs import PRESETS
 
 
 def _run_convert(args) -> int:
-    from .convert import convert as do_convert
+    from minriff.weights.convert import convert as do_convert
+
     do_convert(args.src, args.output, dtype=args.dtype, tokenizer=args.tokenizer, config=args.config, ema=args.ema,
                inert_globals=args.inert_globals)
     return 0
@@ -42,7 +39,8 @@ convert = SimpleNamespace(add_arguments=_args_convert, run=_run_convert)
 
 
 def _run_download(args) -> int:
-    from .download import download_and_convert
+    from minriff.weights.download import download_and_convert
+
     download_and_convert(args.to, endpoint=args.endpoint, repo=args.repo, dtype=args.dtype, keep=args.keep)
     return 0
 
@@ -59,8 +57,7 @@ download = SimpleNamespace(add_arguments=_args_download, run=_run_download)
 
 
 def _run_info(args) -> int:
-    from . import weights
-    wf = weights.open(args.file)
+    wf = weights.WeightsFile(args.file)
     summary = wf.summary()
     if args.json:
         print(json.dumps({"format": wf.format, "source": wf.source, "components": summary,
@@ -68,7 +65,7 @@ def _run_info(args) -> int:
                           "scheduler": wf.scheduler_config.get("_class_name")}, indent=2))
         return 0
     size = Path(args.file).stat().st_size
-    print(f"{args.file}: {FORMAT if wf.format == FORMAT else wf.format}, {size / 2**20:.1f} MiB")
+    print(f"{args.file}: {wf.format}, {size / 2**20:.1f} MiB")
     print(f"  source: {json.dumps(wf.source)}")
     for name, s in summary.items():
         print(f"  {name:13s} {s['parameters']:>13,d} parameters in {s['tensors']:4d} tensors  ({', '.join(s['dtypes'])})")
@@ -90,53 +87,9 @@ info = SimpleNamespace(add_arguments=_args_info, run=_run_info)
 # ----------------------------------------------------------------------------- init-random
 
 
-def random_config(name: str) -> tuple[ModelConfig, dict, list]:
-    """The preset's configs plus the tiny tokenizer vocabulary (no real CLIP vocabulary is available
-    offline; the sd15 random file is for speed/memory benchmarks, where the tokens do not matter)."""
-    if name not in PRESETS:
-        raise InputError(f"--config {name!r}: choose one of {', '.join(PRESETS)}")
-    from .tokenizer import tiny_vocab
-    vocab, merges = tiny_vocab()
-    cfg = PRESETS[name]
-    if name == "tiny":
-        cfg = dataclasses.replace(cfg, text_encoder=dataclasses.replace(cfg.text_encoder, vocab_size=len(vocab)))
-    return cfg, vocab, merges
-
-
-def _init_value(key: str, shape: tuple, rng: np.random.Generator, std: float) -> np.ndarray:
-    if key.endswith(".bias"):
-        return np.zeros(shape, np.float32)
-    if len(shape) == 1 and "norm" in key:
-        return np.ones(shape, np.float32)
-    if std == 0:  # fast path for memory benchmarks
-        return np.zeros(shape, np.float32)
-    return rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
-
-
-def write_random(out, config: str = "tiny", dtype: str = "fp16", seed: int = 0, std: float = 0.02) -> int:
-    from .convert import SD15_SCHEDULER, STORE_DTYPES
-    from .weights import build_models
-    cfg, vocab, merges = random_config(config)
-    models = build_models(cfg)
-    rng = np.random.default_rng(seed)
-    entries = []
-    for comp in COMPONENTS:
-        for key, shape in sorted(models[comp].parameter_shapes().items()):
-            entries.append((f"{comp}.{key}", shape, STORE_DTYPES[dtype],
-                            lambda key=key, shape=shape: _init_value(key, shape, rng, std)))
-    meta = {"format": FORMAT,
-            "config": {"text_encoder": cfg.text_encoder.to_dict(), "unet": cfg.unet.to_dict(), "vae": cfg.vae.to_dict()},
-            "tokenizer_vocab": vocab, "tokenizer_merges": merges, "scheduler_config": SD15_SCHEDULER,
-            "source": {"type": "random", "config": config, "seed": seed, "std": std,
-                       "note": "random weights with the tiny tokenizer vocabulary; for tests and benchmarks only"}}
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    write_safetensors(out, entries, {k: json.dumps(v) for k, v in meta.items()})
-    return len(entries)
-
-
 def _run_init_random(args) -> int:
     t0 = time.perf_counter()
-    n = write_random(args.output, args.config, args.dtype, args.seed)
+    n = weights.write_random(args.output, args.config, args.dtype, args.seed)
     print(f"wrote {n} random tensors ({args.config}, {args.dtype}) to {args.output} in {time.perf_counter() - t0:.1f} s",
           file=sys.stderr)
     return 0

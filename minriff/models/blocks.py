@@ -7,8 +7,8 @@ activations of the widest layer.
 """
 from __future__ import annotations
 
-from . import kernels
-from .nn import Conv2d, GroupNorm, Linear, Module, merge_heads, split_heads
+from minriff import kernels
+from minriff.models.nn import Conv2d, GroupNorm, Linear, Module, merge_heads, split_heads
 
 
 class ResnetBlock2D(Module):
@@ -19,12 +19,10 @@ class ResnetBlock2D(Module):
                  output_scale_factor: float = 1.0):
         self.norm1 = GroupNorm(groups, cin, eps)
         self.conv1 = Conv2d(cin, cout, 3, padding=1)
-        if temb_channels is not None:
-            self.time_emb_proj = Linear(temb_channels, cout)
+        self.time_emb_proj = None if temb_channels is None else Linear(temb_channels, cout)
         self.norm2 = GroupNorm(groups, cout, eps)
         self.conv2 = Conv2d(cout, cout, 3, padding=1)
-        if cin != cout:
-            self.conv_shortcut = Conv2d(cin, cout, 1)
+        self.conv_shortcut = Conv2d(cin, cout, 1) if cin != cout else None
         self.output_scale_factor = output_scale_factor
 
     def __call__(self, x, temb_act=None):
@@ -36,7 +34,7 @@ class ResnetBlock2D(Module):
             h += self.time_emb_proj(temb_act)[:, :, None, None]
         h = self.norm2(h, silu=True)
         h = self.conv2(h)
-        shortcut = self.conv_shortcut(x) if hasattr(self, "conv_shortcut") else x
+        shortcut = x if self.conv_shortcut is None else self.conv_shortcut(x)
         h += shortcut
         if self.output_scale_factor != 1.0:
             h /= self.output_scale_factor

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import kernels, nn
-from .configs import CLIPTextConfig
-from .errors import InputError
+from minriff import kernels
+from minriff.configs import CLIPTextConfig
+from minriff.errors import InputError
+from minriff.models import nn
 
 
 class CLIPTextEmbeddings(nn.Module):

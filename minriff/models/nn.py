@@ -15,8 +15,8 @@ from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
-from . import kernels
-from .errors import WeightsError
+from minriff import kernels
+from minriff.errors import WeightsError
 
 
 def param(*shape) -> np.ndarray:
@@ -64,28 +64,32 @@ def _is_array(v) -> bool:
     return hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, Module)
 
 
+def fit_report(expected: Mapping[str, tuple], tensors: Mapping[str, object]) -> str | None:
+    """What keeps `tensors` (name -> anything with .shape) from filling parameters of shapes
+    `expected`: missing, unexpected and wrong-shape keys, all at once; None when they fit."""
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(expected[k])}"
+                   for k in set(expected) & set(tensors) if tuple(tensors[k].shape) != tuple(expected[k]))
+    parts = []
+    for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+        if items:
+            shown = ", ".join(items[:20]) + (f", ... ({len(items) - 20} more)" if len(items) > 20 else "")
+            parts.append(f"{len(items)} {title}: {shown}")
+    return "; ".join(parts) or None
+
+
 def load(module: Module, tensors: Mapping[str, object], *, what: str = "model", dtype=np.float32,
          ignore: Callable[[str], bool] = lambda k: False) -> Module:
     """Fill every parameter of `module` from `tensors` (name -> array-like with .shape).
     Missing keys, unexpected keys and shape mismatches are all reported in one WeightsError."""
     expected = module.parameter_shapes()
-    keys = [k for k in tensors.keys() if not ignore(k)]
-    missing = sorted(set(expected) - set(keys))
-    unexpected = sorted(set(keys) - set(expected))
-    wrong = sorted(
-        f"{k}: file {tuple(tensors[k].shape)} vs model {expected[k]}"
-        for k in set(expected) & set(keys)
-        if tuple(tensors[k].shape) != expected[k]
-    )
-    if missing or unexpected or wrong:
-        parts = []
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
-            if items:
-                shown = ", ".join(items[:20]) + (f", ... ({len(items) - 20} more)" if len(items) > 20 else "")
-                parts.append(f"{len(items)} {title}: {shown}")
-        raise WeightsError(f"weights do not fit the {what}: " + "; ".join(parts))
+    kept = {k: tensors[k] for k in tensors.keys() if not ignore(k)}
+    report = fit_report(expected, kept)
+    if report:
+        raise WeightsError(f"weights do not fit the {what}: {report}")
     for k in expected:
-        module._set(k, np.ascontiguousarray(np.asarray(tensors[k]), dtype=dtype))
+        module._set(k, np.ascontiguousarray(np.asarray(kept[k]), dtype=dtype))
     return module
 
 
@@ -95,22 +99,20 @@ def load(module: Module, tensors: Mapping[str, object], *, what: str = "model", 
 class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         self.weight = param(out_features, in_features)
-        if bias:
-            self.bias = param(out_features)
+        self.bias = param(out_features) if bias else None
 
     def __call__(self, x):  # (..., in) -> (..., out)
-        return kernels.ops().linear(x, self.weight, getattr(self, "bias", None))
+        return kernels.ops().linear(x, self.weight, self.bias)
 
 
 class Conv2d(Module):
     def __init__(self, cin: int, cout: int, kernel_size: int, stride: int = 1, padding=0, bias: bool = True):
         self.weight = param(cout, cin, kernel_size, kernel_size)
-        if bias:
-            self.bias = param(cout)
+        self.bias = param(cout) if bias else None
         self.stride, self.padding = stride, padding
 
     def __call__(self, x):  # (N, Cin, H, W) -> (N, Cout, Ho, Wo)
-        return kernels.ops().conv2d(x, self.weight, getattr(self, "bias", None), self.stride, self.padding)
+        return kernels.ops().conv2d(x, self.weight, self.bias, self.stride, self.padding)
 
 
 class GroupNorm(Module):

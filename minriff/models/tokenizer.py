@@ -15,7 +15,7 @@ Pipeline for one prompt, matching transformers' `CLIPTokenizer` (the `tokenizers
 The pre-tokenisation regex of the original uses `\\p{L}` / `\\p{N}`; here a small scanner over
 `unicodedata` categories does the same, so the `regex` package is not needed.
 
-Known differences (tests/test_tokenizer_oracle.py):
+Known differences (tests/models/test_tokenizer_oracle.py):
 - vs transformers' CLIPTokenizer: none for characters Python's Unicode tables assign. Code points
   unassigned there (Cn; ~9400 with Python 3.11 = Unicode 14) but letters/digits in the newer tables
   inside `tokenizers` fall into the "other" class here.
@@ -26,14 +26,12 @@ Known differences (tests/test_tokenizer_oracle.py):
 """
 from __future__ import annotations
 
-import json
 import unicodedata
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import InputError, WeightsError
+from minriff.errors import InputError, WeightsError
 
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
@@ -191,27 +189,6 @@ class CLIPTokenizer:
     def __len__(self) -> int:
         return len(self.vocab)
 
-    # -- loading
-
-    @classmethod
-    def from_files(cls, vocab_json_path, merges_txt_path) -> "CLIPTokenizer":
-        vocab = _read_json(vocab_json_path, "vocab.json")
-        try:
-            lines = Path(merges_txt_path).read_text(encoding="utf-8").split("\n")
-        except (OSError, UnicodeDecodeError) as e:
-            raise WeightsError(f"cannot read tokenizer merges file {merges_txt_path}: {e}") from None
-        if lines and lines[0].startswith("#version"):
-            lines = lines[1:]
-        return cls(vocab, [ln for ln in lines if ln.strip()], where=str(merges_txt_path))
-
-    @classmethod
-    def from_tokenizer_json(cls, path) -> "CLIPTokenizer":
-        data = _read_json(path, "tokenizer.json")
-        model = data.get("model") if isinstance(data, dict) else None
-        if not isinstance(model, dict) or "vocab" not in model or "merges" not in model:
-            raise WeightsError(f"{path}: not a BPE tokenizer.json (no model.vocab / model.merges)")
-        return cls(model["vocab"], model["merges"], where=str(path))
-
     # -- encoding
 
     def _encode_piece(self, piece: str) -> list[int]:
@@ -265,13 +242,6 @@ def _split_specials(text: str) -> list[tuple[str, bool]]:
     if start < len(text):
         out.append((text[start:], False))
     return out
-
-
-def _read_json(path, what: str):
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise WeightsError(f"cannot read tokenizer {what} {path}: {e}") from None
 
 
 # ----------------------------------------------------------------------------- tiny vocabulary

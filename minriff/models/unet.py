@@ -12,11 +12,11 @@ the mid block uses the last down block's value and the up blocks the reversed li
 """
 from __future__ import annotations
 
-from . import kernels
-from .blocks import Attention, Downsample2D, ResnetBlock2D, Upsample2D
-from .configs import UNetConfig
-from .errors import ConfigError, InputError
-from .nn import Conv2d, GroupNorm, LayerNorm, Linear, Module
+from minriff import kernels
+from minriff.configs import UNetConfig
+from minriff.errors import ConfigError, InputError
+from minriff.models.blocks import Attention, Downsample2D, ResnetBlock2D, Upsample2D
+from minriff.models.nn import Conv2d, GroupNorm, LayerNorm, Linear, Module
 
 
 class GEGLUFeedForward(Module):
@@ -90,20 +90,18 @@ class DownBlock(Module):
     def __init__(self, cfg: UNetConfig, cin: int, cout: int, temb: int, heads: int, cross: bool, last: bool):
         g, eps = cfg.norm_num_groups, cfg.norm_eps
         self.resnets = [ResnetBlock2D(cin if i == 0 else cout, cout, temb, g, eps) for i in range(cfg.layers_per_block)]
-        if cross:
-            self.attentions = [_transformer(cfg, cout, heads) for _ in range(cfg.layers_per_block)]
-        if not last:
-            self.downsamplers = [Downsample2D(cout, cfg.downsample_padding)]
+        self.attentions = [_transformer(cfg, cout, heads) for _ in range(cfg.layers_per_block)] if cross else []
+        self.downsamplers = [] if last else [Downsample2D(cout, cfg.downsample_padding)]
 
     def __call__(self, x, temb_act, context):
         skips = []
         for i, resnet in enumerate(self.resnets):
             x = resnet(x, temb_act)
-            if hasattr(self, "attentions"):
+            if self.attentions:
                 x = self.attentions[i](x, context)
             skips.append(x)
-        if hasattr(self, "downsamplers"):
-            x = self.downsamplers[0](x)
+        for down in self.downsamplers:
+            x = down(x)
             skips.append(x)
         return x, skips
 
@@ -119,20 +117,18 @@ class UpBlock(Module):
             ResnetBlock2D((prev if i == 0 else cout) + (skip_last if i == n - 1 else cout), cout, temb, g, eps)
             for i in range(n)
         ]
-        if cross:
-            self.attentions = [_transformer(cfg, cout, heads) for _ in range(n)]
-        if not last:
-            self.upsamplers = [Upsample2D(cout)]
+        self.attentions = [_transformer(cfg, cout, heads) for _ in range(n)] if cross else []
+        self.upsamplers = [] if last else [Upsample2D(cout)]
 
     def __call__(self, x, skips: list, temb_act, context):
         xp = kernels.ops().xp
         for i, resnet in enumerate(self.resnets):
             x = xp.concatenate([x, skips.pop()], axis=1)  # pop: the skip is freed once used
             x = resnet(x, temb_act)
-            if hasattr(self, "attentions"):
+            if self.attentions:
                 x = self.attentions[i](x, context)
-        if hasattr(self, "upsamplers"):
-            x = self.upsamplers[0](x)
+        for up in self.upsamplers:
+            x = up(x)
         return x
 
 
@@ -170,7 +166,7 @@ class UNet2DConditionModel(Module):
     def __init__(self, cfg: UNetConfig):
         if isinstance(cfg.only_cross_attention, (list, tuple)):
             raise ConfigError("UNet: per-block only_cross_attention is unsupported")
-        self.cfg = cfg
+        self.config = cfg
         ch = cfg.block_out_channels
         n = len(ch)
         temb = ch[0] * 4
@@ -195,7 +191,7 @@ class UNet2DConditionModel(Module):
 
     @property
     def downscale(self) -> int:
-        return 2 ** (len(self.cfg.block_out_channels) - 1)
+        return 2 ** (len(self.config.block_out_channels) - 1)
 
     def __call__(self, x, t, context, trace: dict | None = None):
         """x (B, in, h, w) noisy latents, t scalar or (B,) timesteps, context (B, S, cross_dim) text
@@ -206,7 +202,7 @@ class UNet2DConditionModel(Module):
         x, t, context = self._check_inputs(F, x, t, context, dtype)
         rec = (lambda name, v: trace.__setitem__(name, F.to_host(v).copy())) if trace is not None else (lambda *a: None)
 
-        c = self.cfg
+        c = self.config
         t_emb = F.timestep_embedding(t, c.block_out_channels[0], c.flip_sin_to_cos, float(c.freq_shift))
         temb = self.time_embedding(t_emb.astype(dtype, copy=False))
         rec("time_embedding", temb)
@@ -231,7 +227,7 @@ class UNet2DConditionModel(Module):
         return x
 
     def _check_inputs(self, F, x, t, context, dtype):
-        xp, c = F.xp, self.cfg
+        xp, c = F.xp, self.config
         x = F.asarray(x, dtype=dtype)
         if x.ndim != 4 or x.shape[1] != c.in_channels:
             raise InputError(f"UNet: latents must be (B, {c.in_channels}, h, w), got shape {tuple(x.shape)}")

@@ -9,11 +9,11 @@ GroupNorm eps is 1e-6 everywhere. The scaling factor (cfg.scaling_factor) is app
 """
 from __future__ import annotations
 
-from . import kernels
-from .blocks import Attention, Downsample2D, ResnetBlock2D, Upsample2D
-from .configs import VAEConfig
-from .errors import ConfigError, InputError
-from .nn import Conv2d, GroupNorm, Module
+from minriff import kernels
+from minriff.configs import VAEConfig
+from minriff.errors import ConfigError, InputError
+from minriff.models.blocks import Attention, Downsample2D, ResnetBlock2D, Upsample2D
+from minriff.models.nn import Conv2d, GroupNorm, Module
 
 EPS = 1e-6
 
@@ -48,25 +48,27 @@ class MidBlock(Module):
 class DownEncoderBlock2D(Module):
     def __init__(self, cin: int, cout: int, layers: int, groups: int, last: bool):
         self.resnets = [ResnetBlock2D(cin if i == 0 else cout, cout, None, groups, EPS) for i in range(layers)]
-        if not last:
-            self.downsamplers = [Downsample2D(cout, padding=0)]
+        self.downsamplers = [] if last else [Downsample2D(cout, padding=0)]
 
     def __call__(self, x):
         for resnet in self.resnets:
             x = resnet(x)
-        return self.downsamplers[0](x) if hasattr(self, "downsamplers") else x
+        for down in self.downsamplers:
+            x = down(x)
+        return x
 
 
 class UpDecoderBlock2D(Module):
     def __init__(self, cin: int, cout: int, layers: int, groups: int, last: bool):
         self.resnets = [ResnetBlock2D(cin if i == 0 else cout, cout, None, groups, EPS) for i in range(layers)]
-        if not last:
-            self.upsamplers = [Upsample2D(cout)]
+        self.upsamplers = [] if last else [Upsample2D(cout)]
 
     def __call__(self, x):
         for resnet in self.resnets:
             x = resnet(x)
-        return self.upsamplers[0](x) if hasattr(self, "upsamplers") else x
+        for up in self.upsamplers:
+            x = up(x)
+        return x
 
 
 class Encoder(Module):
@@ -125,7 +127,7 @@ class AutoencoderKL(Module):
                 or len(cfg.up_block_types) != len(cfg.block_out_channels):
             raise ConfigError(f"VAE: block types must be DownEncoderBlock2D/UpDecoderBlock2D, one per "
                               f"block_out_channels entry; got {cfg.down_block_types} / {cfg.up_block_types}")
-        self.cfg = cfg
+        self.config = cfg
         L = cfg.latent_channels
         self.encoder = Encoder(cfg)
         self.quant_conv = Conv2d(2 * L, 2 * L, 1)
@@ -134,17 +136,17 @@ class AutoencoderKL(Module):
 
     @property
     def downscale(self) -> int:
-        return self.cfg.downscale
+        return self.config.downscale
 
     def encode(self, img, trace: dict | None = None):
         """img (B, in, H, W) in [-1, 1], H and W multiples of the downscale factor ->
         (mean, logvar), each (B, latent, H/f, W/f); logvar clamped to [-30, 20]."""
         F = kernels.ops()
-        x = self._check(F, img, self.cfg.in_channels, "image", self.downscale)
+        x = self._check(F, img, self.config.in_channels, "image", self.downscale)
         rec = _recorder(F, trace)
         moments = self.quant_conv(self.encoder(x, rec))
         rec("quant_conv", moments)
-        L = self.cfg.latent_channels
+        L = self.config.latent_channels
         mean, logvar = moments[:, :L], F.xp.clip(moments[:, L:], -30.0, 20.0)
         return mean, logvar
 
@@ -159,7 +161,7 @@ class AutoencoderKL(Module):
     def decode(self, z, trace: dict | None = None):
         """z (B, latent, h, w) (already divided by the scaling factor) -> image (B, out, h·f, w·f)."""
         F = kernels.ops()
-        z = self._check(F, z, self.cfg.latent_channels, "latents", 1)
+        z = self._check(F, z, self.config.latent_channels, "latents", 1)
         rec = _recorder(F, trace)
         z = self.post_quant_conv(z)
         rec("post_quant_conv", z)

@@ -13,14 +13,16 @@ Step arithmetic is float32 with the same operation order as diffusers; arrays ma
 """
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import numpy as np
 
-from ..errors import ConfigError, InputError
-from .ddim import DDIMScheduler
-from .dpm import DPMSolverMultistepScheduler
-from .euler import EulerAncestralScheduler, EulerScheduler
-from .lms import LMSScheduler
-from .pndm import PNDMScheduler
+from minriff.errors import ConfigError, InputError
+from minriff.schedulers.ddim import DDIMScheduler
+from minriff.schedulers.dpm import DPMSolverMultistepScheduler
+from minriff.schedulers.euler import EulerAncestralScheduler, EulerScheduler
+from minriff.schedulers.lms import LMSScheduler
+from minriff.schedulers.pndm import PNDMScheduler
 
 SCHEDULERS = {
     "pndm": PNDMScheduler,
@@ -31,6 +33,32 @@ SCHEDULERS = {
     "lms": LMSScheduler,
 }
 NAMES = tuple(SCHEDULERS)
+
+
+@runtime_checkable
+class Scheduler(Protocol):
+    """What the sampling loop needs of a scheduler; `Riffusion(scheduler=obj)` takes any object with
+    these (a class of your own works; the built-in ones match diffusers' arithmetic).
+
+    The loop, per call (on a deep copy of the object, so state never leaks between calls):
+        sched.set_timesteps(steps)                 # must (re)build `timesteps` and reset any state
+        x = noise * sched.init_noise_sigma         # or, img2img: sched.add_noise(z, noise, t0)
+        for t in sched.timesteps:                  # descending, e.g. [981, 961, ..., 1]
+            eps = unet(sched.scale_model_input(x, t), t, text)
+            x = sched.step(eps, t, x, generator=gen)   # -> the sample at the next timestep
+    Optional: `order` (model calls per step for the img2img start index, default 1),
+    `set_begin_index(i)` (told where img2img starts)."""
+
+    timesteps: object
+    init_noise_sigma: float
+
+    def set_timesteps(self, num_inference_steps: int) -> None: ...
+
+    def scale_model_input(self, sample, timestep): ...
+
+    def step(self, model_output, timestep, sample, generator=None): ...
+
+    def add_noise(self, original_samples, noise, timesteps): ...
 
 
 def make(name: str, config: dict):
@@ -57,7 +85,7 @@ def img2img_timesteps(scheduler, steps: int, strength: float) -> np.ndarray:
     if scheduler.timesteps is None:
         raise InputError("call set_timesteps(steps) before img2img_timesteps")
     init = min(int(steps * strength), steps)
-    t_start = max(steps - init, 0) * scheduler.order
+    t_start = max(steps - init, 0) * getattr(scheduler, "order", 1)
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(t_start)
     timesteps = scheduler.timesteps[t_start:]
@@ -87,6 +115,6 @@ def riffusion_img2img_schedule(scheduler, steps: int, strength: float) -> tuple:
     return t0, scheduler.timesteps[t_start:]
 
 
-__all__ = ["make", "NAMES", "SCHEDULERS", "img2img_timesteps", "riffusion_img2img_schedule", "PNDMScheduler",
+__all__ = ["make", "NAMES", "SCHEDULERS", "Scheduler", "img2img_timesteps", "riffusion_img2img_schedule", "PNDMScheduler",
            "DDIMScheduler", "DPMSolverMultistepScheduler", "EulerScheduler", "EulerAncestralScheduler",
            "LMSScheduler"]

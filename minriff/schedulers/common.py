@@ -14,8 +14,8 @@ import math
 
 import numpy as np
 
-from ..errors import ConfigError, InputError
-from ..rng import fma32
+from minriff.errors import ConfigError, InputError
+from minriff.rng import fma32
 
 F32 = np.float32
 

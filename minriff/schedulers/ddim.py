@@ -3,9 +3,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ConfigError, InputError
-from .common import F32, alphas_cumprod, as_index, check_steps, host, like, read_config, spaced_timesteps
-from .pndm import add_noise_ddpm
+from minriff.errors import ConfigError, InputError
+from minriff.schedulers.common import (
+    F32,
+    alphas_cumprod,
+    as_index,
+    check_steps,
+    host,
+    like,
+    read_config,
+    spaced_timesteps,
+)
+from minriff.schedulers.pndm import add_noise_ddpm
 
 DEFAULTS = dict(clip_sample=True, clip_sample_range=1.0, set_alpha_to_one=True, timestep_spacing="leading",
                 thresholding=False)

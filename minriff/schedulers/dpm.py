@@ -10,9 +10,19 @@ import math
 
 import numpy as np
 
-from ..errors import ConfigError
-from .common import (F32, StepIndexMixin, alphas_cumprod, check_steps, host, karras_sigmas, like,
-                     read_config, sigma_table, sigma_to_t)
+from minriff.errors import ConfigError
+from minriff.schedulers.common import (
+    F32,
+    StepIndexMixin,
+    alphas_cumprod,
+    check_steps,
+    host,
+    karras_sigmas,
+    like,
+    read_config,
+    sigma_table,
+    sigma_to_t,
+)
 
 DEFAULTS = dict(solver_order=2, algorithm_type="dpmsolver++", solver_type="midpoint", lower_order_final=True,
                 euler_at_final=False, use_karras_sigmas=False, final_sigmas_type="zero",

@@ -7,9 +7,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ConfigError, InputError
-from .common import (F32, StepIndexMixin, alphas_cumprod, check_steps, karras_sigmas, like, read_config,
-                     sigma_table, sigma_to_t, spaced_timesteps)
+from minriff.errors import ConfigError, InputError
+from minriff.schedulers.common import (
+    F32,
+    StepIndexMixin,
+    alphas_cumprod,
+    check_steps,
+    karras_sigmas,
+    like,
+    read_config,
+    sigma_table,
+    sigma_to_t,
+    spaced_timesteps,
+)
 
 DEFAULTS = dict(timestep_spacing="linspace", use_karras_sigmas=False, interpolation_type="linear",
                 final_sigmas_type="zero")

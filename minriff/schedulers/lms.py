@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from scipy import integrate
 
-from .common import F32
-from .euler import EulerScheduler
+from minriff.schedulers.common import F32
+from minriff.schedulers.euler import EulerScheduler
 
 
 class LMSScheduler(EulerScheduler):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ConfigError, InputError
-from .common import F32, alphas_cumprod, as_index, check_steps, host, read_config
+from minriff.errors import ConfigError, InputError
+from minriff.schedulers.common import F32, alphas_cumprod, as_index, check_steps, host, read_config
 
 DEFAULTS = dict(skip_prk_steps=False, set_alpha_to_one=False, timestep_spacing="leading")
 

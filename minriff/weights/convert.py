@@ -27,16 +27,22 @@ from typing import Callable
 
 import numpy as np
 
-from . import torchpickle
-from .configs import PRESETS, SD15, CLIPTextConfig, ConfigError, UNetConfig, VAEConfig
-from .errors import UnsupportedModelError, WeightsError
-from .weights import COMPONENTS, FORMAT, SafetensorsFile, write_safetensors
-
-# Riffusion's / SD v1.5's scheduler/scheduler_config.json (reference/riffusion.md §2.6)
-SD15_SCHEDULER = {"_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012,
-                  "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "set_alpha_to_one": False,
-                  "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None}
-STORE_DTYPES = {"fp16": "F16", "fp32": "F32"}
+from minriff.configs import (
+    PRESETS,
+    SD15_SCHEDULER,
+    CLIPTextConfig,
+    ConfigError,
+    ModelConfig,
+    UNetConfig,
+    VAEConfig,
+)
+from minriff.errors import UnsupportedModelError, WeightsError
+from minriff.models import nn
+from minriff.models.init import COMPONENTS, build_models
+from minriff.models.tokenizer import CLIPTokenizer
+from minriff.weights import torchpickle
+from minriff.weights.format import write_weights
+from minriff.weights.safetensors import SafetensorsFile
 
 
 class Ref:
@@ -113,19 +119,46 @@ def _read_json(path: Path, what: str) -> dict:
 
 def read_tokenizer(path) -> tuple[dict, list]:
     """(vocab, merges) from a tokenizer folder, a diffusers root, or a tokenizer.json file."""
-    from .tokenizer import CLIPTokenizer
     p = Path(path)
     if p.is_dir() and (p / "tokenizer").is_dir():
         p = p / "tokenizer"
     if p.is_file():
-        tok = CLIPTokenizer.from_tokenizer_json(p)
+        tok = tokenizer_from_json(p)
     elif (p / "vocab.json").is_file() and (p / "merges.txt").is_file():
-        tok = CLIPTokenizer.from_files(p / "vocab.json", p / "merges.txt")
+        tok = tokenizer_from_files(p / "vocab.json", p / "merges.txt")
     elif (p / "tokenizer.json").is_file():
-        tok = CLIPTokenizer.from_tokenizer_json(p / "tokenizer.json")
+        tok = tokenizer_from_json(p / "tokenizer.json")
     else:
         raise WeightsError(f"{path}: no CLIP tokenizer (vocab.json + merges.txt, or tokenizer.json)")
     return tok.vocab, tok.merges
+
+
+def tokenizer_from_files(vocab_json_path, merges_txt_path) -> CLIPTokenizer:
+    """The layout of the real Riffusion upload: vocab.json + merges.txt (first line may be '#version')."""
+    vocab = _read_tokenizer_json(vocab_json_path, "vocab.json")
+    try:
+        lines = Path(merges_txt_path).read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise WeightsError(f"cannot read tokenizer merges file {merges_txt_path}: {e}") from None
+    if lines and lines[0].startswith("#version"):
+        lines = lines[1:]
+    return CLIPTokenizer(vocab, [ln for ln in lines if ln.strip()], where=str(merges_txt_path))
+
+
+def tokenizer_from_json(path) -> CLIPTokenizer:
+    """What transformers 5 writes: one tokenizer.json, vocab and merges under its `model` key."""
+    data = _read_tokenizer_json(path, "tokenizer.json")
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, dict) or "vocab" not in model or "merges" not in model:
+        raise WeightsError(f"{path}: not a BPE tokenizer.json (no model.vocab / model.merges)")
+    return CLIPTokenizer(model["vocab"], model["merges"], where=str(path))
+
+
+def _read_tokenizer_json(path, what: str):
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WeightsError(f"cannot read tokenizer {what} {path}: {e}") from None
 
 
 # ----------------------------------------------------------------------------- diffusers folders
@@ -364,24 +397,12 @@ def refuse_unsupported_configs(configs: dict, scheduler: dict, where) -> None:
 
 
 def check_fits(ck: Checkpoint, where) -> None:
-    """Every tensor must have a place in the minriff model built from the configs (all problems at once)."""
-    try:
-        from .weights import build_models
-        from .configs import ModelConfig
-        models = build_models(ModelConfig(CLIPTextConfig.from_dict(ck.configs["text_encoder"]),
-                                          UNetConfig.from_dict(ck.configs["unet"]), VAEConfig.from_dict(ck.configs["vae"])))
-    except ImportError:  # model modules absent: the key sets are still checked when the file is loaded
-        ck.notes.append("model classes unavailable: tensors not checked against the model shapes")
-        return
-    problems = []
-    for comp, model in models.items():
-        expected, got = model.parameter_shapes(), ck.tensors[comp]
-        missing = sorted(set(expected) - set(got))
-        unexpected = sorted(set(got) - set(expected))
-        wrong = sorted(f"{k}: {got[k].shape} vs {expected[k]}" for k in set(got) & set(expected) if got[k].shape != expected[k])
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
-            if items:
-                problems.append(f"{comp}: {len(items)} {title}: " + ", ".join(items[:10]) + (" ..." if len(items) > 10 else ""))
+    """Every tensor must have a place in the minriff model built from the configs (all problems at
+    once, with the same report as loading: `nn.fit_report`)."""
+    models = build_models(ModelConfig(CLIPTextConfig.from_dict(ck.configs["text_encoder"]),
+                                      UNetConfig.from_dict(ck.configs["unet"]), VAEConfig.from_dict(ck.configs["vae"])))
+    problems = [f"{comp}: {report}" for comp, model in models.items()
+                if (report := nn.fit_report(model.parameter_shapes(), ck.tensors[comp]))]
     if problems:
         raise WeightsError(f"{where}: weights do not fit the configured models: " + "; ".join(problems))
 
@@ -424,28 +445,9 @@ def read_source(src, tokenizer=None, config=None, ema: bool = False, inert_globa
     return ck
 
 
-def _fits(name: str, read):
-    """read() plus a check that fp16 storage will not turn large weights into inf."""
-    def make():
-        a = np.asarray(read())
-        if a.size and a.dtype.kind == "f" and float(np.max(np.abs(a))) > float(np.finfo(np.float16).max):
-            raise WeightsError(f"tensor {name} has values beyond the fp16 range; convert with --dtype fp32")
-        return a
-    return make
-
-
 def write_converted(out, ck: Checkpoint, dtype: str = "fp16") -> int:
-    if dtype not in STORE_DTYPES:
-        raise WeightsError(f"--dtype {dtype!r}: choose fp16 or fp32")
-    name = STORE_DTYPES[dtype]
-    entries = [(f"{comp}.{k}", ref.shape, name, _fits(f"{comp}.{k}", ref.read) if name == "F16" else ref.read,
-                ref.release) for comp in COMPONENTS for k, ref in sorted(ck.tensors[comp].items())]
-    meta = {"format": FORMAT, "config": ck.configs, "tokenizer_vocab": ck.vocab, "tokenizer_merges": ck.merges,
-            "scheduler_config": ck.scheduler_config, "source": ck.source}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_safetensors(out, entries, {k: json.dumps(v) for k, v in meta.items()})
-    return len(entries)
+    tensors = {comp: {k: (ref.shape, ref.read, ref.release) for k, ref in ck.tensors[comp].items()} for comp in COMPONENTS}
+    return write_weights(out, tensors, ck.configs, ck.vocab, ck.merges, ck.scheduler_config, ck.source, dtype)
 
 
 def convert(src, out, dtype: str = "fp16", tokenizer=None, config=None, ema: bool = False, log=None,

@@ -16,7 +16,8 @@ import urllib.request
 from http.client import HTTPException
 from pathlib import Path
 
-from .errors import DownloadError
+from minriff.errors import DownloadError
+from minriff.progress import Progress
 
 REPO = "riffusion/riffusion-model-v1"
 # Everything the conversion reads; not the 14.6 GB training .ckpt, the traced UNet or the safety checker.
@@ -29,28 +30,6 @@ FILES = (
     "unet/config.json", "unet/diffusion_pytorch_model.bin",
 )
 CHUNK = 1 << 20
-
-
-class Progress:
-    def __init__(self, label: str, total: int | None, start: int, stream=sys.stderr):
-        self.label, self.total, self.done, self.stream = label, total, start, stream
-        self.t0, self.last, self.start = time.monotonic(), 0.0, start
-
-    def update(self, n: int, final: bool = False) -> None:
-        self.done += n
-        now = time.monotonic()
-        if not final and now - self.last < 0.25:
-            return
-        self.last = now
-        rate = (self.done - self.start) / max(now - self.t0, 1e-6) / 1e6
-        if self.total:
-            width = 24
-            filled = int(width * self.done / self.total)
-            bar = f"[{'#' * filled}{'.' * (width - filled)}] {100 * self.done / self.total:5.1f}% of {self.total / 1e6:.1f} MB"
-        else:
-            bar = f"{self.done / 1e6:.1f} MB"
-        self.stream.write(f"\r  {self.label:40s} {bar} {rate:6.1f} MB/s" + ("\n" if final else ""))
-        self.stream.flush()
 
 
 def _expected_sha256(headers) -> str | None:
@@ -114,13 +93,14 @@ def fetch(url: str, dest: Path, label: str = "", timeout: float = 60.0, stream=s
         size = linked.linked.get("X-Linked-Size", "")
         if size.isdigit() and total is not None and int(size) != total:
             raise DownloadError(f"{url}: the Hub announces {size} bytes, the server sends {total}")
-        bar = Progress(label or dest.name, total, have, stream)
+        bar = Progress(total, f"  {label or dest.name:40s}", stream=stream, unit="MB", scale=1e6, start=have,
+                       redraw_s=0.25)
         dest.parent.mkdir(parents=True, exist_ok=True)
         with open(part, mode) as f:
             while chunk := resp.read(CHUNK):
                 f.write(chunk)
                 bar.update(len(chunk))
-        bar.update(0, final=True)
+        bar.close()
     size = part.stat().st_size
     if total is not None and size != total:
         raise DownloadError(f"{url}: transfer cut off at {size} of {total} bytes")
@@ -161,7 +141,7 @@ def download_repo(folder, endpoint: str = "https://huggingface.co", repo: str = 
 def download_and_convert(to="weights", endpoint: str = "https://huggingface.co", repo: str = REPO,
                          dtype: str = "fp16", keep: bool = False, retries: int = 3, timeout: float = 60.0,
                          stream=sys.stderr) -> Path:
-    from .convert import convert
+    from minriff.weights.convert import convert
     to = Path(to)
     name = "riffusion-v1" if repo == REPO else repo.split("/")[-1]
     folder = to / ".download" / repo.replace("/", "--")

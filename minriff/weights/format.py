@@ -1,195 +1,42 @@
-"""minriff's weights format: one safetensors file holding the text encoder, UNet and VAE.
+"""minriff's converted weights file: one safetensors file holding the text encoder, UNet and VAE.
 
-File layout (plain safetensors, readable by any safetensors tool):
-    8 bytes   little-endian u64 N = header length
-    N bytes   JSON header: {name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}
-    rest      tensor bytes, offsets relative to the end of the header
 Tensor names carry a component prefix (`text_encoder.`, `unet.`, `vae.`) followed by the diffusers /
 transformers state-dict key. `__metadata__` values are JSON-encoded strings: `format` ("minriff-1"),
 `config` ({"text_encoder": ..., "unet": ..., "vae": ...}, the diffusers config.json values),
 `tokenizer_vocab` (dict or null), `tokenizer_merges` (list or null), `scheduler_config`, `source`.
 
-Reading uses our own header parser and `np.frombuffer` on a read-only mmap rather than the
-safetensors package: every corruption gets a precise WeightsError naming the tensor and the offsets,
-tensors cost no memory until touched, and casting to the compute dtype happens per tensor in
-`nn.load` (peak memory ~ the fp32 model, never fp16 file + fp32 copy of everything at once).
+Tensors are stored fp16 by default and cast to the compute dtype one at a time while the models
+are filled (`nn.load`), so peak memory stays near the fp32 model, never fp16 file + fp32 copy.
+
+    load_models(path)        -> dict(text_encoder, unet, vae, tokenizer, scheduler_config, config)
+    find_weights(path=None)  the file to load: a path, $MINRIFF_WEIGHTS, or the newest in ./weights/
+    write_weights(...)       the one writer (convert, init-random and Riffusion.save use it)
 """
 from __future__ import annotations
 
-import io
 import json
-import mmap
 import os
-import struct
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
-from .configs import CLIPTextConfig, ConfigError, ModelConfig, UNetConfig, VAEConfig
-from .errors import WeightsError
+from minriff.configs import PRESETS, SD15_SCHEDULER, CLIPTextConfig, ConfigError, ModelConfig, UNetConfig, VAEConfig
+from minriff.errors import InputError, WeightsError
+from minriff.models import nn
+from minriff.models.init import COMPONENTS, build_models
+from minriff.models.tokenizer import CLIPTokenizer, tiny_vocab
+from minriff.weights.safetensors import SafetensorsFile, write_safetensors
 
 FORMAT = "minriff-1"
-COMPONENTS = ("text_encoder", "unet", "vae")
-MAX_HEADER = 100 * 1024 * 1024  # same cap as the safetensors library
-
-# safetensors dtype name -> NumPy dtype ("BF16" is stored as raw uint16 and widened on read)
-DTYPES = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16,
-    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8,
-    "U64": np.uint64, "U32": np.uint32, "U16": np.uint16, "U8": np.uint8, "BOOL": np.bool_,
-}
-NAMES = {np.dtype(np.float64): "F64", np.dtype(np.float32): "F32", np.dtype(np.float16): "F16",
-         np.dtype(np.int64): "I64", np.dtype(np.int32): "I32", np.dtype(np.int16): "I16",
-         np.dtype(np.int8): "I8", np.dtype(np.uint8): "U8", np.dtype(np.bool_): "BOOL"}
-
-
-def bf16_to_f32(raw: np.ndarray) -> np.ndarray:
-    """bfloat16 bits (uint16) -> float32: bf16 is the top half of an IEEE float32."""
-    return (raw.astype(np.uint32) << 16).view(np.float32)
-
-
-# ----------------------------------------------------------------------------- reading
-
-
-class SafetensorsFile(Mapping):
-    """A safetensors file as a read-only Mapping name -> np.ndarray (views on an mmap)."""
-
-    def __init__(self, path):
-        self.path = Path(path)
-        try:
-            f = io.open(self.path, "rb")
-        except OSError as e:
-            raise WeightsError(f"cannot open {self.path}: {e.strerror or e}") from None
-        with f:
-            size = os.fstat(f.fileno()).st_size
-            head = f.read(8)
-            if len(head) < 8:
-                raise WeightsError(f"{self.path}: not a safetensors file ({size} bytes, too short for a header)")
-            (n,) = struct.unpack("<Q", head)
-            if n > MAX_HEADER:
-                raise WeightsError(f"{self.path}: header length {n} exceeds the {MAX_HEADER}-byte limit (not a safetensors file?)")
-            if 8 + n > size:
-                raise WeightsError(f"{self.path}: truncated: header says {n} bytes but the file has {size - 8} after the length")
-            raw = f.read(n)
-            self._entries, self.metadata = _parse_header(raw, self.path)
-            self._start = 8 + n
-            data_len = size - self._start
-            end = max((e["data_offsets"][1] for e in self._entries.values()), default=0)
-            if end > data_len:
-                raise WeightsError(f"{self.path}: truncated: tensor data needs {end} bytes, file has {data_len}")
-            self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size > 0 else None
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        e = self._entries[name]
-        dt = np.dtype(DTYPES[e["dtype"]])
-        begin, end = e["data_offsets"]
-        count = (end - begin) // dt.itemsize
-        arr = np.frombuffer(self._mm, dtype=dt, count=count, offset=self._start + begin) if count else np.empty(0, dt)
-        arr = arr.reshape(e["shape"])
-        return bf16_to_f32(arr) if e["dtype"] == "BF16" else arr
-
-    def __iter__(self):
-        return iter(self._entries)
-
-    def __len__(self):
-        return len(self._entries)
-
-    def release(self, name: str) -> None:
-        """Drop a tensor's pages from this process's resident set (they stay in the OS page cache
-        and fault back in if touched again): keeps RSS low while tensors are cast one by one."""
-        if self._mm is None or not hasattr(self._mm, "madvise"):
-            return
-        begin, end = self._entries[name]["data_offsets"]
-        start = (self._start + begin) // mmap.PAGESIZE * mmap.PAGESIZE
-        stop = min(self._start + end, len(self._mm))
-        if stop > start:
-            self._mm.madvise(mmap.MADV_DONTNEED, start, stop - start)
-
-    def shape(self, name: str) -> tuple:
-        return tuple(self._entries[name]["shape"])
-
-    def dtype_name(self, name: str) -> str:
-        return self._entries[name]["dtype"]
-
-
-def _parse_header(raw: bytes, path) -> tuple[dict, dict]:
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise WeightsError(f"{path}: header is not valid UTF-8 JSON ({e}); not a safetensors file?") from None
-    if not isinstance(header, dict):
-        raise WeightsError(f"{path}: header is a JSON {type(header).__name__}, expected an object")
-    meta = header.pop("__metadata__", None) or {}
-    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
-        raise WeightsError(f"{path}: __metadata__ must map strings to strings")
-    spans = []
-    for name, e in header.items():
-        _check_entry(name, e, path)
-        spans.append((*e["data_offsets"], name))
-    spans.sort()
-    for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
-        if b1 < e0:
-            raise WeightsError(f"{path}: tensors {n0!r} and {n1!r} overlap (bytes {b0}-{e0} and {b1}-{e1})")
-    return header, meta
-
-
-def _check_entry(name: str, e, path) -> None:
-    if not isinstance(e, dict) or not {"dtype", "shape", "data_offsets"} <= set(e):
-        raise WeightsError(f"{path}: tensor {name!r}: header entry needs dtype, shape and data_offsets")
-    if e["dtype"] not in DTYPES:
-        raise WeightsError(f"{path}: tensor {name!r}: unknown dtype {e['dtype']!r} (known: {', '.join(DTYPES)})")
-    shape, offs = e["shape"], e["data_offsets"]
-    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-        raise WeightsError(f"{path}: tensor {name!r}: bad shape {shape!r}")
-    if (not isinstance(offs, list) or len(offs) != 2 or not all(type(o) is int for o in offs)
-            or not 0 <= offs[0] <= offs[1]):
-        raise WeightsError(f"{path}: tensor {name!r}: bad data_offsets {offs!r}")
-    need = int(np.prod(shape, dtype=object)) * np.dtype(DTYPES[e["dtype"]]).itemsize
-    if offs[1] - offs[0] != need:
-        raise WeightsError(f"{path}: tensor {name!r}: {e['dtype']}{shape} needs {need} bytes, "
-                           f"data_offsets span {offs[1] - offs[0]}")
-
-
-# ----------------------------------------------------------------------------- writing
-
-
-def write_safetensors(path, tensors: Iterable[tuple], metadata: dict[str, str] | None = None) -> None:
-    """Stream tensors to `path`. `tensors` yields (name, shape, dtype_name, make_array[, done]):
-    arrays are produced and written one at a time (then `done()` is called, e.g. to release the
-    source's file pages), so writing never holds more than one tensor in memory.
-    Written to a temporary file first and renamed, so a crash never leaves a half file under `path`."""
-    items = list(tensors)
-    header, offset = {}, 0
-    for name, shape, dtype_name, *_ in items:
-        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(DTYPES[dtype_name]).itemsize
-        header[name] = {"dtype": dtype_name, "shape": [int(d) for d in shape], "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
-    if metadata:
-        header["__metadata__"] = dict(metadata)
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)  # tensor data starts 8-byte aligned
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with io.open(tmp, "wb") as f:
-            f.write(struct.pack("<Q", len(raw)) + raw)
-            for name, shape, dtype_name, make, *done in items:
-                arr = np.asarray(make(), dtype=DTYPES[dtype_name])
-                if arr.shape != tuple(shape):
-                    raise WeightsError(f"tensor {name!r}: produced shape {arr.shape}, declared {tuple(shape)}")
-                f.write(memoryview(np.ascontiguousarray(arr.reshape(-1))).cast("B"))
-                del arr
-                for callback in done:
-                    callback()
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-# ----------------------------------------------------------------------------- the converted format
+STORE_DTYPES = {"fp16": "F16", "fp32": "F32"}
+WEIGHTS_ENV = "MINRIFF_WEIGHTS"
+HOW_TO_GET_WEIGHTS = (
+    "get weights with `minriff download` (the real Riffusion model, needs internet), "
+    "`minriff convert CHECKPOINT -o weights/riffusion.safetensors` (a checkpoint you have), or "
+    "`minriff init-random --config tiny -o weights/tiny.safetensors` (a random test model: it runs, "
+    "but makes noise)"
+)
 
 
 class Component(Mapping):
@@ -271,7 +118,6 @@ class WeightsFile:
             raise WeightsError(f"{self.path} holds no tokenizer vocabulary (it was converted from a single-file "
                                "checkpoint without --tokenizer); reconvert with --tokenizer DIR pointing at a CLIP "
                                "tokenizer folder (vocab.json + merges.txt, or tokenizer.json)")
-        from .tokenizer import CLIPTokenizer
         if not isinstance(self._merges, list):
             raise WeightsError(f"{self.path}: tokenizer_merges metadata is not a list")
         return CLIPTokenizer(self._vocab, self._merges, where=str(self.path))
@@ -296,31 +142,10 @@ def _json(meta: dict, key: str, path):
         raise WeightsError(f"{path}: metadata {key!r} is not valid JSON ({e})") from None
 
 
-def open(path) -> WeightsFile:  # noqa: A001 - the agreed name: `weights.open(path)`
-    return WeightsFile(path)
-
-
-def build_models(config: ModelConfig) -> dict:
-    """Empty (unallocated) models for a config: name -> nn.Module."""
-    from .clip import CLIPTextModel
-    from .unet import UNet2DConditionModel
-    from .vae import AutoencoderKL
-    models = {}
-    for name, cls, cfg in (("text_encoder", CLIPTextModel, config.text_encoder),
-                           ("unet", UNet2DConditionModel, config.unet), ("vae", AutoencoderKL, config.vae)):
-        try:
-            models[name] = cls(cfg)
-        except (TypeError, ValueError, OverflowError, MemoryError, ZeroDivisionError, IndexError, KeyError) as e:
-            # configs.from_dict checks what minriff runs, not every field's type: a corrupt stored
-            # config surfaces here
-            raise WeightsError(f"the {name} config cannot build a model ({type(e).__name__}: {e}): {cfg}") from None
-    return models
-
 
 def load_models(path, dtype=np.float32) -> dict:
     """Build the three models from a converted file's configs and fill them (cast per tensor)."""
-    from . import nn
-    wf = open(path)
+    wf = WeightsFile(path)
     models = build_models(wf.config)
     for name, model in models.items():
         nn.load(model, wf.component(name).cast(dtype), what=name.replace("_", " "), dtype=dtype)
@@ -344,72 +169,102 @@ class MissingTokenizer:
         self._wf.tokenizer()
 
 
-# ----------------------------------------------------------------------------- random weights
-
-POOL_SIZE = 1 << 24  # normals drawn per init_random call at most (64 MB of float32)
+# ----------------------------------------------------------------------------- finding
 
 
-def init_random(module, seed=0, std: float | None = None, pool_size: int = POOL_SIZE):
-    """Fill every parameter of `module` (an nn.Module) in place with random float32 values and
-    return it: weights (2-D and up) ~ N(0, 1/fan_in) (fan_in = inputs per output: in_features, or
-    C_in·kh·kw) so activations stay O(1) through a deep network, or N(0, std²) if `std` is given;
-    norm weights 1 + N(0, 0.05²); biases N(0, 0.05²). `seed`: anything np.random.default_rng takes.
-
-    The values come from one pool of min(parameter count, pool_size) standard normals: a model
-    that fits gets an independent stretch of it per tensor; a bigger one (SD 1.5's UNet has 860 M
-    parameters) gets windows at random offsets, because drawing that many normals would dominate a
-    benchmark's run time."""
-    rng = np.random.default_rng(seed)
-    params = list(module.named_parameters())
-    total = sum(int(np.prod(p.shape)) for _, p in params)
-    fits = total <= pool_size
-    pool = rng.standard_normal(min(total, pool_size), dtype=np.float32)
-    offset = 0
-    for name, p in params:
-        n = int(np.prod(p.shape))
-        if fits:
-            vals = pool[offset:offset + n]
-            offset += n
-        elif n <= pool.size:
-            start = int(rng.integers(0, pool.size - n + 1))
-            vals = pool[start:start + n]
-        else:
-            vals = np.resize(pool, n)
-        vals = vals.reshape(p.shape)
-        if p.ndim == 1:
-            owner = name.rsplit(".", 2)[-2] if "." in name else ""
-            base = 1.0 if "norm" in owner and name.endswith("weight") else 0.0
-            value = base + np.float32(0.05) * vals
-        else:
-            fan_in = max(1, n // max(1, p.shape[0]))
-            value = vals * np.float32(std if std is not None else 1.0 / np.sqrt(fan_in))
-        module._set(name, np.ascontiguousarray(value, dtype=np.float32))
-    return module
+def find_weights(path=None) -> Path:
+    """A converted weights file: `path` (file, or folder -> newest *.safetensors in it), else the newest
+    in $MINRIFF_WEIGHTS (file or folder), else in ./weights/."""
+    if path is not None:
+        p = Path(path)
+        if p.is_dir():
+            return _newest(p) or _no_weights(f"no *.safetensors file in {p}")
+        if p.is_file():
+            return p
+        raise WeightsError(f"weights file not found: {p}; {HOW_TO_GET_WEIGHTS}")
+    env = os.environ.get(WEIGHTS_ENV)
+    if env:
+        p = Path(env)
+        if p.is_file():
+            return p
+        if p.is_dir() and _newest(p):
+            return _newest(p)
+    found = _newest(Path("weights"))
+    if found:
+        return found
+    where = f"${WEIGHTS_ENV} ({env}) or ./weights/" if env else "./weights/ (or $MINRIFF_WEIGHTS)"
+    _no_weights(f"no converted weights found in {where}")
 
 
-def random_models(config="tiny", seed=0) -> dict:
-    """Randomly initialised models in the shape of `load_models`' result: dict(text_encoder=...,
-    unet=..., vae=..., tokenizer=..., scheduler_config=..., config=...), ready for
-    `minriff.Riffusion(random_models("tiny"))`. `config`: a ModelConfig or a preset name
-    ("tiny", "sd15"). Weights as `init_random` (each component from its own seed stream); the
-    tokenizer is the small built-in vocabulary (`tokenizer.tiny_vocab`) and the scheduler config
-    Stable Diffusion 1.5's. Nothing is written to disk (`minriff init-random` writes a file).
-    The outputs are noise; shapes and code paths are the real ones."""
-    from .configs import PRESETS
-    from .convert import SD15_SCHEDULER
-    from .tokenizer import CLIPTokenizer, tiny_vocab
+def _newest(folder: Path):
+    files = sorted(folder.glob("*.safetensors"), key=lambda f: f.stat().st_mtime) if folder.is_dir() else []
+    return files[-1] if files else None
 
-    if isinstance(config, str):
-        if config not in PRESETS:
-            raise ConfigError(f"unknown config preset {config!r}; choose one of {', '.join(PRESETS)}")
-        config = PRESETS[config]
-    if not isinstance(config, ModelConfig):
-        raise ConfigError(f"config must be a ModelConfig or a preset name, got {type(config).__name__}")
+
+def _no_weights(msg):
+    raise WeightsError(f"{msg}; {HOW_TO_GET_WEIGHTS}")
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_weights(out, tensors: dict, configs: dict, vocab=None, merges=None, scheduler_config=None,
+                  source=None, dtype: str = "fp16") -> int:
+    """Write a minriff weights file. `tensors`: component -> {key: (shape, read[, release])}, where
+    read() returns the array (called once, when that tensor is written) and release() is called after.
+    `configs`: component -> config dict. Returns the number of tensors written."""
+    if dtype not in STORE_DTYPES:
+        raise WeightsError(f"dtype {dtype!r}: choose fp16 or fp32")
+    name = STORE_DTYPES[dtype]
+    entries = []
+    for comp in COMPONENTS:
+        for key, (shape, read, *release) in sorted(tensors[comp].items()):
+            full = f"{comp}.{key}"
+            entries.append((full, shape, name, _fits_fp16(full, read) if name == "F16" else read, *release))
+    meta = {"format": FORMAT, "config": configs, "tokenizer_vocab": vocab, "tokenizer_merges": merges,
+            "scheduler_config": dict(scheduler_config or SD15_SCHEDULER), "source": source or {}}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_safetensors(out, entries, {k: json.dumps(v) for k, v in meta.items()})
+    return len(entries)
+
+
+def _fits_fp16(name: str, read):
+    """read() plus a check that fp16 storage will not turn large weights into inf."""
+    def make():
+        a = np.asarray(read())
+        if a.size and a.dtype.kind == "f" and float(np.max(np.abs(a))) > float(np.finfo(np.float16).max):
+            raise WeightsError(f"tensor {name} has values beyond the fp16 range; store it as fp32 (--dtype fp32)")
+        return a
+    return make
+
+
+def config_dicts(config: ModelConfig) -> dict:
+    return {"text_encoder": config.text_encoder.to_dict(), "unet": config.unet.to_dict(), "vae": config.vae.to_dict()}
+
+
+def write_random(out, config: str = "tiny", dtype: str = "fp16", seed: int = 0, std: float = 0.02) -> int:
+    """Random weights with real (sd15) or tiny shapes and the tiny tokenizer vocabulary (no real CLIP
+    vocabulary is available offline; the sd15 file is for speed/memory benchmarks, where the tokens
+    do not matter). Biases 0, norm weights 1, other weights N(0, std²) (std 0: all zero, fastest)."""
+    if config not in PRESETS:
+        raise InputError(f"--config {config!r}: choose one of {', '.join(PRESETS)}")
     vocab, merges = tiny_vocab()
-    if config.text_encoder.vocab_size < len(vocab):
-        raise ConfigError(f"text_encoder.vocab_size {config.text_encoder.vocab_size} is smaller than the built-in "
-                          f"tokenizer's {len(vocab)} tokens")
-    models = build_models(config)
-    for index, name in enumerate(COMPONENTS):
-        init_random(models[name], seed=(seed, index))
-    return dict(models, tokenizer=CLIPTokenizer(vocab, merges), scheduler_config=dict(SD15_SCHEDULER), config=config)
+    cfg = PRESETS[config]
+    models = build_models(cfg)
+    rng = np.random.default_rng(seed)
+    tensors = {comp: {key: (shape, lambda key=key, shape=shape: _init_value(key, shape, rng, std))
+                      for key, shape in models[comp].parameter_shapes().items()} for comp in COMPONENTS}
+    source = {"type": "random", "config": config, "seed": seed, "std": std,
+              "note": "random weights with the tiny tokenizer vocabulary; for tests and benchmarks only"}
+    return write_weights(out, tensors, config_dicts(cfg), vocab, merges, SD15_SCHEDULER, source, dtype)
+
+
+def _init_value(key: str, shape: tuple, rng: np.random.Generator, std: float) -> np.ndarray:
+    if key.endswith(".bias"):
+        return np.zeros(shape, np.float32)
+    if len(shape) == 1 and "norm" in key:
+        return np.ones(shape, np.float32)
+    if std == 0:  # fast path for memory benchmarks
+        return np.zeros(shape, np.float32)
+    return rng.standard_normal(shape, dtype=np.float32) * np.float32(std)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UnsafePickleError, WeightsError
+from minriff.errors import UnsafePickleError, WeightsError
 
 STORAGE_DTYPES = {
     "DoubleStorage": "float64", "FloatStorage": "float32", "HalfStorage": "float16",

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import FIXTURES
-from minriff import audio
+from minriff.audio import io as audio
 from minriff.cli import main
 from minriff.errors import AudioError
+from support import FIXTURES
 
 
 def _tone(n=4410, sr=44100, f=440.0, channels=2):

@@ -8,12 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import FIXTURES, shared_file
-from minriff import spectrogram as spg
+from minriff.audio import spectrogram as spg
+from minriff.audio.melscale import BandedFilterbank, hz_to_mel, mel_to_hz, melscale_fbanks
+from minriff.audio.spectrogram import SpectrogramParams
+from minriff.audio.stft import STFT, istft, stft
 from minriff.errors import AudioError, InputError
-from minriff.melscale import BandedFilterbank, hz_to_mel, mel_to_hz, melscale_fbanks
-from minriff.spectrogram import SpectrogramParams
-from minriff.stft import STFT, istft, stft
+from support import FIXTURES, shared_file
 
 AUDIO = FIXTURES / "audio"
 

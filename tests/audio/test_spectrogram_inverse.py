@@ -8,14 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import FIXTURES, oracle
-from minriff import spectrogram as spg
+from minriff.audio import spectrogram as spg
+from minriff.audio.griffinlim import griffin_lim, initial_angles
+from minriff.audio.invmel import inverse_mel, nnls, sgd
+from minriff.audio.melscale import BandedFilterbank, melscale_fbanks
+from minriff.audio.spectrogram import SpectrogramParams
+from minriff.audio.stft import STFT
 from minriff.errors import AudioError, InputError
-from minriff.griffinlim import griffin_lim, initial_angles
-from minriff.invmel import inverse_mel, nnls, sgd
-from minriff.melscale import BandedFilterbank, melscale_fbanks
-from minriff.spectrogram import SpectrogramParams
-from minriff.stft import STFT
+from support import FIXTURES, oracle
 
 AUDIO = FIXTURES / "audio"
 RIFF_FB = melscale_fbanks(8821, 0, 10000, 512, 44100)
@@ -136,7 +136,7 @@ def test_griffin_lim_improves_consistency():
     t = np.arange(20000) / 16000
     x = np.sin(2 * np.pi * 440 * t)[None].astype(np.float32)
     mag = np.abs(plan.frames(x))
-    from minriff.griffinlim import spectral_convergence
+    from minriff.audio.griffinlim import spectral_convergence
 
     sc = [spectral_convergence(mag, griffin_lim(mag, plan, n_iter=n, rng=np.random.default_rng(1)), plan)
           for n in (0, 4, 32)]
@@ -208,8 +208,8 @@ def test_stft_live_against_torch_riffusion_size():
 
 
 def test_peak_locked_start_beats_random_start():
-    from minriff.griffinlim import spectral_convergence
-    from minriff.phaseinit import peak_locked_phase
+    from minriff.audio.griffinlim import spectral_convergence
+    from minriff.audio.phaseinit import peak_locked_phase
 
     plan = STFT(2048, 128, 512)
     t = np.arange(30000) / 16000
@@ -229,7 +229,7 @@ def test_peak_locked_start_beats_random_start():
 def test_random_streams_follow_torch_generator():
     """image_to_audio draws like the original under torch.manual_seed: SGD init, then GL phases."""
     torch = oracle("torch")
-    from minriff.invmel import uniform
+    from minriff.audio.invmel import uniform
     from minriff.rng import Generator
 
     g = Generator(42)
@@ -246,8 +246,8 @@ def test_sgd_attenuates_bass_like_the_original():
     """riffusion.md §1.6 [derived]: on the golden image the original's 200-step SGD leaves the mel
     at -31 % (bins 0-31), -24 % (32-63), -16 % (64-127), -5 % (128-255), ~0 % (384-511); the
     NNLS inverse reproduces every band."""
-    from conftest import shared_file
     from minriff.rng import Generator
+    from support import shared_file
 
     mel = spg.image_to_mel(Image.open(shared_file("golden", "clip_mono.png")))
     expected = {(0, 32): -0.31, (32, 64): -0.24, (64, 128): -0.16, (128, 256): -0.05, (384, 512): 0.0}

@@ -6,7 +6,7 @@ import numpy as np
 
 from minriff import kernels
 from minriff.bench.profile import op_profile
-from minriff.weights import random_models
+from minriff.models import random_models
 
 
 def test_profile_counts_every_op_call_and_restores_the_backend():

@@ -13,8 +13,8 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from conftest import shared_file
 from minriff.cli import main
+from support import shared_file
 
 HOP, SR = 441, 44100
 

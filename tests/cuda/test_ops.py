@@ -7,7 +7,8 @@ import shutil
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minriff import kernels
 from minriff.kernels.cuda import loader
@@ -183,7 +184,7 @@ def test_shape_checks_run_in_front_of_the_kernels(F):
 def _torch_cases():
     import json
 
-    from conftest import FIXTURES
+    from support import FIXTURES
     path = FIXTURES / "kernels" / "torch_ops.npz"
     if not path.exists():
         return None, []
@@ -197,7 +198,7 @@ TORCH_DATA, TORCH_CASES = _torch_cases()
 @pytest.mark.parametrize("case", TORCH_CASES, ids=[f"{i}-{c['op']}" for i, c in enumerate(TORCH_CASES)])
 def test_op_matches_committed_torch_output(F, case):
     """The torch outputs committed by the kernel tests (tests/fixtures/kernels), on the cuda backend."""
-    from kernels_cases import assert_close, error_scale
+    from support.kernel_cases import assert_close, error_scale
 
     op, kw = case["op"], dict(case["kwargs"])
     args = [TORCH_DATA[s["array"]] if "array" in s else s["value"] for s in case["args"]]

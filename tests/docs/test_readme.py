@@ -15,8 +15,8 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from conftest import ROOT
 from minriff.cli import main
+from support import ROOT
 
 README = (ROOT / "README.md").read_text()
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from support import ROOT
+
 TUTORIALS = ROOT / "tutorials"
 TIMEOUT_S = 600  # generous: the CI machine may be shared; each tutorial takes ~10-20 s alone
 
@@ -67,11 +68,11 @@ def test_one_diffusion_step_tutorial(tmp_path):
     assert r["pipeline_steps_seen"] == 4 and r["pipeline_step_max_latent_diff"] == [0.0] * 4
     with Image.open(out / "spectrogram.png") as im:
         assert im.size == (64, 512)
-    assert weights.open(out / "tiny.safetensors").source["type"] == "random"
+    assert weights.WeightsFile(out / "tiny.safetensors").source["type"] == "random"
 
 
 def test_spectrogram_audio_tutorial(tmp_path):
-    from minriff import audio
+    from minriff.audio import io as audio
 
     r, out = run_tutorial("03_spectrogram_audio.py", tmp_path)
     assert r["image_size"] == [512, 512]  # 5.11 s = 511 hops -> 512 frames

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from numba import njit
 
-from kernels_cases import as64, assert_close, f32, ops
-from minriff.kernels import cpu_blas
-from minriff.kernels.cpu_math import FMA_FLAGS, exp2f, expf
+from minriff.kernels.cpu import blas as cpu_blas
+from minriff.kernels.cpu.vecmath import FMA_FLAGS, exp2f, expf
+from support.kernel_cases import as64, assert_close, f32, ops
 
 INTERFACES = [pytest.param(1, id="fortran")]
 if cpu_blas.SGEMM_KIND == 0:

@@ -6,10 +6,12 @@ import contextlib
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
-from kernels_cases import as64, assert_close, f32, ops
-from minriff.kernels import cpu_conv, cpu_winograd
+from minriff.kernels.cpu import conv as cpu_conv
+from minriff.kernels.cpu import winograd as cpu_winograd
+from support.kernel_cases import as64, assert_close, f32, ops
 
 REF, CPU = ops("ref"), ops("cpu")
 EXAMPLES = settings(max_examples=200)

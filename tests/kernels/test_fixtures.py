@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from conftest import FIXTURES
 
-from kernels_cases import assert_close, error_scale, ops
+from support import FIXTURES
+from support.kernel_cases import assert_close, error_scale, ops
 
 DATA = np.load(FIXTURES / "kernels" / "torch_ops.npz")
 INDEX = json.loads(str(DATA["index"]))

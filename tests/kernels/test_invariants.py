@@ -5,10 +5,11 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from kernels_cases import f32, ops
 from minriff import kernels
+from support.kernel_cases import f32, ops
 
 CPU = ops("cpu")
 seeds = st.integers(0, 2**32 - 1)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from minriff import kernels, weights
+from minriff import kernels
 from minriff.configs import TINY
-from minriff.unet import UNet2DConditionModel
+from minriff.models import init as model_init
+from minriff.models.unet import UNet2DConditionModel
 
 BUILT_IN = {op: getattr(kernels.ops("cpu"), op + "_unchecked") for op in kernels.OP_NAMES}
 
@@ -42,7 +44,7 @@ def tiny_unet():
 
     threads = numba.get_num_threads()
     numba.set_num_threads(1)  # a tiny model is dominated by thread start-up on a shared machine
-    unet = weights.init_random(UNet2DConditionModel(TINY.unet), seed=0)
+    unet = model_init.init_random(UNet2DConditionModel(TINY.unet), seed=0)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 4, 16, 16), dtype=np.float32)
     ctx = rng.standard_normal((1, 77, TINY.unet.cross_attention_dim), dtype=np.float32)

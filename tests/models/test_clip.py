@@ -7,20 +7,16 @@ import time
 
 import numpy as np
 import pytest
-from conftest import FIXTURES
 from safetensors.numpy import load_file
 
-from minriff import kernels, nn
-from minriff.clip import CLIPTextModel
+from minriff import kernels
 from minriff.configs import SD15, TINY, CLIPTextConfig
 from minriff.errors import InputError, WeightsError
+from minriff.models import nn
+from minriff.models.clip import CLIPTextModel
+from support import FIXTURES, rel_err
 
 CASES = sorted(p.stem for p in (FIXTURES / "clip").glob("*.safetensors"))
-
-
-def rel_err(got, ref) -> float:
-    """max |got - ref| / max |ref| (the acceptance measure)."""
-    return float(np.max(np.abs(np.asarray(got, np.float64) - ref)) / np.max(np.abs(ref)))
 
 
 def load_case(name):
@@ -134,7 +130,7 @@ def full_size_random_model(seed=0):
 
 def test_full_size_random_weights():  # ~6 s here (mostly drawing 123 M random weights): not `slow`
     model = full_size_random_model()
-    from minriff.tokenizer import CLIPTokenizer, tiny_vocab
+    from minriff.models.tokenizer import CLIPTokenizer, tiny_vocab
 
     ids = CLIPTokenizer(*tiny_vocab())("jazz piano solo in a smoky club")
     t0 = time.perf_counter()

@@ -1,26 +1,19 @@
 """CLIP text encoder live against transformers' CLIPTextModel (same random weights, float32)."""
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
-from conftest import FIXTURES, oracle
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minriff import nn
-from minriff.clip import CLIPTextModel
 from minriff.configs import CLIPTextConfig
+from minriff.models import nn
+from minriff.models.clip import CLIPTextModel
+from support import fixture_script, oracle, rel_err
 
-sys.path.insert(0, str(FIXTURES))
-import make_clip  # noqa: E402
+make_clip = fixture_script("make_clip")
 
 pytestmark = pytest.mark.oracle
-
-
-def rel_err(got, ref) -> float:
-    return float(np.max(np.abs(np.asarray(got, np.float64) - ref)) / np.max(np.abs(ref)))
 
 
 def check(cfg: dict, weights, ids):

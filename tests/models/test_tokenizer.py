@@ -8,14 +8,22 @@ import unicodedata
 
 import numpy as np
 import pytest
-from conftest import FIXTURES
 from hypothesis import given
 from hypothesis import strategies as st
 
 from minriff.configs import TINY
 from minriff.errors import InputError, WeightsError
-from minriff.tokenizer import (BYTE_CHARS, CLIPTokenizer, bpe, bytes_to_unicode, normalize, pre_tokenize,
-                               tiny_vocab)
+from minriff.models.tokenizer import (
+    BYTE_CHARS,
+    CLIPTokenizer,
+    bpe,
+    bytes_to_unicode,
+    normalize,
+    pre_tokenize,
+    tiny_vocab,
+)
+from minriff.weights.convert import tokenizer_from_files, tokenizer_from_json
+from support import FIXTURES, fixture_script
 
 FIXTURE = json.loads((FIXTURES / "tokenizer" / "tiny_ids.json").read_text(encoding="utf-8"))
 # Characters Python's Unicode tables know (unassigned code points are classified differently by
@@ -43,10 +51,7 @@ def decode(tok, ids) -> str:
 
 
 def test_fixture_matches_current_tiny_vocab():
-    import sys
-
-    sys.path.insert(0, str(FIXTURES))
-    from make_clip import vocab_digest
+    vocab_digest = fixture_script("make_clip").vocab_digest
 
     vocab, merges = tiny_vocab()
     assert FIXTURE["vocab_digest"] == vocab_digest(vocab, merges), \
@@ -203,10 +208,10 @@ def test_from_files_and_tokenizer_json_agree(tmp_path, tok):
     (tmp_path / "pairs.json").write_text(json.dumps({"model": {"type": "BPE", "vocab": vocab, "merges": pairs}}))
     text = ["Funky bass, 120 bpm; déjà vu 😀", ""]
     expected = tok(text)
-    for t in (CLIPTokenizer.from_files(tmp_path / "vocab.json", tmp_path / "merges.txt"),
-              CLIPTokenizer.from_files(tmp_path / "vocab.json", tmp_path / "plain.txt"),
-              CLIPTokenizer.from_tokenizer_json(tmp_path / "str.json"),
-              CLIPTokenizer.from_tokenizer_json(tmp_path / "pairs.json")):
+    for t in (tokenizer_from_files(tmp_path / "vocab.json", tmp_path / "merges.txt"),
+              tokenizer_from_files(tmp_path / "vocab.json", tmp_path / "plain.txt"),
+              tokenizer_from_json(tmp_path / "str.json"),
+              tokenizer_from_json(tmp_path / "pairs.json")):
         np.testing.assert_array_equal(t(text), expected)
         assert t.merges == merges
 
@@ -220,10 +225,10 @@ def test_loading_errors(tmp_path):
     with pytest.raises(WeightsError, match="bad merge"):
         CLIPTokenizer(vocab, ["a b c"])
     with pytest.raises(WeightsError, match="cannot read"):
-        CLIPTokenizer.from_files(tmp_path / "nope.json", tmp_path / "nope.txt")
+        tokenizer_from_files(tmp_path / "nope.json", tmp_path / "nope.txt")
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(WeightsError, match="cannot read"):
-        CLIPTokenizer.from_tokenizer_json(tmp_path / "bad.json")
+        tokenizer_from_json(tmp_path / "bad.json")
     (tmp_path / "wp.json").write_text(json.dumps({"model": {"type": "WordPiece", "vocab": {}}}))
     with pytest.raises(WeightsError, match="model.merges"):
-        CLIPTokenizer.from_tokenizer_json(tmp_path / "wp.json")
+        tokenizer_from_json(tmp_path / "wp.json")

@@ -16,19 +16,18 @@ import gzip
 import importlib.util
 import json
 import os
-import sys
 import unicodedata
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, oracle
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minriff.tokenizer import CLIPTokenizer, bytes_to_unicode
+from minriff.models.tokenizer import bytes_to_unicode
+from minriff.weights.convert import tokenizer_from_files
+from support import fixture_script, oracle
 
-sys.path.insert(0, str(FIXTURES))
-import make_clip  # noqa: E402
+make_clip = fixture_script("make_clip")
 
 pytestmark = pytest.mark.oracle
 
@@ -45,7 +44,7 @@ def tiny(tmp_path_factory):
     oracle("transformers")
     folder = make_clip.tiny_files(tmp_path_factory.mktemp("tiny_tok"))
     return (make_clip.oracle_tokenizer(folder),
-            CLIPTokenizer.from_files(folder / "vocab.json", folder / "merges.txt"))
+            tokenizer_from_files(folder / "vocab.json", folder / "merges.txt"))
 
 
 def clip_bpe_file() -> Path | None:
@@ -77,7 +76,7 @@ def real(tmp_path_factory):
     folder = tmp_path_factory.mktemp("real_tok")
     (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-    mine = CLIPTokenizer.from_files(folder / "vocab.json", folder / "merges.txt")
+    mine = tokenizer_from_files(folder / "vocab.json", folder / "merges.txt")
     assert (mine.bos_id, mine.eos_id, mine.pad_id) == (49406, 49407, 49407)
     return make_clip.oracle_tokenizer(folder), mine
 

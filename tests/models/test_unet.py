@@ -6,13 +6,15 @@ import time
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from minriff import configs, kernels, nn
-from minriff.weights import init_random
+from minriff import configs, kernels
 from minriff.errors import ConfigError, InputError, WeightsError
-from minriff.unet import UNet2DConditionModel
-from model_cases import check_unet, fixture_model, mm
+from minriff.models import nn
+from minriff.models.init import init_random
+from minriff.models.unet import UNet2DConditionModel
+from support.model_cases import check_unet, fixture_model, mm
 
 
 @pytest.mark.parametrize("name", sorted(mm.UNET_CASES))

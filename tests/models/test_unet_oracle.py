@@ -4,10 +4,11 @@ file -> minriff's nn.load, exactly the path a converted checkpoint takes."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from conftest import oracle
-from model_cases import check_live, drawn_case, mm
+from support import oracle
+from support.model_cases import check_live, drawn_case, mm
 
 pytestmark = pytest.mark.oracle
 

@@ -6,13 +6,14 @@ import time
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minriff import configs
-from minriff.weights import init_random
 from minriff.errors import ConfigError, InputError
-from minriff.vae import AutoencoderKL
-from model_cases import check_vae, fixture_model, mm
+from minriff.models.init import init_random
+from minriff.models.vae import AutoencoderKL
+from support.model_cases import check_vae, fixture_model, mm
 
 
 @pytest.mark.parametrize("name", sorted(mm.VAE_CASES))

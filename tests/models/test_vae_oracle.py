@@ -3,10 +3,11 @@ from scratch, plus configs drawn by hypothesis; weights via a safetensors file a
 from __future__ import annotations
 
 import pytest
-from hypothesis import example, given, settings, strategies as st
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
-from conftest import oracle
-from model_cases import check_live, drawn_case, mm
+from support import oracle
+from support.model_cases import check_live, drawn_case, mm
 
 pytestmark = pytest.mark.oracle
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import FIXTURES
 from minriff.errors import InputError
+from support import FIXTURES
 
 WEIGHTS = FIXTURES / "pipeline" / "tiny_sd.safetensors"
 
@@ -89,7 +89,7 @@ def test_any_width_is_stretched_to_64_px_multiples_and_back(riff):
     clip = riff.riffuse(A, B, 0.5, img, mask=mask, steps=4)
     assert clip.shape == (512, 100, 3)
     # the same as running at 128 px by hand and stretching back
-    from minriff.pipeline import fit_width
+    from minriff.latents import fit_width
 
     by_hand = riff.riffuse(A, B, 0.5, fit_width(img, 128), mask=fit_width(mask, 128, nearest=True), steps=4)
     assert np.array_equal(clip, fit_width(by_hand, 100))
@@ -143,14 +143,14 @@ def test_audio_round_trip_keeps_the_geometry(riff):
 
 
 def test_wide_images_convert_in_crossfaded_pieces(riff, monkeypatch):
-    from minriff import pipeline
+    from minriff.audio import join
 
     y, x = np.mgrid[0:512, 0:256]  # a structured 256-px spectrogram: pulses in bands
     grey = (200 - 80 * (np.sin(x / 3.0) > 0.5) * (np.cos(y / 29.0) > 0)).astype(np.uint8)
     image = np.repeat(grey[:, :, None], 3, axis=2)
     whole = riff.spectrogram_to_audio(image)
-    monkeypatch.setattr(pipeline, "AUDIO_CHUNK_PX", 128)
-    monkeypatch.setattr(pipeline, "AUDIO_OVERLAP_PX", 32)
+    monkeypatch.setattr(join, "CHUNK_PX", 128)
+    monkeypatch.setattr(join, "OVERLAP_PX", 32)
     pieces = riff.spectrogram_to_audio(image)
     assert pieces.shape == whole.shape == (1, 255 * 441)
     # Both reconstruct the same spectrogram (phases differ): compare re-analysed images, with noise

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, fixture_script, oracle
+from support import FIXTURES, fixture_script, oracle
 
 HERE = FIXTURES / "pipeline"
 

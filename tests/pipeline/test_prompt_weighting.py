@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minriff.errors import InputError
+from minriff.models.tokenizer import CLIPTokenizer, tiny_vocab
 from minriff.prompt_weighting import apply_weights, parse, weighted_embeddings, weighted_ids
-from minriff.tokenizer import CLIPTokenizer, tiny_vocab
 
 TOK = CLIPTokenizer(*tiny_vocab())
 UP, DOWN = 1.1, 1 / 1.1

@@ -6,10 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import FIXTURES, fixture_script
 from minriff.errors import InputError
 from minriff.rng import Generator, randn_tensor
-
+from support import FIXTURES, fixture_script
 
 MAKE = fixture_script("make_schedulers")
 STREAM = np.load(FIXTURES / "rng" / "torch_stream.npz")

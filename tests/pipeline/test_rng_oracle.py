@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import oracle
 from minriff.rng import Generator
+from support import oracle
 
 pytestmark = pytest.mark.oracle
 

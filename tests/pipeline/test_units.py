@@ -10,32 +10,34 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minriff import pipeline
+from minriff import inputs, weights
+from minriff.audio import join
 from minriff.errors import InputError, WeightsError
 from minriff.latents import mask_to_latent, model_to_image, slerp
+from minriff.progress import Progress
 from minriff.riffuse import InferenceInput, resolve_image
 
 
 # ---- geometry ------------------------------------------------------------------------------------
 def test_five_seconds_is_512_px_and_511_hops():
-    w = pipeline.image_width(5.0)
+    w = inputs.image_width(5.0)
     assert w == 512
     # The audio of a W-px spectrogram has (W - 1) hops of 441 samples at 44.1 kHz.
     assert round((w - 1) * 441 / 44100, 2) == 5.11
 
 
-@given(st.floats(min_value=0.01, max_value=pipeline.MAX_SECONDS))
+@given(st.floats(min_value=0.01, max_value=inputs.MAX_SECONDS))
 def test_width_is_smallest_multiple_of_64_covering_the_duration(seconds):
-    w = pipeline.image_width(seconds)
+    w = inputs.image_width(seconds)
     assert w % 64 == 0 and w >= 64
     assert w * 10 >= seconds * 1000 - 1e-6  # at least as long as asked (10 ms per px)
     assert w == 64 or (w - 64) * 10 < seconds * 1000  # and no longer than one step of 64 px more
 
 
-@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), pipeline.MAX_SECONDS + 0.5, "5"])
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), inputs.MAX_SECONDS + 0.5, "5"])
 def test_bad_durations(bad):
     with pytest.raises(InputError, match="duration"):
-        pipeline.image_width(bad)
+        inputs.image_width(bad)
 
 
 # ---- argument checks -----------------------------------------------------------------------------
@@ -46,19 +48,21 @@ def test_bad_durations(bad):
 ])
 def test_common_checks(steps, guidance, sched, match):
     with pytest.raises(InputError, match=match):
-        pipeline.check_common(steps, guidance, sched)
+        inputs.check_steps(steps)
+        inputs.check_guidance(guidance)
+        inputs.check_scheduler(sched)
 
 
 @pytest.mark.parametrize("alpha", [-0.01, 1.01, float("nan"), None, True])
 def test_alpha_range(alpha):
     with pytest.raises(InputError, match="alpha"):
-        pipeline.check_alpha(alpha)
+        inputs.check_alpha(alpha)
 
 
 @pytest.mark.parametrize("prompt", ["", "   ", None])
 def test_empty_prompt(prompt):
     with pytest.raises(InputError, match="empty"):
-        pipeline.check_prompt(prompt)
+        inputs.check_prompt(prompt)
 
 
 # ---- slerp ---------------------------------------------------------------------------------------
@@ -157,7 +161,7 @@ def test_no_weights_says_how_to_get_them(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MINRIFF_WEIGHTS", raising=False)
     with pytest.raises(WeightsError) as e:
-        pipeline.find_weights()
+        weights.find_weights()
     for hint in ("minriff download", "minriff convert", "minriff init-random --config tiny"):
         assert hint in str(e.value)
 
@@ -172,31 +176,31 @@ def test_newest_weights_file_wins(tmp_path, monkeypatch):
     os.utime(old, (now, now))
     os.utime(new, (now - 100, now - 100))
     monkeypatch.delenv("MINRIFF_WEIGHTS", raising=False)
-    assert pipeline.find_weights().resolve() == old.resolve()
+    assert weights.find_weights().resolve() == old.resolve()
     monkeypatch.setenv("MINRIFF_WEIGHTS", str(new))
-    assert pipeline.find_weights() == new
-    assert pipeline.find_weights(tmp_path / "weights").resolve() == old.resolve()
+    assert weights.find_weights() == new
+    assert weights.find_weights(tmp_path / "weights").resolve() == old.resolve()
     with pytest.raises(WeightsError, match="not found"):
-        pipeline.find_weights(tmp_path / "missing.safetensors")
+        weights.find_weights(tmp_path / "missing.safetensors")
 
 
 # ---- long spectrograms to audio in overlapping pieces -------------------------------------------
 @given(st.integers(2, 20000))
 def test_audio_chunks_cover_the_width_with_overlaps(width):
-    chunks = pipeline.audio_chunks(width)
+    chunks = join.chunks(width)
     assert chunks[0][0] == 0 and chunks[-1][1] == width
     for a, b in chunks:
-        assert b - a <= pipeline.AUDIO_CHUNK_PX and b - a > min(pipeline.AUDIO_OVERLAP_PX, width - 1)
+        assert b - a <= join.CHUNK_PX and b - a > min(join.OVERLAP_PX, width - 1)
     for (a0, b0), (a1, b1) in zip(chunks, chunks[1:]):
-        assert b0 - a1 == pipeline.AUDIO_OVERLAP_PX
+        assert b0 - a1 == join.OVERLAP_PX
 
 
 def test_crossfade_of_equal_signals_is_the_signal():
     x = np.random.default_rng(0).standard_normal((2, 1000)).astype(np.float32)
     pieces = [(0, x[:, :600]), (400, x[:, 400:900]), (850, x[:, 850:])]
-    assert np.allclose(pipeline.crossfade(pieces, 1000), x, atol=1e-6)
+    assert np.allclose(join.crossfade(pieces, 1000), x, atol=1e-6)
     a, b = np.ones((1, 10), np.float32), np.zeros((1, 10), np.float32)
-    out = pipeline.crossfade([(0, a), (5, b)], 15)[0]
+    out = join.crossfade([(0, a), (5, b)], 15)[0]
     assert out[0] == 1 and np.all(np.diff(out[5:10]) < 0) and np.all(out[10:] == 0)  # fades from a to b
 
 
@@ -218,13 +222,13 @@ class _Stream:
 @pytest.mark.parametrize("tty", [True, False])
 def test_progress_bar(tty):
     out = _Stream(tty)
-    bar = pipeline.Progress(4, "denoising", stream=out)
+    bar = Progress(4, "denoising", stream=out)
     for _ in range(4):
         bar.update()
     last = out.text.rstrip("\n").split("\r")[-1]
     assert last.startswith("denoising [########################] 4/4 ") and out.text.endswith("\n")
     assert out.text.count("\r") == (5 if tty else 1)  # a terminal sees every redraw, a log one line
     quiet = _Stream(tty)
-    bar = pipeline.Progress(2, "x", quiet=True, stream=quiet)
+    bar = Progress(2, "x", quiet=True, stream=quiet)
     bar.update(2)
     assert quiet.text == ""

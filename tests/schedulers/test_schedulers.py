@@ -8,20 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import FIXTURES, fixture_script
 from minriff import schedulers
 from minriff.errors import ConfigError, InputError
 from minriff.rng import Generator
-
+from support import FIXTURES, fixture_script, rel_err
 
 MAKE = fixture_script("make_schedulers")
 CASES = np.load(FIXTURES / "schedulers" / "cases.npz")
 META = json.loads(CASES["meta"].tobytes())
 RIFF = MAKE.RIFFUSION
-
-
-def rel_err(a, b) -> float:
-    return float(np.max(np.abs(np.asarray(a, np.float64) - b)) / max(np.max(np.abs(b)), 1e-30))
 
 
 # ---- committed diffusers runs ------------------------------------------------------------------

@@ -7,9 +7,9 @@ import warnings
 import numpy as np
 import pytest
 
-from conftest import fixture_script, oracle
 from minriff import schedulers
 from minriff.errors import InputError
+from support import fixture_script, oracle
 
 pytestmark = pytest.mark.oracle
 

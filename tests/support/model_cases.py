@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import contextlib
 
-from conftest import fixture_script
-from minriff import configs, nn
-from minriff.unet import UNet2DConditionModel
-from minriff.vae import AutoencoderKL
+from minriff import configs
+from minriff.models import nn
+from minriff.models.unet import UNet2DConditionModel
+from minriff.models.vae import AutoencoderKL
+from support import fixture_script
 
 mm = fixture_script("make_models")
 

@@ -9,11 +9,12 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import FIXTURES
-from minriff import convert, torchpickle, weights
+from minriff import weights
 from minriff.cli import main as cli_main
 from minriff.errors import UnsupportedModelError, WeightsError
-from minriff.weights import write_safetensors
+from minriff.weights import convert, safetensors, torchpickle
+from minriff.weights.safetensors import write_safetensors
+from support import FIXTURES
 
 W = FIXTURES / "weights"
 FOLDER = W / "tiny-diffusers"
@@ -42,7 +43,7 @@ def _source_tensors():
 def from_folder(tmp_path_factory):
     out = tmp_path_factory.mktemp("c") / "folder.safetensors"
     convert.convert(FOLDER, out, dtype="fp32", log=lambda m: None)
-    return weights.open(out)
+    return weights.WeightsFile(out)
 
 
 def _assert_same(a: weights.WeightsFile, b: weights.WeightsFile):
@@ -67,7 +68,7 @@ def test_diffusers_folder_every_tensor_mapped_and_equal(from_folder):
 def test_fp16_default_is_the_rounded_fp32(tmp_path, from_folder):
     out = tmp_path / "h.safetensors"
     assert cli_main(["convert", str(FOLDER), "-o", str(out)]) == 0
-    h = weights.open(out)
+    h = weights.WeightsFile(out)
     for k in h.tensors:
         assert h.tensors.dtype_name(k) == "F16"
         assert np.array_equal(h.tensors[k], from_folder.tensors[k].astype(np.float16)), k
@@ -77,7 +78,7 @@ def test_ldm_ckpt_converts_to_identical_tensors(tmp_path, from_folder):
     out = tmp_path / "ldm.safetensors"
     ck = convert.convert(CKPT, out, dtype="fp32", config=FOLDER, log=lambda m: None)
     assert any("EMA" in n for n in ck.notes)
-    got = weights.open(out)
+    got = weights.WeightsFile(out)
     _assert_same(got, from_folder)
     assert got.source == {"type": "ldm-single-file", "path": str(CKPT), "ema": False}
     assert got.has_tokenizer  # taken from the --config folder
@@ -91,13 +92,13 @@ def test_ldm_safetensors_converts_to_identical_tensors(tmp_path, from_folder):
     write_safetensors(single, [(k, t.shape, names[t.dtype], t.numpy) for k, t in sd.items()])
     out = tmp_path / "o.safetensors"
     convert.convert(single, out, dtype="fp32", config=FOLDER, log=lambda m: None)
-    _assert_same(weights.open(out), from_folder)
+    _assert_same(weights.WeightsFile(out), from_folder)
 
 
 def test_ema_weights_on_request(tmp_path, from_folder):
     out = tmp_path / "ema.safetensors"
     assert cli_main(["convert", str(CKPT), "--config", str(FOLDER), "--ema", "--dtype", "fp32", "-o", str(out)]) == 0
-    ema = weights.open(out)
+    ema = weights.WeightsFile(out)
     assert ema.source["ema"] is True
     for k in from_folder.tensors:  # make_weights stored EMA = -model for the UNet only
         want = -from_folder.tensors[k] if k.startswith("unet.") else from_folder.tensors[k]
@@ -108,13 +109,13 @@ def test_ldm_without_tokenizer_stores_none_and_says_so(tmp_path):
     out = tmp_path / "nt.safetensors"
     notes = []
     convert.convert(CKPT, out, config="tiny", log=notes.append)
-    wf = weights.open(out)
+    wf = weights.WeightsFile(out)
     assert not wf.has_tokenizer and any("--tokenizer" in n for n in notes)
     with pytest.raises(WeightsError, match="--tokenizer"):
         wf.tokenizer()
     out2 = tmp_path / "t.safetensors"
     convert.convert(CKPT, out2, config="tiny", tokenizer=FOLDER / "tokenizer", log=lambda m: None)
-    assert weights.open(out2).has_tokenizer
+    assert weights.WeightsFile(out2).has_tokenizer
 
 
 def test_default_sd15_config_mismatch_is_explained():
@@ -139,7 +140,7 @@ def _rewrite(path, fn, fmt="safetensors"):
     if fmt == "safetensors":
         out = path.with_name(path.name.replace(".bin", ".safetensors").replace("pytorch_model", "model")
                              if "text_encoder" in str(path) else path.name.replace(".bin", ".safetensors"))
-        write_safetensors(out, [(k, v.shape, weights.NAMES[v.dtype], lambda v=v: v) for k, v in sd.items()])
+        write_safetensors(out, [(k, v.shape, safetensors.NAMES[v.dtype], lambda v=v: v) for k, v in sd.items()])
     else:
         torchpickle.save(path, sd)
 
@@ -169,7 +170,7 @@ def test_current_key_variants_give_the_same_file(tmp_path, from_folder):
     out = tmp_path / "v.safetensors"
     ck = convert.convert(root, out, dtype="fp32", log=lambda m: None)
     assert ck.source["vae"] == "diffusion_pytorch_model.safetensors" and ck.source["text_encoder"] == "model.safetensors"
-    got = weights.open(out)
+    got = weights.WeightsFile(out)
     _assert_same(got, from_folder)
     assert got.tokenizer().vocab == from_folder.tokenizer().vocab
 
@@ -183,7 +184,7 @@ def test_vae_attention_as_conv_weights_in_a_folder(tmp_path, from_folder):
     _rewrite(root / "vae" / "diffusion_pytorch_model.bin", as_conv, fmt="bin")
     out = tmp_path / "c.safetensors"
     convert.convert(root, out, dtype="fp32", log=lambda m: None)
-    _assert_same(weights.open(out), from_folder)
+    _assert_same(weights.WeightsFile(out), from_folder)
 
 
 def test_sharded_weights(tmp_path, from_folder):
@@ -198,7 +199,7 @@ def test_sharded_weights(tmp_path, from_folder):
         json.dumps({"weight_map": {k: n for n, ks in shards.items() for k in ks}}))
     out = tmp_path / "s.safetensors"
     convert.convert(root, out, dtype="fp32", log=lambda m: None)
-    _assert_same(weights.open(out), from_folder)
+    _assert_same(weights.WeightsFile(out), from_folder)
 
 
 def test_missing_and_extra_keys_reported_together(tmp_path):
@@ -214,7 +215,7 @@ def test_missing_and_extra_keys_reported_together(tmp_path):
     with pytest.raises(WeightsError) as e:
         convert.read_source(root)
     msg = str(e.value)
-    assert "missing: conv_in.bias" in msg and "unexpected: surprise.weight" in msg and "conv_out.bias: (7,)" in msg
+    assert "missing: conv_in.bias" in msg and "unexpected: surprise.weight" in msg and "conv_out.bias: file (7,) vs model (4,)" in msg
 
 
 def test_bad_sources(tmp_path):
@@ -300,6 +301,7 @@ def test_training_metadata_globals_refused_unless_inert(tmp_path, from_folder):
     """A training checkpoint whose extra entries name a config class: refused by default (the global
     is named), converted with inert_globals=True (the class is never imported or called)."""
     import zipfile
+
     from minriff.errors import UnsafePickleError
     src = zipfile.ZipFile(CKPT)
     pkl_name = next(n for n in src.namelist() if n.endswith("data.pkl"))
@@ -315,7 +317,7 @@ def test_training_metadata_globals_refused_unless_inert(tmp_path, from_folder):
     out = tmp_path / "ok.safetensors"
     assert cli_main(["convert", str(bad), "--config", str(FOLDER), "--inert-globals", "--dtype", "fp32",
                      "-o", str(out)]) == 0
-    _assert_same(weights.open(out), from_folder)
+    _assert_same(weights.WeightsFile(out), from_folder)
 
 
 def test_fp16_overflow_is_refused(tmp_path):
@@ -330,4 +332,4 @@ def test_fp16_overflow_is_refused(tmp_path):
         convert.convert(root, tmp_path / "h.safetensors", log=lambda m: None)
     assert not (tmp_path / "h.safetensors").exists() and not (tmp_path / "h.safetensors.tmp").exists()
     convert.convert(root, tmp_path / "f.safetensors", dtype="fp32", log=lambda m: None)
-    assert weights.open(tmp_path / "f.safetensors").component("unet")["conv_in.bias"][0] == 1e5
+    assert weights.WeightsFile(tmp_path / "f.safetensors").component("unet")["conv_in.bias"][0] == 1e5

@@ -5,22 +5,20 @@ torch.save, .safetensors via safetensors.torch) whose key names diffusers' own c
 The tiny config runs in the oracle suite; the full-size SD v1.5 shapes are `slow` as well."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import time
 
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, oracle
-from minriff import convert, weights
+from minriff import weights
 from minriff.configs import SD15, TINY
+from minriff.weights import convert
+from support import fixture_script, oracle
 
 pytestmark = pytest.mark.oracle
 
-_spec = importlib.util.spec_from_file_location("make_weights", FIXTURES / "make_weights.py")
-make_weights = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_weights)
+make_weights = fixture_script("make_weights")
 
 
 def _expect(unet, vae, te) -> dict:
@@ -30,7 +28,7 @@ def _expect(unet, vae, te) -> dict:
 
 
 def _assert_equal_to_torch(path, expected: dict):
-    wf = weights.open(path)
+    wf = weights.WeightsFile(path)
     assert set(wf.tensors) == set(expected)
     for k, t in expected.items():
         got = wf.tensors[k]

@@ -11,11 +11,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from conftest import FIXTURES
-from minriff import download, weights
+from minriff import weights
 from minriff.cli import main as cli_main
-from minriff.convert import convert
 from minriff.errors import DownloadError
+from minriff.weights import download
+from minriff.weights.convert import convert
+from support import FIXTURES
 
 FOLDER = FIXTURES / "weights" / "tiny-diffusers"
 REPO = "riffusion/riffusion-model-v1"
@@ -117,7 +118,7 @@ def test_download_resumes_a_cut_transfer_and_converts(tmp_path, hub):
     assert not (tmp_path / "weights" / ".download").exists()  # removed after a successful conversion
     direct = tmp_path / "direct.safetensors"
     convert(FOLDER, direct, log=lambda m: None)
-    a, b = weights.open(out), weights.open(direct)
+    a, b = weights.WeightsFile(out), weights.WeightsFile(direct)
     assert list(a.tensors) == list(b.tensors)
     assert all(np.array_equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
     assert {p for p, _ in hub.requests} == set(download.FILES)  # nothing else (no .ckpt, no safety checker)
@@ -177,5 +178,5 @@ def test_cli(tmp_path, hub, capsys):
     rc = cli_main(["download", "--to", str(tmp_path / "w"), "--endpoint", hub.endpoint, "--keep", "--dtype", "fp32"])
     assert rc == 0
     assert (tmp_path / "w" / ".download" / "riffusion--riffusion-model-v1" / BIG).exists()
-    wf = weights.open(tmp_path / "w" / "riffusion-v1.safetensors")
+    wf = weights.WeightsFile(tmp_path / "w" / "riffusion-v1.safetensors")
     assert wf.component("unet").dtype_name("conv_in.weight") == "F32"

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import FIXTURES, oracle
-from minriff import torchpickle
 from minriff.errors import MinriffError, UnsafePickleError, WeightsError
+from minriff.weights import torchpickle
+from support import FIXTURES, oracle
 
 
 def _roundtrip(tmp_path, tensors, **kw):

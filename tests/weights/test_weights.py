@@ -10,12 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minriff import nn, weights
+from minriff import weights
 from minriff.cli import main as cli_main
-from minriff.cli_weights import write_random
 from minriff.configs import TINY
 from minriff.errors import MinriffError, WeightsError
-from minriff.weights import SafetensorsFile, write_safetensors
+from minriff.models import init as model_init
+from minriff.models import nn
+from minriff.weights import safetensors, write_random
+from minriff.weights.safetensors import SafetensorsFile, write_safetensors
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")  # a runtime dependency of minriff
 
@@ -23,7 +25,7 @@ DTYPES = [np.float32, np.float16, np.float64, np.int64, np.int32, np.int8, np.ui
 
 
 def _write(path, tensors: dict, metadata=None):
-    write_safetensors(path, [(k, v.shape, weights.NAMES[v.dtype], lambda v=v: v) for k, v in tensors.items()], metadata)
+    write_safetensors(path, [(k, v.shape, safetensors.NAMES[v.dtype], lambda v=v: v) for k, v in tensors.items()], metadata)
 
 
 def _some_tensors(rng):
@@ -178,7 +180,7 @@ def test_random_tiny_file_loads_into_models(tiny_file):
 
 
 def test_random_init_values(tiny_file):
-    wf = weights.open(tiny_file)
+    wf = weights.WeightsFile(tiny_file)
     unet = wf.component("unet")
     assert np.all(unet["conv_norm_out.weight"] == 1) and np.all(unet["conv_norm_out.bias"] == 0)
     assert np.all(unet["conv_in.bias"] == 0)
@@ -190,7 +192,7 @@ def test_random_init_values(tiny_file):
 def test_random_is_deterministic_per_seed(tmp_path):
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
         write_random(tmp_path / f"{name}.safetensors", "tiny", "fp32", seed=seed)
-    a, b, c = (weights.open(tmp_path / f"{n}.safetensors").component("vae") for n in "abc")
+    a, b, c = (weights.WeightsFile(tmp_path / f"{n}.safetensors").component("vae") for n in "abc")
     k = "decoder.conv_in.weight"
     assert a.dtype_name(k) == "F32"
     assert np.array_equal(a[k], b[k]) and not np.array_equal(a[k], c[k])
@@ -198,7 +200,7 @@ def test_random_is_deterministic_per_seed(tmp_path):
 
 def test_load_models_casts_per_tensor_from_fp16(tiny_file):
     m = weights.load_models(tiny_file, dtype=np.float32)
-    wf = weights.open(tiny_file)
+    wf = weights.WeightsFile(tiny_file)
     src = wf.component("text_encoder")["text_model.embeddings.token_embedding.weight"]
     got = m["text_encoder"].text_model.embeddings.token_embedding.weight
     assert got.dtype == np.float32 and np.array_equal(got, src.astype(np.float32))
@@ -231,27 +233,27 @@ def test_weights_file_errors(tmp_path, tiny_file):
     plain = tmp_path / "plain.safetensors"
     _write(plain, {"w": np.zeros(2, np.float32)})
     with pytest.raises(WeightsError, match="not in minriff's format"):
-        weights.open(plain)
+        weights.WeightsFile(plain)
     torch_style = tmp_path / "pt.safetensors"
     _write(torch_style, {"w": np.zeros(2, np.float32)}, {"format": "pt"})  # what transformers writes
     with pytest.raises(WeightsError, match="not in minriff's format"):
-        weights.open(torch_style)
+        weights.WeightsFile(torch_style)
     with pytest.raises(WeightsError, match="not supported"):
-        weights.open(_rewrite_meta(tiny_file, tmp_path / "v9.safetensors", format=json.dumps("minriff-9")))
+        weights.WeightsFile(_rewrite_meta(tiny_file, tmp_path / "v9.safetensors", format=json.dumps("minriff-9")))
     with pytest.raises(WeightsError, match="not valid JSON"):
-        weights.open(_rewrite_meta(tiny_file, tmp_path / "j.safetensors", config="{oops"))
+        weights.WeightsFile(_rewrite_meta(tiny_file, tmp_path / "j.safetensors", config="{oops"))
     with pytest.raises(WeightsError, match="lacks 'scheduler_config'"):
-        weights.open(_rewrite_meta(tiny_file, tmp_path / "s.safetensors", scheduler_config=None))
+        weights.WeightsFile(_rewrite_meta(tiny_file, tmp_path / "s.safetensors", scheduler_config=None))
     bad_cfg = json.dumps({"text_encoder": {}, "vae": {}, "unet": {"in_channels": 9}})
     with pytest.raises(WeightsError, match="in_channels=9"):
-        weights.open(_rewrite_meta(tiny_file, tmp_path / "c.safetensors", config=bad_cfg))
+        weights.WeightsFile(_rewrite_meta(tiny_file, tmp_path / "c.safetensors", config=bad_cfg))
     with pytest.raises(WeightsError, match="unknown component"):
-        weights.open(tiny_file).component("safety_checker")
+        weights.WeightsFile(tiny_file).component("safety_checker")
 
 
 def test_missing_tokenizer_is_explained(tmp_path, tiny_file):
     p = _rewrite_meta(tiny_file, tmp_path / "notok.safetensors", tokenizer_vocab="null", tokenizer_merges="null")
-    wf = weights.open(p)
+    wf = weights.WeightsFile(p)
     assert not wf.has_tokenizer
     with pytest.raises(WeightsError, match="--tokenizer"):
         wf.tokenizer()
@@ -282,7 +284,7 @@ def test_wrong_shapes_and_keys_reported_all_at_once(tmp_path, tiny_file):
 def test_info_command(tiny_file, capsys):
     assert cli_main(["info", str(tiny_file)]) == 0
     out = capsys.readouterr().out
-    models = weights.build_models(weights.open(tiny_file).config)
+    models = model_init.build_models(weights.WeightsFile(tiny_file).config)
     for name in ("text_encoder", "unet", "vae"):
         n = sum(int(np.prod(s)) for s in models[name].parameter_shapes().values())
         assert f"{n:,d}" in out
@@ -302,9 +304,9 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 def test_init_random_cli(tmp_path):
     out = tmp_path / "r.safetensors"
     assert cli_main(["init-random", "--config", "tiny", "-o", str(out), "--dtype", "fp32", "--seed", "5"]) == 0
-    wf = weights.open(out)
+    wf = weights.WeightsFile(out)
     assert wf.source["seed"] == 5 and wf.component("unet").dtype_name("conv_in.weight") == "F32"
-    nn.load(weights.build_models(wf.config)["unet"], wf.component("unet"), what="unet")
+    nn.load(model_init.build_models(wf.config)["unet"], wf.component("unet"), what="unet")
 
 
 @settings(max_examples=100)
@@ -319,7 +321,7 @@ def test_fuzz_converted_file_headers_only_raise_minriff_errors(tmp_path_factory,
     p = tmp_path_factory.mktemp("fzh") / "x.safetensors"
     p.write_bytes(bytes(buf))
     try:
-        wf = weights.open(p)
+        wf = weights.WeightsFile(p)
         wf.summary()
         wf.tokenizer()("a funky bass line")
         weights.load_models(p)
@@ -356,14 +358,14 @@ def _nan_filled(module):
 
 
 def _tiny_unet():
-    from minriff.unet import UNet2DConditionModel
+    from minriff.models.unet import UNet2DConditionModel
 
     return _nan_filled(UNet2DConditionModel(TINY.unet))
 
 
-@pytest.mark.parametrize("pool_size", [weights.POOL_SIZE, 5000])  # 5000: windows of a shared pool
+@pytest.mark.parametrize("pool_size", [model_init.POOL_SIZE, 5000])  # 5000: windows of a shared pool
 def test_init_random_is_deterministic_per_seed(pool_size):
-    a, b, c = (dict(weights.init_random(_tiny_unet(), seed=s, pool_size=pool_size).named_parameters())
+    a, b, c = (dict(model_init.init_random(_tiny_unet(), seed=s, pool_size=pool_size).named_parameters())
                for s in (1, 1, 2))
     for key in a:
         assert np.array_equal(a[key], b[key]), key
@@ -371,20 +373,20 @@ def test_init_random_is_deterministic_per_seed(pool_size):
     assert len(differ) == len(a)
 
 
-@pytest.mark.parametrize("pool_size", [weights.POOL_SIZE, 5000])
+@pytest.mark.parametrize("pool_size", [model_init.POOL_SIZE, 5000])
 def test_init_random_sets_every_parameter(pool_size):
-    from minriff.clip import CLIPTextModel
-    from minriff.vae import AutoencoderKL
+    from minriff.models.clip import CLIPTextModel
+    from minriff.models.vae import AutoencoderKL
 
     for module in (_tiny_unet(), _nan_filled(CLIPTextModel(TINY.text_encoder)), _nan_filled(AutoencoderKL(TINY.vae))):
-        weights.init_random(module, seed=0, pool_size=pool_size)
+        model_init.init_random(module, seed=0, pool_size=pool_size)
         for key, p in module.named_parameters():
             assert p.dtype == np.float32 and np.isfinite(p).all(), key
             assert np.count_nonzero(p) == p.size, key  # normals are never exactly 0
 
 
 def test_init_random_scales_by_fan_in():
-    unet = weights.init_random(_tiny_unet(), seed=0)
+    unet = model_init.init_random(_tiny_unet(), seed=0)
     checked = 0
     for key, p in unet.named_parameters():
         if p.ndim >= 2 and p.size >= 2000:
@@ -400,15 +402,15 @@ def test_init_random_scales_by_fan_in():
     biases = np.concatenate([p for k, p in unet.named_parameters() if k.endswith("bias")])
     assert abs(biases.mean()) < 0.005 and 0.04 < biases.std() < 0.06
     # a fixed std instead of fan-in scaling
-    conv = weights.init_random(_tiny_unet(), seed=0, std=0.02).down_blocks[0].resnets[0].conv1.weight
+    conv = model_init.init_random(_tiny_unet(), seed=0, std=0.02).down_blocks[0].resnets[0].conv1.weight
     assert abs(conv.std() - 0.02) < 0.003
 
 
 def test_random_models_is_a_runnable_model_dict(tiny_file):
-    m = weights.random_models("tiny", seed=0)
+    m = model_init.random_models("tiny", seed=0)
     loaded = weights.load_models(tiny_file)
     assert set(m) == set(loaded)
-    assert m["config"] == weights.random_models(TINY)["config"] == loaded["config"]
+    assert m["config"] == model_init.random_models(TINY)["config"] == loaded["config"]
     for name in ("text_encoder", "unet", "vae"):
         assert m[name].parameter_shapes() == loaded[name].parameter_shapes()
     assert m["scheduler_config"] == loaded["scheduler_config"]
@@ -419,7 +421,7 @@ def test_random_models_is_a_runnable_model_dict(tiny_file):
 
 
 def test_random_models_per_seed():
-    a, b, c = (weights.random_models("tiny", seed=s) for s in (4, 4, 5))
+    a, b, c = (model_init.random_models("tiny", seed=s) for s in (4, 4, 5))
     key = "decoder.conv_in.weight"
     assert np.array_equal(a["vae"].decoder.conv_in.weight, b["vae"].decoder.conv_in.weight), key
     assert not np.array_equal(a["vae"].decoder.conv_in.weight, c["vae"].decoder.conv_in.weight), key
@@ -434,4 +436,4 @@ def test_random_models_bad_config(config, match):
     from minriff.errors import ConfigError
 
     with pytest.raises(ConfigError, match=match):
-        weights.random_models(config)
+        model_init.random_models(config)

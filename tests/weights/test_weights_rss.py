@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from minriff.cli_weights import write_random
+from minriff.weights import write_random
 
 # Peak RSS of this process image: VmHWM (reset by exec). ru_maxrss is not used because Linux carries
 # it over from the forking parent (the pytest process may be large).
@@ -31,7 +31,7 @@ from minriff import weights
 mode, path = sys.argv[1], sys.argv[2]
 base = peak_mb()
 if mode == "read":
-    wf = weights.open(path)
+    wf = weights.WeightsFile(path)
     total = 0.0
     for comp in weights.COMPONENTS:
         c = wf.component(comp)
@@ -85,17 +85,15 @@ def test_load_models_peak_rss(sd15_file):
 def test_convert_full_size_ckpt_peak_rss(sd15_file, tmp_path):
     """A full-size fp32 LDM .ckpt (written without torch) converts with the source pages released
     tensor by tensor: peak RSS far below the 4.3 GB source. Measured here: ~330 MB."""
-    import importlib.util
 
     import numpy as np
 
-    from conftest import FIXTURES
-    from minriff import torchpickle, weights
+    from minriff import weights
     from minriff.configs import SD15
-    spec = importlib.util.spec_from_file_location("make_weights", FIXTURES / "make_weights.py")
-    mw = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mw)
-    wf = weights.open(sd15_file)
+    from minriff.weights import torchpickle
+    from support import fixture_script
+    mw = fixture_script("make_weights")
+    wf = weights.WeightsFile(sd15_file)
     comps = {c: {k: np.asarray(wf.component(c)[k], np.float32) for k in wf.component(c)} for c in weights.COMPONENTS}
     ckpt = tmp_path / "sd15-ldm.ckpt"
     torchpickle.save(ckpt, mw.ldm_from_diffusers(comps["unet"], comps["vae"], comps["text_encoder"], SD15),
@@ -108,6 +106,6 @@ def test_convert_full_size_ckpt_peak_rss(sd15_file, tmp_path):
     peak = float(r.stdout.strip().splitlines()[-1])
     print(f"\nconvert {ckpt.stat().st_size / 2**20:.0f} MiB .ckpt: peak RSS {peak:.0f} MiB")
     assert peak < 1024
-    a, b = weights.open(sd15_file), weights.open(out)
+    a, b = weights.WeightsFile(sd15_file), weights.WeightsFile(out)
     assert list(a.tensors) == list(b.tensors)
     assert all(np.array_equal(a.tensors[k], b.tensors[k]) for k in a.tensors)

@@ -1,0 +1,6 @@
+"""`python -m minriff ...` = `minriff ...`."""
+import sys
+
+from minriff.cli import main
+
+sys.exit(main())

@@ -1,0 +1,38 @@
+"""Joining audio made in pieces: long spectrograms are converted in overlapping windows and the
+waveforms crossfaded, so memory stays bounded while the result has no seam at the joins."""
+from __future__ import annotations
+
+import numpy as np
+
+CHUNK_PX = 4096
+OVERLAP_PX = 64
+
+
+def chunks(width: int, chunk: int | None = None, overlap: int | None = None) -> list[tuple[int, int]]:
+    """Pixel ranges [a, b) covering `width`, each at most `chunk` (CHUNK_PX) wide, neighbours sharing
+    `overlap` (OVERLAP_PX) columns."""
+    chunk = CHUNK_PX if chunk is None else chunk
+    overlap = OVERLAP_PX if overlap is None else overlap
+    if width <= chunk:
+        return [(0, width)]
+    step = chunk - overlap
+    starts = list(range(0, width - overlap, step))
+    return [(a, min(a + chunk, width)) for a in starts]
+
+
+def crossfade(pieces: list, length: int) -> np.ndarray:
+    """Place (start_sample, wave (C, n)) pieces on one timeline; where two overlap, fade linearly
+    from the earlier to the later one."""
+    channels = pieces[0][1].shape[0]
+    out = np.zeros((channels, length), np.float32)
+    end_prev = 0
+    for start, wave in pieces:
+        n = min(wave.shape[1], length - start)
+        wave = wave[:, :n]
+        overlap = max(0, min(end_prev - start, n))
+        if overlap:
+            ramp = np.linspace(0.0, 1.0, overlap, dtype=np.float32)
+            out[:, start:start + overlap] = out[:, start:start + overlap] * (1 - ramp) + wave[:, :overlap] * ramp
+        out[:, start + overlap:start + n] = wave[:, overlap:]
+        end_prev = start + n
+    return out

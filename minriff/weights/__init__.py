@@ -1,0 +1,21 @@
+"""Weights on disk: reading, writing, converting and downloading.
+
+    safetensors.py  the safetensors container: a checked header parser, mmap'd reads, streamed writes
+    format.py       minriff's converted file (three components + configs + tokenizer in metadata):
+                    `load_models`, `find_weights`, `WeightsFile`
+    convert.py      diffusers folders and LDM single files -> minriff's file
+    torchpickle.py  torch .bin/.ckpt/.pt through a restricted unpickler (no code runs)
+    download.py     riffusion/riffusion-model-v1 from the Hugging Face Hub
+
+Imports run one way: weights uses models (to build and fill them), never the pipeline.
+"""
+from minriff.models.init import random_models  # noqa: F401  (kept here too: README's older spelling)
+from minriff.weights.format import (  # noqa: F401
+    COMPONENTS,
+    FORMAT,
+    WeightsFile,
+    find_weights,
+    load_models,
+    write_random,
+)
+from minriff.weights.safetensors import SafetensorsFile, write_safetensors  # noqa: F401
