@@ -1,4 +1,10 @@
-"""minriff: Riffusion (text -> spectrogram image -> music) on NumPy, Numba and CuPy kernels."""
+"""minriff: Riffusion (text -> spectrogram image -> music) on NumPy, Numba and CuPy kernels.
+
+Public API: `minriff.Riffusion` (the pipeline, `minriff/pipeline.py`), `minriff.errors` (every error
+minriff raises on purpose is a `MinriffError`), `__version__`. The packages, in import order:
+kernels (ops) <- models (networks) <- weights (files) <- pipeline <- cli / bench; audio and
+schedulers stand beside them and know no model. README's "Layout" has the map.
+"""
 import os as _os
 
 __version__ = "0.1.0"
@@ -42,12 +48,26 @@ def _keep_freed_memory() -> bool:
 
 MALLOC_TUNED = _DEFAULTS_ON and _keep_freed_memory()
 
-from minriff.errors import MinriffError  # noqa: E402, F401
+from minriff import errors  # noqa: E402
+from minriff.errors import (  # noqa: E402
+    AudioError,
+    ConfigError,
+    DownloadError,
+    InputError,
+    MinriffError,
+    UnsupportedModelError,
+    WeightsError,
+)
+
+__all__ = ["Riffusion", "errors", "__version__", "MinriffError", "InputError", "WeightsError", "AudioError",
+           "ConfigError", "DownloadError", "UnsupportedModelError"]
 
 
 def __getattr__(name):
-    # Lazy: `import minriff` stays cheap; the pipeline pulls in the models only when asked for.
+    # Lazy: `import minriff` stays cheap (no numpy, no Numba); the pipeline pulls in the models only
+    # when asked for.
     if name == "Riffusion":
         from minriff.pipeline import Riffusion
+
         return Riffusion
     raise AttributeError(f"module 'minriff' has no attribute {name!r}")

@@ -55,9 +55,11 @@ class CLIPTextConfig:
         if self.num_attention_heads < 1 or self.hidden_size < 1:
             raise ConfigError("text encoder: hidden_size and num_attention_heads must be >= 1")
         if self.hidden_size % self.num_attention_heads:
-            raise ConfigError(f"text encoder: hidden_size {self.hidden_size} not divisible by {self.num_attention_heads} heads")
+            raise ConfigError(f"text encoder: hidden_size {self.hidden_size} not divisible by "
+                              f"{self.num_attention_heads} heads")
         if self.hidden_act not in ("quick_gelu", "gelu"):
-            raise ConfigError(f"text encoder: unsupported hidden_act {self.hidden_act!r} (SD 2.x uses OpenCLIP; unsupported)")
+            raise ConfigError(f"text encoder: unsupported hidden_act {self.hidden_act!r} "
+                              "(SD 2.x uses OpenCLIP; unsupported)")
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,7 @@ SD15 = ModelConfig()
 
 # Tiny: same structure, a few thousand parameters per model. The VAE keeps 4 blocks (factor 8) so a
 # 64×(W/8) latent still decodes to a 512-px-high spectrogram. vocab_size is set from the tiny
-# tokenizer vocabulary: len(minriff.tokenizer.tiny_vocab()[0]) == 914 (a test checks it).
+# tokenizer vocabulary: len(minriff.models.tokenizer.tiny_vocab()[0]) == 914 (a test checks it).
 TINY = ModelConfig(
     text_encoder=CLIPTextConfig(vocab_size=914, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                                 num_attention_heads=2, projection_dim=16),

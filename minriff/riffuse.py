@@ -50,7 +50,7 @@ class PromptInput:
     guidance: float = 7.0
 
     @classmethod
-    def from_dict(cls, d, where: str) -> "PromptInput":
+    def from_dict(cls, d, where: str) -> PromptInput:
         if not isinstance(d, dict):
             raise InputError(f"{where} must be a JSON object, got {d!r}")
         return cls(
@@ -72,7 +72,7 @@ class InferenceInput:
     mask_image_id: str | None = None
 
     @classmethod
-    def from_dict(cls, d) -> "InferenceInput":
+    def from_dict(cls, d) -> InferenceInput:
         if not isinstance(d, dict):
             raise InputError(f"request must be a JSON object, got {type(d).__name__}")
         for key in ("start", "end"):
@@ -88,7 +88,7 @@ class InferenceInput:
         )
 
     @classmethod
-    def from_json(cls, text: str) -> "InferenceInput":
+    def from_json(cls, text: str) -> InferenceInput:
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:

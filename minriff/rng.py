@@ -223,7 +223,7 @@ class Generator:
         self._state = np.empty(_N, dtype=np.uint32)
         self.manual_seed(seed)
 
-    def manual_seed(self, seed: int) -> "Generator":
+    def manual_seed(self, seed: int) -> Generator:
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             raise InputError(f"seed must be an integer, got {seed!r}")
         seed = int(seed)
@@ -291,7 +291,7 @@ class Generator:
         return self._uniform(math.prod(dims), dtype).reshape(dims)
 
 
-def randn_tensor(shape, generator: "Generator | list[Generator]", dtype=np.float32) -> np.ndarray:
+def randn_tensor(shape, generator: Generator | list[Generator], dtype=np.float32) -> np.ndarray:
     """diffusers' `randn_tensor` for CPU generators: one call for the full shape with a single
     generator; with a list of generators (one per batch item) each draws a (1, ...) sample."""
     dims = _shape_tuple(shape)

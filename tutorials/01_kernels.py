@@ -6,7 +6,7 @@ timestep_embedding — looked up at call time with `kernels.ops()`. Each op exis
 the same signature:
 
     ref   kernels/ref.py          NumPy, written to be read (works in float64 too)
-    cpu   kernels/cpu.py + cpu_*  Numba kernels around BLAS (the default)
+    cpu   kernels/cpu/            Numba kernels around BLAS (the default)
     cuda  kernels/cuda/*.cu       CUDA C launched through CuPy
 
 What you will see:
@@ -27,7 +27,7 @@ import numpy as np
 
 from minriff import kernels
 from minriff.configs import TINY
-from minriff.models import init as model_init
+from minriff.models import init_random
 from minriff.models.unet import UNet2DConditionModel
 
 rng = np.random.default_rng(0)
@@ -60,7 +60,7 @@ for name, err in op_errors.items():
 # ref.attention (read it in kernels/ref.py) is the textbook formula softmax(q kᵀ / √D) v: it builds
 # the (Tq, Tk) score matrix. At Riffusion's 64×64 latents the UNet's first self-attention has
 # Tq = Tk = 4096 tokens, 8 heads, batch 2 (guidance): that matrix alone is 4096² · 8 · 2 · 4 B = 1 GiB.
-# The cpu kernel (kernels/cpu_attention.py) never builds it. It walks over the keys in tiles and
+# The cpu kernel (kernels/cpu/attention.py) never builds it. It walks over the keys in tiles and
 # keeps, for every query, the running max m, the running sum l of exp(s - m) and the running
 # output acc. When a new tile raises the max, the old sum and output are rescaled by exp(m_old - m_new).
 # The result is the same softmax, exactly (up to rounding). Here is the idea in NumPy:
@@ -96,10 +96,10 @@ for name, err in attention_errors.items():
 
 # ------------------------------------------------------------------ 3. swap a kernel under the UNet
 # A tiny UNet (configs.TINY: the structure of Stable Diffusion's UNet, ~50 thousand parameters).
-# Its parameters have the names of the checkpoint keys; `model_init.init_random` fills them with random
+# Its parameters have the names of the checkpoint keys; `minriff.models.init_random` fills them with random
 # values (weights scaled by 1/√fan_in so activations stay of order 1 and the kernels have something
 # to do; norm scales about 1, biases small).
-unet = model_init.init_random(UNet2DConditionModel(TINY.unet), seed=0)
+unet = init_random(UNet2DConditionModel(TINY.unet), seed=0)
 ff_key = "down_blocks.0.attentions.0.transformer_blocks.0.ff.net.0.proj.weight"
 print(f"3. tiny UNet: {unet.num_parameters()} parameters, e.g. {ff_key} {unet.parameter_shapes()[ff_key]}")
 

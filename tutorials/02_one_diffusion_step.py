@@ -37,7 +37,7 @@ WIDTH = 64  # image columns; 10 ms each (0.64 s of audio). The real default is 5
 # ------------------------------------------------------------------ 0. a tiny random model
 # The same as the shell command `minriff init-random --config tiny -o tiny.safetensors`: one
 # safetensors file with all three models, their configs, the tokenizer and the scheduler config.
-# (`model_init.random_models("tiny")` gives the same kind of dict in memory, without a file.)
+# (`minriff.models.random_models("tiny")` gives the same kind of dict in memory, without a file.)
 path = OUT / "tiny.safetensors"
 cli.main(["init-random", "--config", "tiny", "--dtype", "fp32", "-o", str(path)])
 models = weights.load_models(path)

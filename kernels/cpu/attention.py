@@ -28,6 +28,10 @@ from minriff.kernels.cpu.blas import run_items, sgemm
 from minriff.kernels.cpu.vecmath import FMA_FLAGS, exp2f, prefer_wide_vectors
 
 
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 def tile_sizes(D: int, Tk: int) -> tuple:
     """(bq, bk): query block and key tile; bq·bk·D stays within about 10^6 (the small-matrix
     sgemm range, see above) for D up to ~240. Scanned (transposed kernel) at SD's head sizes,
@@ -196,8 +200,8 @@ def attention(q, k, v, scale, causal):
     out = np.empty((B, Tq, H, D), np.float32)
     bq, bk = tile_sizes(D, Tk)
     threads = numba.get_num_threads()
-    pieces = -(-4 * threads // BH)  # query ranges per head: >= 4 items per thread when heads are few
-    step = -(-(-(-Tq // pieces)) // bq) * bq  # ceil(Tq / pieces) rounded up to whole blocks
+    pieces = _ceil_div(4 * threads, BH)  # query ranges per head: >= 4 items per thread when heads are few
+    step = _ceil_div(_ceil_div(Tq, pieces), bq) * bq  # ceil(Tq / pieces) rounded up to whole blocks
     items = [(bh, q0, min(q0 + step, Tq)) for bh in range(BH) for q0 in range(0, Tq, step)]
 
     def work(item):

@@ -143,7 +143,8 @@ def _cblas_call(typingctx, fn, M, N, K, a, lda, b, ldb, beta, c, ldc):
         const = lambda v: ir.Constant(_I32, v)  # noqa: E731
         builder.call(builder.inttoptr(fn, fty.as_pointer()),
                      [const(_ROW_MAJOR), const(_NO_TRANS), const(_NO_TRANS), M, N, K, ir.Constant(_F32, 1.0),
-                      builder.inttoptr(a, _FP), lda, builder.inttoptr(b, _FP), ldb, beta, builder.inttoptr(c, _FP), ldc])
+                      builder.inttoptr(a, _FP), lda, builder.inttoptr(b, _FP), ldb, beta,
+                      builder.inttoptr(c, _FP), ldc])
         return context.get_dummy_value()
 
     return types.void(*_GEMM_ARGS), codegen

@@ -2,7 +2,7 @@
 
 - 1x1, stride 1, no padding: GEMMs (O, C) @ (C, band of H*W) on the input itself, no copy.
 - 3x3, stride 1, >= WINOGRAD_MIN_CHANNELS input channels, images of 16x16 and up (SD's 16, 32
-  and 64 px layers, the VAE's): Winograd F(2x2, 3x3), cpu_winograd.py, 2.25x fewer multiplies.
+  and 64 px layers, the VAE's): Winograd F(2x2, 3x3), winograd.py, 2.25x fewer multiplies.
   Measured against the paths it replaced (2 threads): 1.4-1.7x the taps path at 32 and 64 px,
   1.3-1.5x the batch path at 16 px.
 - small images (at most BATCH_COLUMNS output pixels in the whole batch: SD's 8x8 layers, and

@@ -2,9 +2,10 @@
 it (libm's expf/erff are scalar calls and would dominate every elementwise kernel).
 
 exp2f: 2**x = 2**n * 2**r with n = round(x), r in [-0.5, 0.5] and a degree-5 polynomial for 2**r
-(relative error 2.3e-7, two float32 ulps); expf: Cody-Waite reduction by ln2 and a degree-7 Taylor polynomial for e**r. Both ~1e-7
-relative (about one float32 ulp); n is rounded and 2**n built from the exponent bits with one
-add (SHIFTER below). Inputs below the normal range give exactly 0, so -inf masks work.
+(relative error 2.3e-7, two float32 ulps); expf: Cody-Waite reduction by ln2 and a degree-7
+Taylor polynomial for e**r. Both ~1e-7 relative (about one float32 ulp); n is rounded and 2**n
+built from the exponent bits with one add (SHIFTER below). Inputs below the normal range give
+exactly 0, so -inf masks work.
 
 Caution when editing: these are inlined into kernels in other modules, and Numba's on-disk cache
 checks only each kernel's own source file, so after changing this file delete the cache

@@ -92,7 +92,8 @@ def _input_transform(xp, tr0, tr1, tw, cols, v):
             base = (ti - tr0) * tw
             for i in range(4):
                 row = cols[i]
-                v0, v1, v2, v3 = v[4 * i, c, base:], v[4 * i + 1, c, base:], v[4 * i + 2, c, base:], v[4 * i + 3, c, base:]
+                v0, v1, v2, v3 = (v[4 * i, c, base:], v[4 * i + 1, c, base:],
+                                  v[4 * i + 2, c, base:], v[4 * i + 3, c, base:])
                 for tj in range(tw):  # (Bᵀ d) B along the row
                     k = 2 * tj
                     v0[tj] = row[k] - row[k + 2]

@@ -15,8 +15,10 @@ def parse_ptxas(report: str) -> dict[str, dict]:
     out, cur = {}, None
     for line in report.splitlines():
         if m := re.search(r"Compiling entry function '(\w+)'", line):
-            cur = out.setdefault(m.group(1), {"registers": 0, "spill_stores": 0, "spill_loads": 0, "stack": 0, "smem": 0})
-        elif cur is not None and (m := re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)):
+            cur = out.setdefault(m.group(1),
+                                 {"registers": 0, "spill_stores": 0, "spill_loads": 0, "stack": 0, "smem": 0})
+        elif cur is not None and (m := re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, "
+                                                 r"(\d+) bytes spill loads", line)):
             cur["stack"], cur["spill_stores"], cur["spill_loads"] = map(int, m.groups())
         elif cur is not None and (m := re.search(r"Used (\d+) registers", line)):
             cur["registers"] = int(m.group(1))

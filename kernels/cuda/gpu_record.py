@@ -21,7 +21,8 @@ RECORD = loader.HERE / "gpu_verified.json"
 
 
 def sources() -> list[Path]:
-    return sorted(loader.HERE.glob("*.cu")) + sorted(loader.HERE.glob("*.h")) + sorted((loader.HERE / "tests").glob("*.cu"))
+    return (sorted(loader.HERE.glob("*.cu")) + sorted(loader.HERE.glob("*.h"))
+            + sorted((loader.HERE / "tests").glob("*.cu")))
 
 
 def _key(p: Path) -> str:
@@ -55,7 +56,8 @@ def record(device: str) -> list[str]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--record", action="store_true", help="run the cuda tests on the GPU and record the sources on success")
+    ap.add_argument("--record", action="store_true",
+                    help="run the cuda tests on the GPU and record the sources on success")
     args = ap.parse_args(argv)
     if not args.record:
         print("\n".join(unverified()) or "every kernel source was checked on a GPU")

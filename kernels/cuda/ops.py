@@ -139,7 +139,8 @@ def layer_norm(x, weight, bias, eps):
     y = xp.empty_like(x)
     rows = x.size // max(1, C)
     if x.size:
-        _k("norm", "layer_norm")((rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK, THREADS, (x, y, w, b, rows, C, float(eps)))
+        _k("norm", "layer_norm")((rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK, THREADS,
+                                 (x, y, w, b, rows, C, float(eps)))
     return y
 
 
@@ -203,7 +204,8 @@ def timestep_embedding(t, dim, flip_sin_to_cos=True, shift=0.0, max_period=10000
     emb = xp.empty((t.shape[0], dim), dtype=xp.float32)
     if emb.size:
         _k("elementwise", "timestep_embedding")(t.shape[0], min(dim, THREADS),
-                                                (t, emb, dim, int(bool(flip_sin_to_cos)), float(shift), float(max_period)))
+                                                (t, emb, dim, int(bool(flip_sin_to_cos)), float(shift),
+                                                 float(max_period)))
     return emb
 
 

@@ -38,7 +38,8 @@ def read_audio(path, max_seconds: float = MAX_SECONDS) -> tuple[np.ndarray, int]
     if info.frames <= 0 or info.channels <= 0:
         raise AudioError(f"{path} contains no audio samples")
     if info.samplerate <= 0 or info.frames / info.samplerate > max_seconds:
-        raise AudioError(f"{path} is {info.frames / max(info.samplerate, 1):.0f} s long; the limit is {max_seconds:.0f} s")
+        raise AudioError(f"{path} is {info.frames / max(info.samplerate, 1):.0f} s long; "
+                         f"the limit is {max_seconds:.0f} s")
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:
@@ -73,7 +74,7 @@ def to_int16(waveform: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(waveform, dtype=np.float64) * 32768.0), -32768, 32767).astype(np.int16)
 
 
-def write_audio(path, waveform: np.ndarray, sample_rate: int, format: str | None = None) -> None:
+def write_audio(path, waveform: np.ndarray, sample_rate: int, format: str | None = None) -> None:  # noqa: A002
     """waveform (C, N) or (N,) float in [-1, 1] (or int16) -> file; format from the suffix
     (wav, flac, ogg, mp3) unless given."""
     sf = _soundfile()
@@ -83,7 +84,8 @@ def write_audio(path, waveform: np.ndarray, sample_rate: int, format: str | None
         raise AudioError(f"unsupported audio format {suffix or '(none)'} for {path}; use .wav, .flac, .ogg or .mp3")
     fmt, subtype = FORMATS[suffix]
     if fmt not in sf.available_formats():
-        raise AudioError(f"this libsndfile ({sf.__libsndfile_version__}) cannot write {fmt}; MP3 needs libsndfile >= 1.1")
+        raise AudioError(f"this libsndfile ({sf.__libsndfile_version__}) cannot write {fmt}; "
+                         "MP3 needs libsndfile >= 1.1")
     w = np.asarray(waveform)
     w = w[None] if w.ndim == 1 else w
     if w.ndim != 2 or w.shape[1] == 0:

@@ -52,7 +52,8 @@ def melscale_fbanks(n_freqs: int, f_min: float, f_max: float, n_mels: int, sampl
     if norm not in (None, "slaney"):
         raise InputError(f"mel norm must be None or 'slaney', got {norm!r}")
     if not (0 <= f_min < f_max) or n_mels < 1 or n_freqs < 2:
-        raise InputError(f"bad mel filterbank parameters: f_min={f_min}, f_max={f_max}, n_mels={n_mels}, n_freqs={n_freqs}")
+        raise InputError(f"bad mel filterbank parameters: f_min={f_min}, f_max={f_max}, "
+                         f"n_mels={n_mels}, n_freqs={n_freqs}")
     all_freqs = np.linspace(0.0, float(sample_rate // 2), n_freqs)  # (F,)
     m_pts = np.linspace(hz_to_mel(f_min, mel_scale), hz_to_mel(f_max, mel_scale), n_mels + 2)
     f_pts = mel_to_hz(m_pts, mel_scale)  # (M+2,)
@@ -90,7 +91,7 @@ class BandedFilterbank:
         return int(np.max(self.start + self.length)) if self.n_mels else 0
 
     @classmethod
-    def from_dense(cls, fb: np.ndarray) -> "BandedFilterbank":
+    def from_dense(cls, fb: np.ndarray) -> BandedFilterbank:
         n_freqs, n_mels = fb.shape
         start = np.zeros(n_mels, np.int64)
         length = np.zeros(n_mels, np.int64)

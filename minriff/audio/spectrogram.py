@@ -48,7 +48,7 @@ class SpectrogramParams:
     power_for_image: float = 0.25
 
     @classmethod
-    def riffusion_20k(cls, **overrides) -> "SpectrogramParams":
+    def riffusion_20k(cls, **overrides) -> SpectrogramParams:
         """The playground's "Use 20kHz" variant: 10 Hz - 20 kHz, stereo."""
         return cls(**{"min_frequency": 10, "max_frequency": 20000, "stereo": True, **overrides})
 
@@ -68,12 +68,13 @@ class SpectrogramParams:
     def n_channels(self) -> int:
         return 2 if self.stereo else 1
 
-    def validate(self) -> "SpectrogramParams":
+    def validate(self) -> SpectrogramParams:
         if self.sample_rate <= 0 or self.hop_length < 1 or self.win_length < 2 or self.n_fft < self.win_length:
             raise InputError(f"bad spectrogram sizes: sr={self.sample_rate}, hop={self.hop_length}, "
                              f"window={self.win_length}, n_fft={self.n_fft}")
         if not (0 <= self.min_frequency < self.max_frequency <= self.sample_rate / 2):
-            raise InputError(f"bad frequency range {self.min_frequency}-{self.max_frequency} Hz at {self.sample_rate} Hz")
+            raise InputError(f"bad frequency range {self.min_frequency}-{self.max_frequency} Hz "
+                             f"at {self.sample_rate} Hz")
         if self.power_for_image <= 0 or self.num_frequencies < 1:
             raise InputError("power_for_image and num_frequencies must be positive")
         return self
@@ -83,7 +84,7 @@ class SpectrogramParams:
                 for name, tag in EXIF_TAGS.items() for v in [getattr(self, name)]}
 
     @classmethod
-    def from_exif(cls, exif) -> "SpectrogramParams":
+    def from_exif(cls, exif) -> SpectrogramParams:
         """Parameters from EXIF tags; fields whose tags are absent keep their defaults."""
         kw = {}
         for f in dataclasses.fields(cls):
@@ -173,7 +174,7 @@ def audio_to_image(waveform: np.ndarray, params: SpectrogramParams | None = None
     return image
 
 
-def save_image(image: Image.Image, path, format: str | None = None) -> None:
+def save_image(image: Image.Image, path, format: str | None = None) -> None:  # noqa: A002 (PIL's name)
     try:
         image.save(path, format=format, exif=image.getexif())
     except (OSError, ValueError, KeyError) as e:

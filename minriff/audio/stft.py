@@ -81,7 +81,8 @@ class STFT:
         pad_left = max(0, -self.offset)
         pad_right = max(0, (T - 1) * self.hop + self.offset + self.win - N)
         if max(pad_left, pad_right) >= N:
-            raise InputError(f"signal of {N} samples is too short for reflect padding by {max(pad_left, pad_right)} (window {self.win})")
+            raise InputError(f"signal of {N} samples is too short for reflect padding by "
+                             f"{max(pad_left, pad_right)} (window {self.win})")
         xp = np.pad(x, ((0, 0), (pad_left, pad_right)), mode="reflect")
         return xp, self.offset + pad_left, T
 

@@ -25,7 +25,8 @@ class command:  # the CLI's subcommand object
         p.add_argument("--quick", action="store_true", help="smaller shapes / fewer repeats (smoke run)")
         p.add_argument("--weights", default=None, help="weights file (unet/vae bench; default: random sd15 shapes)")
         p.add_argument("--profile", action="store_true",
-                       help="unet/vae bench: after the timed rounds, one more call with every op timed (table by op and shape)")
+                       help="unet/vae bench: after the timed rounds, one more call with every op timed "
+                            "(table by op and shape)")
 
     @staticmethod
     def run(args) -> int:

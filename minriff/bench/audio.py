@@ -130,7 +130,8 @@ def run(args) -> int:
     # the headline comparison runs interleaved `repeat` times and keeps each one's fastest run: the
     # machine is shared, and the minimum is the least disturbed estimate
     plan_1 = STFT(p.n_fft, p.hop_length, p.win_length, workers=1)
-    contenders = {"minriff on nnls": lambda: griffin_lim(mags["nnls"], plan, n_iter=p.num_griffin_lim_iters, rng=Generator(0)),
+    contenders = {"minriff on nnls": lambda: griffin_lim(mags["nnls"], plan, n_iter=p.num_griffin_lim_iters,
+                                                         rng=Generator(0)),
                   "minriff on nnls, 1 thread": one_thread_gl}
     if librosa is not None:
         contenders["librosa on minriff nnls"] = lambda: lib_gl(mags["nnls"][0].T)
@@ -146,7 +147,7 @@ def run(args) -> int:
         gl_rows.append(row("griffin-lim 32", f"{name} (best of {repeat})", best[name], None, sc_lin, sc_mel))
     for name, mag in mags.items():
         if name != "nnls":
-            wave, t = _timed(lambda: griffin_lim(mag, plan, n_iter=p.num_griffin_lim_iters, rng=Generator(0)))
+            wave, t = _timed(lambda mag=mag: griffin_lim(mag, plan, n_iter=p.num_griffin_lim_iters, rng=Generator(0)))
             gl_rows.append(row("griffin-lim 32", f"minriff on {name}", t, None, *quality(mag, wave)))
     wave, t = _timed(lambda: griffin_lim(mags["nnls"], plan, n_iter=p.num_griffin_lim_iters, phase_init="peaks"))
     gl_rows.append(row("griffin-lim 32", "minriff on nnls, peak-locked start", t, None, *quality(mags["nnls"], wave)))
@@ -158,10 +159,12 @@ def run(args) -> int:
     by = {r["impl"]: r["seconds"] for r in rows}
     mine, mine_1 = best["minriff on nnls"], best["minriff on nnls, 1 thread"]
     extra = {"input": f"512x512 image from {source}", "params": "n_fft 17640, win 4410, hop 441, 512 htk mels 0-10 kHz",
-             "threads": f"minriff {numba.get_num_threads()} (numba) / all cores (scipy.fft); librosa: numpy.fft, 1 thread"}
+             "threads": f"minriff {numba.get_num_threads()} (numba) / all cores (scipy.fft); "
+                        "librosa: numpy.fft, 1 thread"}
     if librosa is not None:
         lib = best["librosa on minriff nnls"]
-        extra["griffin-lim speed-up, librosa / minriff (same magnitudes)"] = f"{lib / mine:.2f}x ({lib / mine_1:.2f}x single-threaded)"
+        extra["griffin-lim speed-up, librosa / minriff (same magnitudes)"] = (
+            f"{lib / mine:.2f}x ({lib / mine_1:.2f}x single-threaded)")
         if "librosa on librosa pinv" in by:
             whole = by["librosa pinv (nnls init)"] + lib
             extra["whole path, librosa pinv+gl / minriff nnls+gl"] = f"{whole / (by['minriff nnls'] + mine):.2f}x"

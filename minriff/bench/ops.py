@@ -3,9 +3,10 @@
 For each op: median time, throughput (GFLOP/s for matrix-product ops, GB/s of input+output for
 memory-bound ops), the fraction of the same-run numpy sgemm GFLOP/s, and, when torch is
 installed, torch's time for the same op with the same thread count and torch_time / minriff_time
-(> 1: minriff faster); torch runs in a child process (bench/common.py ChildTimer says why). The machine may be shared: each op, the sgemm baseline and torch run in
-interleaved rounds; the ms column is the median, while throughputs and ratios use each one's best
-round (the least-disturbed run, the usual estimator of intrinsic speed under noise).
+(> 1: minriff faster); torch runs in a child process (bench/common.py ChildTimer says why). The
+machine may be shared: each op, the sgemm baseline and torch run in interleaved rounds; the ms
+column is the median, while throughputs and ratios use each one's best round (the least-disturbed
+run, the usual estimator of intrinsic speed under noise).
 
 conv3x3's GFLOP/s counts a direct convolution's flops (2·9·C·O per output pixel), the usual
 convention: the Winograd path does 2.25x fewer multiplies, so its "effective" rate can exceed
@@ -41,7 +42,8 @@ def _cases(quick: bool):
     sm, xgg, xu = r(16, 1024 // s, T), r(2, T, 2560), r(2, 320, hw // 2, hw // 2)
     cases = [
         (f"conv3x3 (2,320,{hw},{hw})->320", lambda F: F.conv2d(x320, w3, b320, 1, 1),
-         lambda t, a: t.nn.functional.conv2d(a[0], a[1], a[2], 1, 1), 2 * 2 * 320 * hw * hw * 320 * 9, None, (x320, w3, b320)),
+         lambda t, a: t.nn.functional.conv2d(a[0], a[1], a[2], 1, 1), 2 * 2 * 320 * hw * hw * 320 * 9, None,
+         (x320, w3, b320)),
         (f"conv3x3 (2,640,{hw // 2},{hw // 2})->640", lambda F: F.conv2d(xg, w3b, gb, 1, 1),
          lambda t, a: t.nn.functional.conv2d(a[0], a[1], a[2], 1, 1), 2 * 2 * 640 * hw * hw // 4 * 640 * 9, None,
          (xg, w3b, gb)),
@@ -50,7 +52,8 @@ def _cases(quick: bool):
         (f"linear ({2 * T},320)->1280", lambda F: F.linear(xl, wl, bl),
          lambda t, a: t.nn.functional.linear(*a), 2 * 2 * T * 320 * 1280, None, (xl, wl, bl)),
         (f"group_norm+silu (2,640,{hw // 2},{hw // 2}) g32", lambda F: F.group_norm(xg, 32, gw, gb, 1e-5, silu=True),
-         lambda t, a: t.nn.functional.silu(t.nn.functional.group_norm(a[0], 32, a[1], a[2], 1e-5)), None, 2 * xg.nbytes, (xg, gw, gb)),
+         lambda t, a: t.nn.functional.silu(t.nn.functional.group_norm(a[0], 32, a[1], a[2], 1e-5)), None, 2 * xg.nbytes,
+         (xg, gw, gb)),
         (f"group_norm (2,640,{hw // 2},{hw // 2}) g32", lambda F: F.group_norm(xg, 32, gw, gb, 1e-5),
          lambda t, a: t.nn.functional.group_norm(a[0], 32, a[1], a[2], 1e-5), None, 2 * xg.nbytes, (xg, gw, gb)),
         (f"layer_norm (2,{T},320)", lambda F: F.layer_norm(xs, lw, lb, 1e-5),
@@ -62,7 +65,8 @@ def _cases(quick: bool):
         (f"softmax (16,{1024 // s},{T})", lambda F: F.softmax(sm),
          lambda t, a: t.softmax(a[0], -1), None, 2 * sm.nbytes, (sm,)),
         (f"geglu (2,{T},2560)", lambda F: F.geglu(xgg),
-         lambda t, a: (lambda h: h[0] * t.nn.functional.gelu(h[1]))(a[0].chunk(2, -1)), None, xgg.nbytes * 3 // 2, (xgg,)),
+         lambda t, a: (lambda h: h[0] * t.nn.functional.gelu(h[1]))(a[0].chunk(2, -1)), None, xgg.nbytes * 3 // 2,
+         (xgg,)),
         (f"silu (2,320,{hw},{hw})", lambda F: F.silu(x320),
          lambda t, a: t.nn.functional.silu(a[0]), None, 2 * x320.nbytes, (x320,)),
         (f"upsample2x (2,320,{hw // 2},{hw // 2})", lambda F: F.upsample_nearest2x(xu),
@@ -132,7 +136,7 @@ def run(args) -> int:
     peaks, rows = [], []
     try:
         for i, (name, ours, _, flops, nbytes, _) in enumerate(_cases(quick)):
-            timers = {"minriff": lambda: warm_time(lambda: ours(F))}
+            timers = {"minriff": lambda ours=ours: warm_time(lambda: ours(F))}
             if flops:
                 timers["sgemm"] = lambda: warm_time(lambda: a @ a)
             if child is not None:
@@ -154,7 +158,7 @@ def run(args) -> int:
         if child is not None:
             child.close()
     extra = {"backend": F.name, "threads": threads, "repeat": repeat,
-             "sgemm_GFLOP/s (best of rounds, median over ops, n=%d)" % n: round(_median(peaks) or sgemm_gflops(n), 1),
+             f"sgemm_GFLOP/s (best of rounds, median over ops, n={n})": round(_median(peaks) or sgemm_gflops(n), 1),
              "torch": (f"{torch.__version__}, timed in a child process (see bench/common.py ChildTimer)"
                        if torch is not None else "not installed")}
     emit(rows, args.json, "minriff bench ops: ms = median, rates and ratios from the best of the interleaved rounds "

@@ -119,8 +119,8 @@ def run(args) -> int:
         threads = os.cpu_count() or 1
     torch = torch_or_none()
     child = None
-    row = dict(backend=args.backend, batch=arrays[0].shape[0], latent=f"{hw}x{hw}", minriff_s=None, first_call_s=first_s,
-               torch_s=None, ratio_torch_over_minriff=None, max_rel_diff_vs_torch=None)
+    row = dict(backend=args.backend, batch=arrays[0].shape[0], latent=f"{hw}x{hw}", minriff_s=None,
+               first_call_s=first_s, torch_s=None, ratio_torch_over_minriff=None, max_rel_diff_vs_torch=None)
     if torch is not None:
         try:
             child = ChildTimer(_torch_step, (kind, args.weights, quick), threads)

@@ -11,15 +11,21 @@ from minriff.errors import MinriffError
 
 # name -> (module, one-line help)
 COMMANDS = {
-    "generate": ("minriff.cli.generate:generate", "text -> music: write a WAV/FLAC/MP3 (and optionally the spectrogram PNG)"),
-    "interpolate": ("minriff.cli.generate:interpolate", "morph from prompt A to prompt B over consecutive clips, joined seamlessly"),
-    "riffuse": ("minriff.cli.generate:riffuse", "run one request of the original Riffusion server (flags or a JSON file)"),
+    "generate": ("minriff.cli.generate:generate",
+                 "text -> music: write a WAV/FLAC/MP3 (and optionally the spectrogram PNG)"),
+    "interpolate": ("minriff.cli.generate:interpolate",
+                    "morph from prompt A to prompt B over consecutive clips, joined seamlessly"),
+    "riffuse": ("minriff.cli.generate:riffuse",
+                "run one request of the original Riffusion server (flags or a JSON file)"),
     "audio2image": ("minriff.cli.audio:audio2image", "audio file -> Riffusion spectrogram PNG (with EXIF parameters)"),
     "image2audio": ("minriff.cli.audio:image2audio", "Riffusion spectrogram PNG -> audio file"),
-    "convert": ("minriff.cli.weights:convert", "convert a diffusers folder or an LDM .ckpt/.safetensors into minriff's format"),
-    "download": ("minriff.cli.weights:download", "download riffusion/riffusion-model-v1 from the Hugging Face Hub and convert it"),
+    "convert": ("minriff.cli.weights:convert",
+                "convert a diffusers folder or an LDM .ckpt/.safetensors into minriff's format"),
+    "download": ("minriff.cli.weights:download",
+                 "download riffusion/riffusion-model-v1 from the Hugging Face Hub and convert it"),
     "info": ("minriff.cli.weights:info", "show what a converted weights file holds"),
-    "init-random": ("minriff.cli.weights:init_random", "write random weights with real (sd15) or tiny shapes, for benchmarks and tests"),
+    "init-random": ("minriff.cli.weights:init_random",
+                    "write random weights with real (sd15) or tiny shapes, for benchmarks and tests"),
     "bench": ("minriff.bench:command", "benchmarks: ops, unet, vae, audio (ratios to same-run baselines)"),
 }
 
@@ -30,8 +36,11 @@ def _resolve(target: str):
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="minriff", description="Riffusion text -> music on NumPy/Numba/CuPy kernels. `minriff COMMAND --help` for details.")
-    parser.add_argument("--version", action="version", version=f"minriff {importlib.import_module('minriff').__version__}")
+    parser = argparse.ArgumentParser(prog="minriff",
+                                     description="Riffusion text -> music on NumPy/Numba/CuPy kernels. "
+                                                 "`minriff COMMAND --help` for details.")
+    parser.add_argument("--version", action="version",
+                        version=f"minriff {importlib.import_module('minriff').__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (target, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)

@@ -19,7 +19,8 @@ def _common(p, steps: int, scheduler: str):
     p.add_argument("--format", choices=FORMATS, help="audio format (default: from the -o suffix, else wav)")
     p.add_argument("--method", choices=("nnls", "sgd"), default="nnls",
                    help="inverse mel: nnls (exact, default) or sgd (the original's, for parity)")
-    p.add_argument("--weights", help="converted weights file or folder (default: newest in $MINRIFF_WEIGHTS or ./weights/)")
+    p.add_argument("--weights",
+                   help="converted weights file or folder (default: newest in $MINRIFF_WEIGHTS or ./weights/)")
     p.add_argument("--backend", default="cpu", help="kernel backend: cpu (default), ref or cuda")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -73,7 +74,8 @@ class _Generate:
         p.add_argument("--seed", type=int, help="random seed (default: random, printed)")
         p.add_argument("--negative", help="negative prompt: what the music should not be")
         p.add_argument("--image", help="also write the spectrogram image here (PNG)")
-        p.add_argument("--init-image", help="start from this spectrogram image (img2img) instead of noise; its width sets the length")
+        p.add_argument("--init-image",
+                       help="start from this spectrogram image (img2img) instead of noise; its width sets the length")
         p.add_argument("--strength", type=float, default=0.75, help="img2img denoising strength (default 0.75)")
         _common(p, steps=30, scheduler="dpmpp2m")
 
@@ -150,7 +152,8 @@ class _Riffuse:
         p.add_argument("--seed-images", help="folder of seed images (default: $MINRIFF_SEED_IMAGES, ./seed_images)")
         p.add_argument("-o", "--output", help="audio file to write")
         p.add_argument("--image", help="spectrogram image to write (PNG or JPEG)")
-        p.add_argument("--output-json", help="write the server's InferenceOutput JSON (base64 JPEG + MP3) here ('-' = stdout)")
+        p.add_argument("--output-json",
+                       help="write the server's InferenceOutput JSON (base64 JPEG + MP3) here ('-' = stdout)")
         _common(p, steps=50, scheduler="pndm")
 
     def request(self, args):

@@ -48,7 +48,8 @@ def _run_download(args) -> int:
 def _args_download(p) -> None:
     p.add_argument("--to", default="weights", help="directory for the converted file (default weights/)")
     p.add_argument("--endpoint", default="https://huggingface.co", help="Hub address (default https://huggingface.co)")
-    p.add_argument("--repo", default="riffusion/riffusion-model-v1", help="repository (default riffusion/riffusion-model-v1)")
+    p.add_argument("--repo", default="riffusion/riffusion-model-v1",
+                   help="repository (default riffusion/riffusion-model-v1)")
     p.add_argument("--dtype", choices=("fp16", "fp32"), default="fp16")
     p.add_argument("--keep", action="store_true", help="keep the downloaded diffusers files after converting")
 
@@ -68,10 +69,12 @@ def _run_info(args) -> int:
     print(f"{args.file}: {wf.format}, {size / 2**20:.1f} MiB")
     print(f"  source: {json.dumps(wf.source)}")
     for name, s in summary.items():
-        print(f"  {name:13s} {s['parameters']:>13,d} parameters in {s['tensors']:4d} tensors  ({', '.join(s['dtypes'])})")
+        print(f"  {name:13s} {s['parameters']:>13,d} parameters in {s['tensors']:4d} tensors  "
+              f"({', '.join(s['dtypes'])})")
     total = sum(s["parameters"] for s in summary.values())
     print(f"  {'total':13s} {total:>13,d} parameters")
-    print(f"  tokenizer: {f'{len(wf._vocab)} tokens' if wf.has_tokenizer else 'none (generation needs one: reconvert with --tokenizer)'}")
+    print("  tokenizer: " + (f"{len(wf._vocab)} tokens" if wf.has_tokenizer
+                             else "none (generation needs one: reconvert with --tokenizer)"))
     print(f"  scheduler: {wf.scheduler_config.get('_class_name', '?')}")
     return 0
 
@@ -90,7 +93,8 @@ info = SimpleNamespace(add_arguments=_args_info, run=_run_info)
 def _run_init_random(args) -> int:
     t0 = time.perf_counter()
     n = weights.write_random(args.output, args.config, args.dtype, args.seed)
-    print(f"wrote {n} random tensors ({args.config}, {args.dtype}) to {args.output} in {time.perf_counter() - t0:.1f} s",
+    print(f"wrote {n} random tensors ({args.config}, {args.dtype}) to {args.output} "
+          f"in {time.perf_counter() - t0:.1f} s",
           file=sys.stderr)
     return 0
 

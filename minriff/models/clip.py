@@ -105,7 +105,9 @@ class CLIPTextModel(nn.Module):
             raise InputError(f"text encoder wants integer token ids of shape (B, T), got {ids.dtype} {ids.shape}")
         cfg = self.config
         if ids.shape[1] > cfg.max_position_embeddings:
-            raise InputError(f"text encoder: {ids.shape[1]} tokens exceed max_position_embeddings={cfg.max_position_embeddings}")
+            raise InputError(f"text encoder: {ids.shape[1]} tokens exceed "
+                             f"max_position_embeddings={cfg.max_position_embeddings}")
         if ids.size and (ids.min() < 0 or ids.max() >= cfg.vocab_size):
-            raise InputError(f"text encoder: token ids must lie in [0, {cfg.vocab_size}), got [{ids.min()}, {ids.max()}]")
+            raise InputError(f"text encoder: token ids must lie in [0, {cfg.vocab_size}), "
+                             f"got [{ids.min()}, {ids.max()}]")
         return ids.astype(np.int64, copy=False)

@@ -11,7 +11,7 @@ mismatches at once.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -24,7 +24,7 @@ def param(*shape) -> np.ndarray:
 
 
 class Module:
-    def named_children(self) -> Iterator[tuple[str, "Module"]]:
+    def named_children(self) -> Iterator[tuple[str, Module]]:
         for name, v in vars(self).items():
             if isinstance(v, Module):
                 yield name, v
@@ -53,7 +53,7 @@ class Module:
             obj = obj[int(p)] if isinstance(obj, (list, tuple)) else getattr(obj, p)
         setattr(obj, last, value)
 
-    def apply_to_parameters(self, fn: Callable) -> "Module":
+    def apply_to_parameters(self, fn: Callable) -> Module:
         """Replace every parameter p by fn(p) (e.g. move to a device array)."""
         for name, p in list(self.named_parameters()):
             self._set(name, fn(p))

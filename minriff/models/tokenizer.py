@@ -27,7 +27,7 @@ Known differences (tests/models/test_tokenizer_oracle.py):
 from __future__ import annotations
 
 import unicodedata
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -177,7 +177,8 @@ class CLIPTokenizer:
         pairs = [_parse_merge(m, where) for m in merges]
         missing = [a + b for a, b in pairs if a + b not in self.vocab]
         if missing:
-            raise WeightsError(f"tokenizer {where}: {len(missing)} merge results missing from vocab, e.g. {missing[0]!r}")
+            raise WeightsError(f"tokenizer {where}: {len(missing)} merge results missing from vocab, "
+                               f"e.g. {missing[0]!r}")
         self.merges = [f"{a} {b}" for a, b in pairs]
         self.ranks = {p: r for r, p in enumerate(pairs)}
         self.bos_id = self.vocab[BOS_TOKEN]

@@ -115,6 +115,6 @@ def riffusion_img2img_schedule(scheduler, steps: int, strength: float) -> tuple:
     return t0, scheduler.timesteps[t_start:]
 
 
-__all__ = ["make", "NAMES", "SCHEDULERS", "Scheduler", "img2img_timesteps", "riffusion_img2img_schedule", "PNDMScheduler",
-           "DDIMScheduler", "DPMSolverMultistepScheduler", "EulerScheduler", "EulerAncestralScheduler",
-           "LMSScheduler"]
+__all__ = ["make", "NAMES", "SCHEDULERS", "Scheduler", "img2img_timesteps", "riffusion_img2img_schedule",
+           "PNDMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler", "EulerScheduler",
+           "EulerAncestralScheduler", "LMSScheduler"]

@@ -21,9 +21,9 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -51,7 +51,7 @@ class Ref:
     def __init__(self, shape, read: Callable[[], np.ndarray], release: Callable[[], None] = lambda: None):
         self.shape, self.read, self.release = tuple(shape), read, release
 
-    def reshaped(self, shape) -> "Ref":
+    def reshaped(self, shape) -> Ref:
         return Ref(shape, lambda: np.asarray(self.read()).reshape(shape), self.release)
 
 
@@ -235,7 +235,8 @@ NORMALIZE = {"text_encoder": normalize_text_encoder, "unet": lambda t: dict(t), 
 
 # ----------------------------------------------------------------------------- LDM single files
 
-LDM_PREFIX = {"unet": "model.diffusion_model.", "vae": "first_stage_model.", "text_encoder": "cond_stage_model.transformer."}
+LDM_PREFIX = {"unet": "model.diffusion_model.", "vae": "first_stage_model.",
+              "text_encoder": "cond_stage_model.transformer."}
 UNET_RESNET = {"in_layers.0": "norm1", "in_layers.2": "conv1", "emb_layers.1": "time_emb_proj",
                "out_layers.0": "norm2", "out_layers.3": "conv2", "skip_connection": "conv_shortcut"}
 UNET_FIXED = {"time_embed.0": "time_embedding.linear_1", "time_embed.2": "time_embedding.linear_2",
@@ -258,7 +259,8 @@ def ldm_unet_key(key: str, layers_per_block: int) -> str | None:
     if m and int(m[1]) >= 1:
         block, j = divmod(int(m[1]) - 1, per)
         if j == layers_per_block:
-            return f"down_blocks.{block}.downsamplers.0.conv.{m[3][3:]}" if m[2] == "0" and m[3].startswith("op.") else None
+            return (f"down_blocks.{block}.downsamplers.0.conv.{m[3][3:]}"
+                    if m[2] == "0" and m[3].startswith("op.") else None)
         if m[2] == "0":
             r = _resnet(m[3], UNET_RESNET)
             return r and f"down_blocks.{block}.resnets.{j}.{r}"
@@ -289,7 +291,8 @@ def ldm_vae_key(key: str, num_blocks: int) -> str | None:
     if m:
         return f"{m[1]}.conv_norm_out.{m[2]}"
     resnet = {"norm1": "norm1", "conv1": "conv1", "norm2": "norm2", "conv2": "conv2", "nin_shortcut": "conv_shortcut"}
-    m = re.fullmatch(r"encoder\.down\.(\d+)\.block\.(\d+)\.(.+)", key) or re.fullmatch(r"decoder\.up\.(\d+)\.block\.(\d+)\.(.+)", key)
+    m = (re.fullmatch(r"encoder\.down\.(\d+)\.block\.(\d+)\.(.+)", key) or
+         re.fullmatch(r"decoder\.up\.(\d+)\.block\.(\d+)\.(.+)", key))
     if m:
         r = _resnet(m[3], resnet)
         if key.startswith("encoder"):
@@ -315,20 +318,24 @@ def refuse_unsupported_ldm(keys: dict[str, Ref], where) -> None:
     def has(prefix):
         return any(k.startswith(prefix) for k in keys)
     if has("conditioner.embedders"):
-        raise UnsupportedModelError(f"{where}: Stable Diffusion XL checkpoint (conditioner.embedders.*); minriff runs SD v1.x / Riffusion only")
+        raise UnsupportedModelError(f"{where}: Stable Diffusion XL checkpoint (conditioner.embedders.*); "
+                                    "minriff runs SD v1.x / Riffusion only")
     if has("cond_stage_model.model."):
-        raise UnsupportedModelError(f"{where}: Stable Diffusion 2.x checkpoint (OpenCLIP text encoder cond_stage_model.model.*); unsupported")
+        raise UnsupportedModelError(f"{where}: Stable Diffusion 2.x checkpoint "
+                                    "(OpenCLIP text encoder cond_stage_model.model.*); unsupported")
     if has("model.diffusion_model.label_emb"):
         raise UnsupportedModelError(f"{where}: UNet with class/label embeddings (SDXL or an upscaler); unsupported")
     conv_in = keys.get("model.diffusion_model.input_blocks.0.0.weight")
     if conv_in is not None and len(conv_in.shape) == 4 and conv_in.shape[1] != 4:
-        kind = {9: "an inpainting", 8: "an InstructPix2Pix", 5: "a depth-to-image"}.get(conv_in.shape[1], "a non-text-to-image")
+        kind = {9: "an inpainting", 8: "an InstructPix2Pix",
+                5: "a depth-to-image"}.get(conv_in.shape[1], "a non-text-to-image")
         raise UnsupportedModelError(f"{where}: the UNet takes {conv_in.shape[1]} input channels ({kind} model); "
                                     "minriff runs 4-channel text-to-image SD v1.x models")
     for k, v in keys.items():
         if k.startswith("model.diffusion_model.") and k.endswith("attn2.to_k.weight") and v.shape[-1] in (1024, 2048):
             family = "SD 2.x" if v.shape[-1] == 1024 else "SDXL"
-            raise UnsupportedModelError(f"{where}: cross-attention width {v.shape[-1]} ({family}; SD v1.x has 768); unsupported")
+            raise UnsupportedModelError(f"{where}: cross-attention width {v.shape[-1]} "
+                                        f"({family}; SD v1.x has 768); unsupported")
         if k.startswith("model.diffusion_model.") and k.endswith(".proj_in.weight") and len(v.shape) == 2:
             raise UnsupportedModelError(f"{where}: linear transformer projections (SD 2.x style); unsupported")
 
@@ -364,12 +371,13 @@ def read_ldm(path, configs: dict, ema: bool = False, inert_globals: bool = False
                 v = raw[flat]
             out[new] = v
         if not out:
-            raise WeightsError(f"{path}: no {comp} weights ({prefix}*): not a Stable Diffusion v1.x single-file checkpoint")
+            raise WeightsError(f"{path}: no {comp} weights ({prefix}*): "
+                               "not a Stable Diffusion v1.x single-file checkpoint")
         ck.tensors[comp] = NORMALIZE[comp](out)
     if unmapped:
         raise WeightsError(f"{path}: {len(unmapped)} keys have no diffusers counterpart with the assumed configs "
-                           f"(UNet layers_per_block={configs['unet'].get('layers_per_block', 2)}; pass --config to match "
-                           "the checkpoint): " + ", ".join(unmapped[:10]))
+                           f"(UNet layers_per_block={configs['unet'].get('layers_per_block', 2)}; "
+                           "pass --config to match the checkpoint): " + ", ".join(unmapped[:10]))
     ignored = sum(1 for k in raw if not any(k.startswith(p) for p in LDM_PREFIX.values()))
     if ignored:
         ck.notes.append(f"ignored {ignored} tensors outside the three models (EMA copies, schedule buffers, ...)")
@@ -382,14 +390,16 @@ def read_ldm(path, configs: dict, ema: bool = False, inert_globals: bool = False
 def refuse_unsupported_configs(configs: dict, scheduler: dict, where) -> None:
     unet, te = configs["unet"], configs["text_encoder"]
     if scheduler.get("prediction_type") == "v_prediction":
-        raise UnsupportedModelError(f"{where}: v-prediction model (SD 2.x 768-v style); minriff runs epsilon-prediction SD v1.x")
+        raise UnsupportedModelError(f"{where}: v-prediction model (SD 2.x 768-v style); "
+                                    "minriff runs epsilon-prediction SD v1.x")
     if unet.get("addition_embed_type") or unet.get("class_embed_type"):
         raise UnsupportedModelError(f"{where}: UNet with added/class embeddings (SDXL style); unsupported")
     if unet.get("in_channels", 4) != 4:
-        raise UnsupportedModelError(f"{where}: UNet in_channels={unet.get('in_channels')} (9 = inpainting); unsupported")
+        raise UnsupportedModelError(f"{where}: UNet in_channels={unet.get('in_channels')} (9 = inpainting); "
+                                    "unsupported")
     if unet.get("cross_attention_dim", 768) != te.get("hidden_size", 768) or unet.get("use_linear_projection"):
-        raise UnsupportedModelError(f"{where}: cross_attention_dim {unet.get('cross_attention_dim')} / linear projections "
-                                    "(SD 2.x style); unsupported")
+        raise UnsupportedModelError(f"{where}: cross_attention_dim {unet.get('cross_attention_dim')} "
+                                    "/ linear projections (SD 2.x style); unsupported")
     try:
         CLIPTextConfig.from_dict(te), UNetConfig.from_dict(unet), VAEConfig.from_dict(configs["vae"])
     except ConfigError as e:
@@ -411,7 +421,8 @@ def preset_or_folder_configs(config) -> tuple[dict, dict | None, Path | None]:
     """configs from a preset name ('sd15', 'tiny') or a diffusers folder (plus its scheduler config)."""
     if config is None or config in PRESETS:
         mc = PRESETS[config or "sd15"]
-        return {"text_encoder": mc.text_encoder.to_dict(), "unet": mc.unet.to_dict(), "vae": mc.vae.to_dict()}, None, None
+        return ({"text_encoder": mc.text_encoder.to_dict(), "unet": mc.unet.to_dict(), "vae": mc.vae.to_dict()},
+                None, None)
     root = Path(config)
     if not root.is_dir():
         raise WeightsError(f"--config {config}: neither a preset ({', '.join(PRESETS)}) nor a diffusers folder")
@@ -446,7 +457,8 @@ def read_source(src, tokenizer=None, config=None, ema: bool = False, inert_globa
 
 
 def write_converted(out, ck: Checkpoint, dtype: str = "fp16") -> int:
-    tensors = {comp: {k: (ref.shape, ref.read, ref.release) for k, ref in ck.tensors[comp].items()} for comp in COMPONENTS}
+    tensors = {comp: {k: (ref.shape, ref.read, ref.release) for k, ref in ck.tensors[comp].items()}
+               for comp in COMPONENTS}
     return write_weights(out, tensors, ck.configs, ck.vocab, ck.merges, ck.scheduler_config, ck.source, dtype)
 
 

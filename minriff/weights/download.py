@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-import socket
 import sys
 import time
 import urllib.error
@@ -68,7 +67,8 @@ def fetch(url: str, dest: Path, label: str = "", timeout: float = 60.0, stream=s
     """One attempt: download `url` to `dest`, resuming `dest.part` if it exists."""
     part = dest.with_name(dest.name + ".part")
     have = part.stat().st_size if part.exists() else 0
-    req = urllib.request.Request(url, headers={"User-Agent": "minriff-download", **({"Range": f"bytes={have}-"} if have else {})})
+    req = urllib.request.Request(url, headers={"User-Agent": "minriff-download",
+                                               **({"Range": f"bytes={have}-"} if have else {})})
     linked = LinkedHeaders()
     try:
         resp = urllib.request.build_opener(linked).open(req, timeout=timeout)
@@ -82,7 +82,8 @@ def fetch(url: str, dest: Path, label: str = "", timeout: float = 60.0, stream=s
         if resp.status == 206:
             m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", resp.headers.get("Content-Range", ""))
             if not m or int(m[1]) != have:
-                raise DownloadError(f"{url}: server answered a resume with Content-Range {resp.headers.get('Content-Range')!r}")
+                raise DownloadError(f"{url}: server answered a resume with Content-Range "
+                                    f"{resp.headers.get('Content-Range')!r}")
             total = int(m[3]) if m[3] != "*" else None
             mode = "ab"
         else:
@@ -115,7 +116,7 @@ def fetch_with_retries(url: str, dest: Path, label: str = "", retries: int = 3, 
     for attempt in range(retries + 1):
         try:
             return fetch(url, dest, label, timeout, stream)
-        except (DownloadError, urllib.error.URLError, HTTPException, socket.timeout, ConnectionError, OSError) as e:
+        except (TimeoutError, DownloadError, urllib.error.URLError, HTTPException, ConnectionError, OSError) as e:
             if isinstance(e, DownloadError) and "cut off" not in str(e):
                 raise
             if attempt == retries:

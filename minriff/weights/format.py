@@ -58,7 +58,7 @@ class Component(Mapping):
     def dtype_name(self, key):
         return self._st.dtype_name(self._prefix + key)
 
-    def cast(self, dtype) -> "Mapping":
+    def cast(self, dtype) -> Mapping:
         """The same keys; each value reads as a `dtype` copy and releases its file pages afterwards."""
         return {k: _CastOnRead(self._st, self._prefix + k, np.dtype(dtype)) for k in self._keys}
 
@@ -82,7 +82,8 @@ class WeightsFile:
         self.tensors = SafetensorsFile(path)
         meta = self.tensors.metadata
         if "minriff" not in meta.get("format", ""):  # other writers use "format" too ("pt", "np")
-            raise WeightsError(f"{self.path}: a safetensors file but not in minriff's format (no minriff 'format' metadata); "
+            raise WeightsError(f"{self.path}: a safetensors file but not in minriff's format "
+                               "(no minriff 'format' metadata); "
                                f"convert it first: minriff convert {self.path} -o weights/NAME.safetensors")
         self.format = _json(meta, "format", self.path)
         if self.format != FORMAT:

@@ -12,14 +12,12 @@ Writing streams one tensor at a time. (Why not the `safetensors` package: see we
 """
 from __future__ import annotations
 
-import io
 import json
 import mmap
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -52,7 +50,7 @@ class SafetensorsFile(Mapping):
     def __init__(self, path):
         self.path = Path(path)
         try:
-            f = io.open(self.path, "rb")
+            f = open(self.path, "rb")
         except OSError as e:
             raise WeightsError(f"cannot open {self.path}: {e.strerror or e}") from None
         with f:
@@ -62,9 +60,11 @@ class SafetensorsFile(Mapping):
                 raise WeightsError(f"{self.path}: not a safetensors file ({size} bytes, too short for a header)")
             (n,) = struct.unpack("<Q", head)
             if n > MAX_HEADER:
-                raise WeightsError(f"{self.path}: header length {n} exceeds the {MAX_HEADER}-byte limit (not a safetensors file?)")
+                raise WeightsError(f"{self.path}: header length {n} exceeds the {MAX_HEADER}-byte limit "
+                                   "(not a safetensors file?)")
             if 8 + n > size:
-                raise WeightsError(f"{self.path}: truncated: header says {n} bytes but the file has {size - 8} after the length")
+                raise WeightsError(f"{self.path}: truncated: header says {n} bytes "
+                                   f"but the file has {size - 8} after the length")
             raw = f.read(n)
             self._entries, self.metadata = _parse_header(raw, self.path)
             self._start = 8 + n
@@ -157,7 +157,8 @@ def write_safetensors(path, tensors: Iterable[tuple], metadata: dict[str, str] |
     header, offset = {}, 0
     for name, shape, dtype_name, *_ in items:
         nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(DTYPES[dtype_name]).itemsize
-        header[name] = {"dtype": dtype_name, "shape": [int(d) for d in shape], "data_offsets": [offset, offset + nbytes]}
+        header[name] = {"dtype": dtype_name, "shape": [int(d) for d in shape],
+                        "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
     if metadata:
         header["__metadata__"] = dict(metadata)
@@ -166,7 +167,7 @@ def write_safetensors(path, tensors: Iterable[tuple], metadata: dict[str, str] |
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        with io.open(tmp, "wb") as f:
+        with open(tmp, "wb") as f:
             f.write(struct.pack("<Q", len(raw)) + raw)
             for name, shape, dtype_name, make, *done in items:
                 arr = np.asarray(make(), dtype=DTYPES[dtype_name])

@@ -86,7 +86,7 @@ class OpaqueGlobal:
 class Storage:
     """One `data/<key>` entry: a flat NumPy array (mmap view when stored uncompressed)."""
 
-    def __init__(self, archive: "TorchZip", key: str, dtype_name: str, numel: int):
+    def __init__(self, archive: TorchZip, key: str, dtype_name: str, numel: int):
         self.archive, self.key, self.dtype_name, self.numel = archive, key, dtype_name, numel
         self._array = None
 
@@ -191,7 +191,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     still nothing outside this module is called (for training checkpoints whose extra entries name
     e.g. config classes); tensors rebuilt any other way simply do not appear in the state dict."""
 
-    def __init__(self, file, archive: "TorchZip | None", inert_unknown: bool = False):
+    def __init__(self, file, archive: TorchZip | None, inert_unknown: bool = False):
         super().__init__(file)
         self.archive, self.inert_unknown = archive, inert_unknown
 
@@ -208,7 +208,8 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"
-                and isinstance(pid[1], StorageType) and isinstance(pid[2], str) and type(pid[4]) is int and pid[4] >= 0):
+                and isinstance(pid[1], StorageType) and isinstance(pid[2], str)
+                and type(pid[4]) is int and pid[4] >= 0):
             raise WeightsError(f"checkpoint pickle: unsupported persistent id {str(pid)[:80]}")
         if self.archive is None:
             raise WeightsError("checkpoint pickle refers to storages but is not inside a torch checkpoint")

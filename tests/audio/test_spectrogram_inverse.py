@@ -78,7 +78,7 @@ def _numpy_sgd(mel, fb, init, n_iter):
     melspec = mel.transpose(0, 2, 1).astype(np.float64)
     L = init.astype(np.float64).copy()
     buf = None
-    for i in range(n_iter):
+    for _ in range(n_iter):
         diff = melspec - L @ fb
         grad = -2.0 / (B * T) * diff @ fb.T
         buf = grad if buf is None else 0.9 * buf + grad

@@ -146,7 +146,8 @@ def test_generate_without_weights_says_how_to_get_them(tmp_path, capsys, monkeyp
 def test_generate_rejects_a_wrong_size_init_image(tiny, tmp_path, capsys):
     bad = tmp_path / "bad.png"
     Image.new("RGB", (100, 256)).save(bad)
-    code, err = run(capsys, "generate", "x", "-o", tmp_path / "a.wav", "--init-image", bad, "--weights", tiny, "--quiet")
+    code, err = run(capsys, "generate", "x", "-o", tmp_path / "a.wav", "--init-image", bad, "--weights", tiny,
+                    "--quiet")
     assert code == 2 and "100x256 px" in err and "512 px high" in err
 
 
@@ -201,7 +202,8 @@ def test_riffuse_flags_with_mask_and_alpha_endpoints(tiny, tmp_path, capsys):
     for alpha in (0.0, 1.0):
         out = tmp_path / f"r{alpha}.png"
         code, err = run(capsys, "riffuse", "--start", "rock", "--end", "violin", "--alpha", alpha, "--steps", 4,
-                        "--seed-image", seed, "--mask", tmp_path / "mask.png", "--image", out, "--weights", tiny, "--quiet")
+                        "--seed-image", seed, "--mask", tmp_path / "mask.png", "--image", out, "--weights", tiny,
+                        "--quiet")
         assert code == 0, err
         imgs[alpha] = np.asarray(Image.open(out))
     assert not np.array_equal(imgs[0.0], imgs[1.0])

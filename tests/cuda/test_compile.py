@@ -79,7 +79,8 @@ def test_ptxas_rejects_over_48k_static_shared_memory(tmp_path):
     src = tmp_path / "too_big.cu"
     src.write_text('extern "C" __global__ void too_big(float* y) {\n'
                    "    __shared__ float s[12320];  // 49,280 B\n"
-                   "    s[threadIdx.x] = y[threadIdx.x];\n    __syncthreads();\n    y[threadIdx.x] = s[12319 - threadIdx.x];\n}\n")
+                   "    s[threadIdx.x] = y[threadIdx.x];\n    __syncthreads();\n"
+                   "    y[threadIdx.x] = s[12319 - threadIdx.x];\n}\n")
     with pytest.raises(AssertionError, match="ptxas"):
         compile_report(src, "sm_80", tmp_path)
 

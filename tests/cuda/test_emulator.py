@@ -35,10 +35,12 @@ def run(mod, name, grid, block, args, shared_mem=0):
 
 
 @settings(max_examples=15)
-@given(grid=st.tuples(*[st.integers(1, 3)] * 3), block=st.tuples(st.integers(1, 9), st.integers(1, 4), st.integers(1, 3)))
+@given(grid=st.tuples(*[st.integers(1, 3)] * 3),
+       block=st.tuples(st.integers(1, 9), st.integers(1, 4), st.integers(1, 3)))
 def test_indices_and_shapes_in_x_y_z(mod, grid, block):
     nb, nt = np.prod(grid), np.prod(block)
-    out = run(mod, "dims_probe", grid, block, [np.full(12 * nb * nt, -1, np.int32)])[0].reshape(grid[::-1] + block[::-1] + (12,))
+    out = run(mod, "dims_probe", grid, block, [np.full(12 * nb * nt, -1, np.int32)])[0].reshape(
+        grid[::-1] + block[::-1] + (12,))
     bz, by, bx, tz, ty, tx = np.meshgrid(*[np.arange(n) for n in grid[::-1] + block[::-1]], indexing="ij")
     for k, want in enumerate([tx, ty, tz, bx, by, bz]):
         np.testing.assert_array_equal(out[..., k], want)
@@ -82,7 +84,8 @@ def test_shuffles_and_votes(mod, n):
 def test_atomics_from_many_blocks(mod):
     n = 5000
     x = np.random.default_rng(0).integers(-8, 8, n).astype(np.float32)  # exact in any order
-    total, count = run(mod, "atomic_sum", (n + 127) // 128, 128, [x, np.zeros(1, np.float32), np.zeros(1, np.int32), n])[1:3]
+    total, count = run(mod, "atomic_sum", (n + 127) // 128, 128,
+                       [x, np.zeros(1, np.float32), np.zeros(1, np.int32), n])[1:3]
     assert count[0] == n and total[0] == x.sum()
 
 

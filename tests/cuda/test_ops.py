@@ -62,7 +62,8 @@ def test_linear(F, lead, n_in, n_out, bias, seed):
 @FEW
 @given(n=st.integers(1, 2), c=st.integers(1, 5), o=st.integers(1, 5), h=st.integers(1, 9), w=st.integers(1, 9),
        k=st.sampled_from([(1, 1), (3, 3), (1, 3), (4, 2)]), stride=st.integers(1, 3),
-       pad=st.one_of(st.integers(0, 2), st.tuples(*[st.integers(0, 2)] * 4)), bias=st.booleans(), seed=st.integers(0, 2**16))
+       pad=st.one_of(st.integers(0, 2), st.tuples(*[st.integers(0, 2)] * 4)), bias=st.booleans(),
+       seed=st.integers(0, 2**16))
 def test_conv2d(F, n, c, o, h, w, k, stride, pad, bias, seed):
     p = (pad,) * 4 if isinstance(pad, int) else pad
     if h + p[0] + p[1] < k[0] or w + p[2] + p[3] < k[1]:
@@ -73,7 +74,8 @@ def test_conv2d(F, n, c, o, h, w, k, stride, pad, bias, seed):
 
 
 @FEW
-@given(n=st.integers(1, 2), groups=st.integers(1, 4), cpg=st.integers(1, 4), hw=st.tuples(st.integers(1, 7), st.integers(0, 7)),
+@given(n=st.integers(1, 2), groups=st.integers(1, 4), cpg=st.integers(1, 4),
+       hw=st.tuples(st.integers(1, 7), st.integers(0, 7)),
        silu=st.booleans(), affine=st.booleans(), seed=st.integers(0, 2**16))
 def test_group_norm(F, n, groups, cpg, hw, silu, affine, seed):
     C = groups * cpg
@@ -81,13 +83,15 @@ def test_group_norm(F, n, groups, cpg, hw, silu, affine, seed):
     x = arr(seed, n, C, *spatial, scale=3) + 2.0
     w, b = (arr(seed + 1, C), arr(seed + 2, C)) if affine else (None, None)
     dev = [None if a is None else F.asarray(a) for a in (w, b)]
-    close(F, F.group_norm(F.asarray(x), groups, *dev, 1e-5, silu=silu), R.group_norm(x, groups, w, b, 1e-5, silu=silu), 1e-4)
+    close(F, F.group_norm(F.asarray(x), groups, *dev, 1e-5, silu=silu),
+          R.group_norm(x, groups, w, b, 1e-5, silu=silu), 1e-4)
 
 
 def test_group_norm_large_group_uses_every_thread(F):
     x = arr(7, 1, 8, 33, 31, scale=2) + 1.0  # 4 * 1023 elements per group: several strides per thread
     w, b = arr(8, 8), arr(9, 8)
-    close(F, F.group_norm(F.asarray(x), 2, F.asarray(w), F.asarray(b), 1e-6, silu=True), R.group_norm(x, 2, w, b, 1e-6, silu=True), 1e-4)
+    close(F, F.group_norm(F.asarray(x), 2, F.asarray(w), F.asarray(b), 1e-6, silu=True),
+          R.group_norm(x, 2, w, b, 1e-6, silu=True), 1e-4)
 
 
 @FEW
@@ -115,7 +119,8 @@ def test_softmax_wide_rows(F, c):
 
 @FEW
 @given(b=st.integers(1, 2), h=st.integers(1, 3), tq=st.integers(1, 40), tk=st.integers(1, 40),
-       d=st.sampled_from([1, 8, 33, 40, 64]), causal=st.booleans(), scale=st.sampled_from([None, 0.3]), seed=st.integers(0, 2**16))
+       d=st.sampled_from([1, 8, 33, 40, 64]), causal=st.booleans(), scale=st.sampled_from([None, 0.3]),
+       seed=st.integers(0, 2**16))
 def test_attention(F, b, h, tq, tk, d, causal, scale, seed):
     q, k, v = arr(seed, b, h, tq, d), arr(seed + 1, b, h, tk, d), arr(seed + 2, b, h, tk, d)
     got = F.attention(F.asarray(q), F.asarray(k), F.asarray(v), scale=scale, causal=causal)
@@ -162,7 +167,8 @@ def test_timestep_embedding(F, t, dim, flip, shift):
 
 
 @FEW
-@given(shape=shapes, n=st.integers(1, 3), coeffs=st.lists(st.floats(-3, 3), min_size=3, max_size=3), seed=st.integers(0, 2**16))
+@given(shape=shapes, n=st.integers(1, 3), coeffs=st.lists(st.floats(-3, 3), min_size=3, max_size=3),
+       seed=st.integers(0, 2**16))
 def test_lincomb(F, shape, n, coeffs, seed):
     from minriff.kernels import cuda  # a backend extra (not a registry op): scheduler updates
     xs = [arr(seed + i, *shape) for i in range(n)]

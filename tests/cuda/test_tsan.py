@@ -89,6 +89,7 @@ def test_real_kernels_are_race_free(tmp_path):
     auto q = data(T * D, 1.0f), o = data(T * D, 0.0f);
     const float* qp = q.data(); float* op = o.data();
     size_t shmem = 4 * (8 * D + BK * (D + 1) + BK * D + 2 * 8 * 64);
-    go(emu_launch_attention_fwd, {(unsigned)(T + 7) / 8, 1, 1, 256, 1, 1}, shmem, qp, qp, qp, op, T, T, D, 0.25f, 1, BK);"""
+    go(emu_launch_attention_fwd, {(unsigned)(T + 7) / 8, 1, 1, 256, 1, 1}, shmem, qp, qp, qp, op, T, T, D,
+       0.25f, 1, BK);"""
     report = run(build(tmp_path, "kernels", src, body))
     assert "ThreadSanitizer" not in report, report[-4000:]

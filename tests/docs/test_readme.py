@@ -45,7 +45,8 @@ def workdir(tmp_path_factory):
     assert main(["init-random", "--config", "tiny", "-o", str(d / "weights" / "tiny.safetensors")]) == 0
     (d / "seed_images").mkdir()
     y, x = np.mgrid[0:512, 0:64]
-    Image.fromarray((170 + 50 * np.sin(x / 4.0) * np.cos(y / 19.0)).astype(np.uint8)).save(d / "seed_images" / "og_beat.png")
+    Image.fromarray((170 + 50 * np.sin(x / 4.0) * np.cos(y / 19.0)).astype(np.uint8)).save(
+        d / "seed_images" / "og_beat.png")
     request = json.loads(blocks(MAKE_MUSIC, "json")[0])
     request["num_inference_steps"] = 2  # the JSON's own value wins over --steps; 2 steps at 0.75 -> 2 UNet calls
     (d / "request.json").write_text(json.dumps(request))

@@ -148,7 +148,8 @@ def test_layer_norm_matches_ref(seed, lead, c, affine, eps, offset):
 
 
 @EXAMPLES
-@given(seed=seeds, b=st.integers(1, 2), h=st.integers(1, 3), tq=lengths, tk=st.sampled_from([1, 2, 7, 77, 127, 513, 1031]),
+@given(seed=seeds, b=st.integers(1, 2), h=st.integers(1, 3), tq=lengths,
+       tk=st.sampled_from([1, 2, 7, 77, 127, 513, 1031]),
        d=st.sampled_from([1, 3, 8, 40, 64]), causal=st.booleans(), scale=st.sampled_from([None, 0.3, 1.0]),
        growth=st.sampled_from([1.0, 1.0, 40.0]))
 def test_attention_matches_ref(seed, b, h, tq, tk, d, causal, scale, growth):

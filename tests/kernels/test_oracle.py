@@ -65,7 +65,8 @@ def test_linear_vs_torch(seed, fin, fout):
 @given(seed=seeds, groups=st.sampled_from([1, 2, 4, 32]), silu=st.booleans())
 def test_group_norm_vs_torch(seed, groups, silu):
     rng = np.random.default_rng(seed)
-    check("group_norm", f32(rng, 2, 64, 6, 5, scale=3.0) + np.float32(1), groups, f32(rng, 64), f32(rng, 64), 1e-5, silu=silu)
+    check("group_norm", f32(rng, 2, 64, 6, 5, scale=3.0) + np.float32(1), groups, f32(rng, 64), f32(rng, 64), 1e-5,
+          silu=silu)
 
 
 @few

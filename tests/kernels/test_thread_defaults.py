@@ -14,7 +14,7 @@ KEYS = ("GOMP_SPINCOUNT", "OPENBLAS_THREAD_TIMEOUT")
 def _env_after_import(**overrides):
     env = {k: v for k, v in os.environ.items() if k not in KEYS + ("MINRIFF_THREAD_DEFAULTS",)}
     env.update(overrides)
-    code = "import minriff, os, json; print(json.dumps([os.environ.get(k) for k in %r]))" % (KEYS,)
+    code = f"import minriff, os, json; print(json.dumps([os.environ.get(k) for k in {KEYS!r}]))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return tuple(__import__("json").loads(out.stdout))
 

@@ -109,7 +109,8 @@ def test_load_reports_missing_and_wrong_shapes():
     weights = {k: v for k, v in t.items() if k.startswith("text_model.")}
     weights.pop("text_model.final_layer_norm.bias")
     weights["text_model.encoder.layers.0.mlp.fc1.weight"] = np.zeros((5, 5), np.float32)
-    cfg = CLIPTextConfig(vocab_size=97, hidden_size=24, intermediate_size=37, num_hidden_layers=3, num_attention_heads=3)
+    cfg = CLIPTextConfig(vocab_size=97, hidden_size=24, intermediate_size=37, num_hidden_layers=3,
+                         num_attention_heads=3)
     with pytest.raises(WeightsError) as e:
         nn.load(CLIPTextModel(cfg), weights, what="text encoder")
     assert "final_layer_norm.bias" in str(e.value) and "mlp.fc1.weight" in str(e.value)
@@ -121,7 +122,8 @@ def full_size_random_model(seed=0):
     rng = np.random.default_rng(seed)
     weights = {}
     for k, shape in model.parameter_shapes().items():
-        if k.endswith("layer_norm1.weight") or k.endswith("layer_norm2.weight") or k.endswith("final_layer_norm.weight"):
+        if (k.endswith("layer_norm1.weight") or k.endswith("layer_norm2.weight") or
+                k.endswith("final_layer_norm.weight")):
             weights[k] = np.ones(shape, np.float32)
         else:
             weights[k] = (0.02 * rng.standard_normal(shape, dtype=np.float32))

@@ -66,7 +66,8 @@ def test_empty_prompt(prompt):
 
 
 # ---- slerp ---------------------------------------------------------------------------------------
-vectors = st.integers(0, 2**31 - 1).map(lambda s: np.random.default_rng(s).standard_normal((2, 4, 3, 5)).astype(np.float32))
+vectors = st.integers(0, 2**31 - 1).map(
+    lambda s: np.random.default_rng(s).standard_normal((2, 4, 3, 5)).astype(np.float32))
 
 
 @given(vectors)
@@ -118,7 +119,8 @@ def test_request_roundtrip_and_defaults():
     req = InferenceInput.from_json(json.dumps(README_REQUEST))
     assert req.alpha == 0.75 and req.start.seed == 42 and req.end.prompt == "jazz with piano"
     assert req.mask_image_id is None and req.start.negative_prompt is None
-    minimal = InferenceInput.from_dict({"alpha": 0, "start": {"prompt": "a", "seed": 1}, "end": {"prompt": "b", "seed": 2}})
+    minimal = InferenceInput.from_dict({"alpha": 0, "start": {"prompt": "a", "seed": 1},
+                                        "end": {"prompt": "b", "seed": 2}})
     assert (minimal.num_inference_steps, minimal.seed_image_id) == (50, "og_beat")
     assert (minimal.start.denoising, minimal.start.guidance) == (0.75, 7.0)
 
@@ -136,10 +138,14 @@ def test_request_accepts_ints_for_floats():
     ("{not json", "malformed JSON"),
     ("[1, 2]", "JSON object"),
     ('{"alpha": 0.5, "end": {"prompt": "b", "seed": 1}}', "'start'"),
-    ('{"alpha": 0.5, "start": {"prompt": "a"}, "end": {"prompt": "b", "seed": 1}}', "start: missing required field 'seed'"),
-    ('{"alpha": 0.5, "start": {"prompt": "a", "seed": 1.5}, "end": {"prompt": "b", "seed": 1}}', "'seed' must be an integer"),
-    ('{"alpha": "x", "start": {"prompt": "a", "seed": 1}, "end": {"prompt": "b", "seed": 1}}', "'alpha' must be a number"),
-    ('{"alpha": 0.5, "start": {"prompt": 3, "seed": 1}, "end": {"prompt": "b", "seed": 1}}', "'prompt' must be a string"),
+    ('{"alpha": 0.5, "start": {"prompt": "a"}, "end": {"prompt": "b", "seed": 1}}',
+     "start: missing required field 'seed'"),
+    ('{"alpha": 0.5, "start": {"prompt": "a", "seed": 1.5}, "end": {"prompt": "b", "seed": 1}}',
+     "'seed' must be an integer"),
+    ('{"alpha": "x", "start": {"prompt": "a", "seed": 1}, "end": {"prompt": "b", "seed": 1}}',
+     "'alpha' must be a number"),
+    ('{"alpha": 0.5, "start": {"prompt": 3, "seed": 1}, "end": {"prompt": "b", "seed": 1}}',
+     "'prompt' must be a string"),
     ('{"alpha": 0.5, "start": "a", "end": {"prompt": "b", "seed": 1}}', "start must be a JSON object"),
 ])
 def test_malformed_requests(text, match):
@@ -191,7 +197,7 @@ def test_audio_chunks_cover_the_width_with_overlaps(width):
     assert chunks[0][0] == 0 and chunks[-1][1] == width
     for a, b in chunks:
         assert b - a <= join.CHUNK_PX and b - a > min(join.OVERLAP_PX, width - 1)
-    for (a0, b0), (a1, b1) in zip(chunks, chunks[1:]):
+    for (_, b0), (a1, _) in zip(chunks, chunks[1:]):
         assert b0 - a1 == join.OVERLAP_PX
 
 

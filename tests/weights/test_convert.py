@@ -169,7 +169,8 @@ def test_current_key_variants_give_the_same_file(tmp_path, from_folder):
     (root / "tokenizer" / "merges.txt").unlink()
     out = tmp_path / "v.safetensors"
     ck = convert.convert(root, out, dtype="fp32", log=lambda m: None)
-    assert ck.source["vae"] == "diffusion_pytorch_model.safetensors" and ck.source["text_encoder"] == "model.safetensors"
+    assert (ck.source["vae"] == "diffusion_pytorch_model.safetensors" and
+            ck.source["text_encoder"] == "model.safetensors")
     got = weights.WeightsFile(out)
     _assert_same(got, from_folder)
     assert got.tokenizer().vocab == from_folder.tokenizer().vocab
@@ -189,7 +190,8 @@ def test_vae_attention_as_conv_weights_in_a_folder(tmp_path, from_folder):
 
 def test_sharded_weights(tmp_path, from_folder):
     root = _copy_folder(tmp_path)
-    sd = {k: np.asarray(v) for k, v in torchpickle.state_dict(torchpickle.load(root / "unet" / "diffusion_pytorch_model.bin")).items()}
+    sd = {k: np.asarray(v)
+          for k, v in torchpickle.state_dict(torchpickle.load(root / "unet" / "diffusion_pytorch_model.bin")).items()}
     (root / "unet" / "diffusion_pytorch_model.bin").unlink()
     keys = sorted(sd)
     shards = {"a.safetensors": keys[: len(keys) // 2], "b.safetensors": keys[len(keys) // 2:]}
@@ -215,7 +217,8 @@ def test_missing_and_extra_keys_reported_together(tmp_path):
     with pytest.raises(WeightsError) as e:
         convert.read_source(root)
     msg = str(e.value)
-    assert "missing: conv_in.bias" in msg and "unexpected: surprise.weight" in msg and "conv_out.bias: file (7,) vs model (4,)" in msg
+    assert ("missing: conv_in.bias" in msg and "unexpected: surprise.weight" in msg and
+            "conv_out.bias: file (7,) vs model (4,)" in msg)
 
 
 def test_bad_sources(tmp_path):
@@ -247,13 +250,17 @@ def _ldm_with(tmp_path, change):
 
 
 @pytest.mark.parametrize("change,match", [
-    (lambda sd: sd.update({"cond_stage_model.model.transformer.resblocks.0.ln_1.weight": np.ones(4, np.float32)}), "2.x"),
-    (lambda sd: sd.update({"conditioner.embedders.0.transformer.text_model.final_layer_norm.weight": np.ones(4, np.float32)}), "XL"),
-    (lambda sd: sd.update({"model.diffusion_model.input_blocks.0.0.weight": np.zeros((8, 9, 3, 3), np.float32)}), "inpainting"),
+    (lambda sd: sd.update({"cond_stage_model.model.transformer.resblocks.0.ln_1.weight":
+                           np.ones(4, np.float32)}), "2.x"),
+    (lambda sd: sd.update({"conditioner.embedders.0.transformer.text_model.final_layer_norm.weight":
+                           np.ones(4, np.float32)}), "XL"),
+    (lambda sd: sd.update({"model.diffusion_model.input_blocks.0.0.weight":
+                           np.zeros((8, 9, 3, 3), np.float32)}), "inpainting"),
     (lambda sd: sd.update({"model.diffusion_model.label_emb.0.0.weight": np.zeros((4, 4), np.float32)}), "label"),
     (lambda sd: sd.update({"model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight":
                            np.zeros((8, 1024), np.float32)}), "1024"),
-    (lambda sd: sd.update({"model.diffusion_model.input_blocks.1.1.proj_in.weight": np.zeros((8, 8), np.float32)}), "linear"),
+    (lambda sd: sd.update({"model.diffusion_model.input_blocks.1.1.proj_in.weight":
+                           np.zeros((8, 8), np.float32)}), "linear"),
 ])
 def test_unsupported_single_files_are_named(tmp_path, change, match):
     with pytest.raises(UnsupportedModelError, match=match):
@@ -287,7 +294,8 @@ def test_ldm_key_mapping_rules():
     assert u("middle_block.2.emb_layers.1.weight") == "mid_block.resnets.1.time_emb_proj.weight"
     assert u("output_blocks.2.1.conv.bias") == "up_blocks.0.upsamplers.0.conv.bias"
     assert u("output_blocks.5.2.conv.weight") == "up_blocks.1.upsamplers.0.conv.weight"
-    assert u("output_blocks.11.1.transformer_blocks.0.ff.net.2.weight") == "up_blocks.3.attentions.2.transformer_blocks.0.ff.net.2.weight"
+    assert (u("output_blocks.11.1.transformer_blocks.0.ff.net.2.weight") ==
+            "up_blocks.3.attentions.2.transformer_blocks.0.ff.net.2.weight")
     assert u("input_blocks.3.1.norm.weight") is None  # the downsample slot has no attention
     v = lambda k: convert.ldm_vae_key(k, 4)  # noqa: E731
     assert v("decoder.up.3.block.0.nin_shortcut.weight") == "decoder.up_blocks.0.resnets.0.conv_shortcut.weight"

@@ -24,7 +24,8 @@ make_weights = fixture_script("make_weights")
 def _expect(unet, vae, te) -> dict:
     return {**{f"unet.{k}": v for k, v in unet.state_dict().items()},
             **{f"vae.{k}": v for k, v in vae.state_dict().items()},
-            **{f"text_encoder.{k}": v for k, v in make_weights.te_state_dict(te).items() if not k.endswith("position_ids")}}
+            **{f"text_encoder.{k}": v for k, v in make_weights.te_state_dict(te).items()
+               if not k.endswith("position_ids")}}
 
 
 def _assert_equal_to_torch(path, expected: dict):
@@ -106,7 +107,8 @@ def test_converted_models_run_like_diffusers(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("MINRIFF_SLOW") != "1", reason="full size: ~4 min and ~13 GB peak RSS here; MINRIFF_SLOW=1")
+@pytest.mark.skipif(os.environ.get("MINRIFF_SLOW") != "1",
+                    reason="full size: ~4 min and ~13 GB peak RSS here; MINRIFF_SLOW=1")
 def test_full_size_sd15(tmp_path):
     """SD v1.5 / Riffusion shapes (1.07 G parameters): diffusers safetensors folder and .ckpt.
     Measured here (2 shared cores): 4 min, of which building + saving the torch models 137 s,

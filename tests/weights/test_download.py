@@ -160,7 +160,8 @@ def test_http_errors(tmp_path, hub):
     with pytest.raises(DownloadError, match="HTTP 404"):
         download.download_repo(tmp_path, hub.endpoint, files=["safety_checker/pytorch_model.bin"], stream=io.StringIO())
     with pytest.raises(DownloadError, match="HTTP 404"):
-        download.download_repo(tmp_path, hub.endpoint, repo="someone/else", files=["model_index.json"], stream=io.StringIO())
+        download.download_repo(tmp_path, hub.endpoint, repo="someone/else", files=["model_index.json"],
+                               stream=io.StringIO())
 
 
 def test_unreachable_endpoint(tmp_path):

@@ -49,7 +49,8 @@ def test_fixture_written_by_torch():
     assert np.allclose(betas, np.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000) ** 2)  # as make_weights wrote it
     pos = np.asarray(sd["cond_stage_model.transformer.text_model.embeddings.position_ids"])
     assert pos.dtype == np.int64 and np.array_equal(pos, np.arange(77)[None])
-    ema = np.asarray(sd["model_ema.diffusion_modelconv_inweight"]) if "model_ema.diffusion_modelconv_inweight" in sd else None
+    ema = (np.asarray(sd["model_ema.diffusion_modelconv_inweight"])
+           if "model_ema.diffusion_modelconv_inweight" in sd else None)
     w = np.asarray(sd["model.diffusion_model.input_blocks.0.0.weight"])
     assert np.array_equal(np.asarray(sd["model_ema.diffusion_modelinput_blocks00weight"]), -w) and ema is None
 
@@ -135,7 +136,8 @@ def test_malicious_pickles_are_refused_and_nothing_runs(tmp_path):
             torchpickle.load(_as_archive(tmp_path, payload))
         assert not marker.exists(), what
         if what.startswith("os.system"):
-            assert isinstance(e.value, UnsafePickleError) and ("posix.system" in str(e.value) or "os.system" in str(e.value))
+            assert (isinstance(e.value, UnsafePickleError) and
+                    ("posix.system" in str(e.value) or "os.system" in str(e.value)))
         with pytest.raises(WeightsError):
             torchpickle.unpickle(payload)
         assert not marker.exists(), what

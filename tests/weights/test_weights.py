@@ -25,7 +25,8 @@ DTYPES = [np.float32, np.float16, np.float64, np.int64, np.int32, np.int8, np.ui
 
 
 def _write(path, tensors: dict, metadata=None):
-    write_safetensors(path, [(k, v.shape, safetensors.NAMES[v.dtype], lambda v=v: v) for k, v in tensors.items()], metadata)
+    write_safetensors(path, [(k, v.shape, safetensors.NAMES[v.dtype], lambda v=v: v) for k, v in tensors.items()],
+                      metadata)
 
 
 def _some_tensors(rng):
@@ -263,7 +264,7 @@ def test_missing_tokenizer_is_explained(tmp_path, tiny_file):
     with pytest.raises(WeightsError, match="no tokenizer"):
         m["tokenizer"].encode("a prompt")
     with pytest.raises(WeightsError, match="no tokenizer"):
-        m["tokenizer"].bos_id
+        m["tokenizer"].bos_id  # noqa: B018 - any attribute use must explain what is missing
 
 
 def test_wrong_shapes_and_keys_reported_all_at_once(tmp_path, tiny_file):
@@ -329,7 +330,8 @@ def test_fuzz_converted_file_headers_only_raise_minriff_errors(tmp_path_factory,
         pass
 
 
-_json_values = st.recursive(st.none() | st.booleans() | st.integers(-3, 70000) | st.floats(allow_nan=False) | st.text(max_size=5),
+_json_values = st.recursive(st.none() | st.booleans() | st.integers(-3, 70000) | st.floats(allow_nan=False) |
+                            st.text(max_size=5),
                             lambda inner: st.lists(inner, max_size=4), max_leaves=6)
 
 

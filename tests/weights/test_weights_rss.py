@@ -75,7 +75,8 @@ def test_load_models_peak_rss(sd15_file):
     size_mb = sd15_file.stat().st_size / 2**20
     r32 = _measure("load32", sd15_file)
     r16 = _measure("load16", sd15_file)
-    print(f"\nload_models fp32: peak RSS {r32['peak_mb']:.0f} MiB; fp16: {r16['peak_mb']:.0f} MiB (file {size_mb:.0f} MiB)")
+    print(f"\nload_models fp32: peak RSS {r32['peak_mb']:.0f} MiB; fp16: {r16['peak_mb']:.0f} MiB "
+          f"(file {size_mb:.0f} MiB)")
     assert r32["peak_mb"] < 2 * size_mb + 600
     assert r16["peak_mb"] < 1.2 * size_mb + 300
 
@@ -100,7 +101,8 @@ def test_convert_full_size_ckpt_peak_rss(sd15_file, tmp_path):
                      wrap_key="state_dict")
     del comps
     out = tmp_path / "back.safetensors"
-    code = PEAK + "import sys\nfrom minriff.convert import convert\nconvert(sys.argv[1], sys.argv[2])\nprint(peak_mb())"
+    code = (PEAK + "import sys\nfrom minriff.weights.convert import convert\n"
+            "convert(sys.argv[1], sys.argv[2])\nprint(peak_mb())")
     r = subprocess.run([sys.executable, "-c", code, str(ckpt), str(out)], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
     peak = float(r.stdout.strip().splitlines()[-1])
