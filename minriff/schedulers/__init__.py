@@ -5,7 +5,7 @@
     x = gen.randn(shape) * np.float32(sched.init_noise_sigma)
     for t in sched.timesteps:
         eps = unet(sched.scale_model_input(x, t), t, context)
-        x = sched.step(eps, t, x, generator=gen)   # gen: rng.Generator, used by euler_a / ddim eta > 0
+        x = sched.step(eps, t, x, generator=gen)   # gen: rng.Generator (euler_a, ddim eta > 0, lcm, tcd)
 
 lcm and tcd are few-step samplers for consistency-distilled UNets (LCM-LoRA, TCD-LoRA; 2-8 steps,
 guidance 1-2): `make("tcd", config, gamma=0.3)` passes options to the constructor.
