@@ -17,6 +17,10 @@ ways to make a spectrogram, then audio, then the parts API (parameters, clone, s
 - `interpolate_styles`: between two prompts/seeds (lerp of text states, slerp of noises);
 - `riffuse`: one request of the original Riffusion server (reference/riffusion.md §2.3-2.5).
 
+Guidance > 1 is classifier-free guidance (UNet batch [negative, prompt]); at guidance <= 1, in all
+three, the UNet runs at batch 1 on the prompt alone and the negative prompt is never encoded, as in
+diffusers: the few-step schedulers (`lcm`, `tcd`, with an LCM-/TCD-LoRA) run at guidance 1.
+
 All three take `callback=fn`: `fn(step_index, total_steps, timestep, latents)` runs after every
 denoising step (index 0 .. total_steps - 1; total_steps is the number of steps actually run, fewer
 than `steps` for image-to-image); `latents` (1, 4, 64, W/8) is a read-only view, so copy it to keep
@@ -134,8 +138,10 @@ class Riffusion:
         uncond, cond = eps[:1], eps[1:]
         return uncond + np.float32(guidance) * (cond - uncond)
 
-    def _context(self, cond: np.ndarray, uncond: np.ndarray, guidance: float):
-        both = np.concatenate([uncond, cond]) if guidance > 1.0 else cond
+    def _context(self, cond: np.ndarray, uncond, guidance: float):
+        """[uncond(), cond] for classifier-free guidance (guidance > 1); else cond alone, batch 1, and
+        `uncond` (a function: the negative prompt's states) is never called, as in diffusers."""
+        both = np.concatenate([uncond(), cond]) if guidance > 1.0 else cond
         return self.F.asarray(both.astype(np.float32))
 
     def make_scheduler(self, scheduler, steps: int):
@@ -230,8 +236,7 @@ class Riffusion:
         seed = self.last_seed = self._seed_or_random(seed)
         gen = Generator(seed)
         cond = self.encode_prompt(prompt)
-        uncond = self.encode_prompt(negative_prompt or "")
-        context = self._context(cond, uncond, guidance)
+        context = self._context(cond, lambda: self.encode_prompt(negative_prompt or ""), guidance)
         sched = self.make_scheduler(scheduler, steps)
         if init_image is None:
             shape = self.latent_shape(image_width(duration_s))
@@ -276,7 +281,7 @@ class Riffusion:
         gen = Generator(seed_a)
         noise = slerp(alpha, gen.randn(shape), Generator(seed_b).randn(shape))
         cond = lerp(self.encode_prompt(prompt_a), self.encode_prompt(prompt_b), np.float32(alpha))
-        context = self._context(cond, self.encode_prompt(negative_prompt or ""), guidance)
+        context = self._context(cond, lambda: self.encode_prompt(negative_prompt or ""), guidance)
         sched = self.make_scheduler(scheduler, steps)
         latents = noise * np.float32(sched.init_noise_sigma)
         latents = self._sample(sched, list(sched.timesteps), latents, context, guidance, "denoising", generator=gen,
@@ -320,9 +325,9 @@ class Riffusion:
             keep = mask_to_latent(mask_rgb, self.latent_downscale, self.latent_channels)
 
         cond = lerp(self.encode_prompt(start.prompt), self.encode_prompt(end.prompt), np.float32(alpha))
-        uncond = lerp(self.encode_prompt(start.negative_prompt or ""),
-                      self.encode_prompt(end.negative_prompt or ""), np.float32(alpha))
-        context = self._context(cond, uncond, guidance)
+        context = self._context(cond, lambda: lerp(self.encode_prompt(start.negative_prompt or ""),
+                                                   self.encode_prompt(end.negative_prompt or ""), np.float32(alpha)),
+                                guidance)
         z = self.encode_image(rgb, Generator(start.seed))
         sched = self.make_scheduler(scheduler, steps)
         if isinstance(sched, schedulers.PNDMScheduler):

@@ -15,7 +15,11 @@ FORMATS = ("wav", "flac", "mp3", "ogg")
 def _common(p, steps: int, scheduler: str):
     p.add_argument("--steps", type=int, default=steps, help=f"denoising steps (default {steps})")
     default = scheduler or "dpmpp2m, pndm with --seed-image"
-    p.add_argument("--scheduler", default=scheduler, help=f"pndm|ddim|dpmpp2m|euler|euler_a|lms (default {default})")
+    p.add_argument("--scheduler", default=scheduler,
+                   help=f"pndm|ddim|dpmpp2m|euler|euler_a|lms|lcm|tcd (default {default}); lcm and tcd are "
+                        "few-step samplers for LCM-LoRA / TCD-LoRA weights (2-8 steps, --guidance 1)")
+    p.add_argument("--tcd-gamma", type=float,
+                   help="TCD's gamma (diffusers' eta): 0 deterministic .. 1 most noise (default 0.3)")
     p.add_argument("--format", choices=FORMATS, help="audio format (default: from the -o suffix, else wav)")
     p.add_argument("--method", choices=("nnls", "sgd"), default="nnls",
                    help="inverse mel: nnls (exact, default) or sgd (the original's, for parity)")
@@ -28,6 +32,19 @@ def _common(p, steps: int, scheduler: str):
 def _say(args, msg: str):
     if not args.quiet:
         print(msg, file=sys.stderr)
+
+
+def _scheduler(args, riff=None):
+    """--scheduler, made a TCDScheduler object with --tcd-gamma; without `riff` only checks the flags
+    (before the weights load)."""
+    if args.tcd_gamma is None:
+        return args.scheduler
+    if args.scheduler != "tcd":
+        raise InputError(f"--tcd-gamma needs --scheduler tcd (got {args.scheduler or 'the default scheduler'})")
+    from minriff.schedulers.tcd import TCDScheduler, check_gamma
+
+    check_gamma(args.tcd_gamma)
+    return None if riff is None else TCDScheduler(riff.scheduler_config, gamma=args.tcd_gamma)
 
 
 def _load(args):
@@ -72,7 +89,7 @@ class _Generate:
         p.add_argument("--seconds", type=float, default=5.0, help="clip length (default 5 -> 512 px = 5.11 s; max 30)")
         p.add_argument("--guidance", type=float, default=7.0, help="classifier-free guidance scale (default 7)")
         p.add_argument("--seed", type=int, help="random seed (default: random, printed)")
-        p.add_argument("--negative", help="negative prompt: what the music should not be")
+        p.add_argument("--negative", help="negative prompt: what the music should not be (needs --guidance > 1)")
         p.add_argument("--image", help="also write the spectrogram image here (PNG)")
         p.add_argument("--init-image",
                        help="start from this spectrogram image (img2img) instead of noise; its width sets the length")
@@ -84,13 +101,15 @@ class _Generate:
 
         if not (args.output or args.image):
             raise InputError("nothing to write: give -o AUDIO and/or --image PNG")
+        _scheduler(args)
         init = _open_image(args.init_image) if args.init_image else None
         riff = _load(args)
         seed = random_seed() if args.seed is None else args.seed
         _say(args, f"seed {seed}")
         image = riff.generate_spectrogram(
             args.prompt, negative_prompt=args.negative, duration_s=args.seconds, steps=args.steps,
-            guidance=args.guidance, seed=seed, scheduler=args.scheduler, init_image=init, strength=args.strength)
+            guidance=args.guidance, seed=seed, scheduler=_scheduler(args, riff), init_image=init,
+            strength=args.strength)
         _write(args, riff, image, args.output, args.image)
         return 0
 
@@ -105,7 +124,7 @@ class _Interpolate:
         p.add_argument("--guidance", type=float, default=7.0)
         p.add_argument("--seed", type=int, default=42, help="seed of prompt A (default 42)")
         p.add_argument("--seed-b", type=int, help="seed of prompt B (default: the same, so only the text moves)")
-        p.add_argument("--negative", help="negative prompt for every clip")
+        p.add_argument("--negative", help="negative prompt for every clip (needs --guidance > 1)")
         p.add_argument("--seed-image", help="riffuse every clip from this seed image (id or PNG), as the original")
         p.add_argument("--seed-images", help="folder of seed images for ids like og_beat")
         p.add_argument("--denoising", type=float, default=0.75, help="img2img strength with --seed-image")
@@ -115,19 +134,21 @@ class _Interpolate:
     def run(self, args) -> int:
         if args.frames < 2:
             raise InputError(f"--frames must be at least 2, got {args.frames}")
+        _scheduler(args)
         seed_image = None
         if args.seed_image:
             from minriff.riffuse import resolve_image
 
             seed_image = _open_image(resolve_image(args.seed_image, "seed image", args.seed_images))
         riff = _load(args)
+        scheduler = _scheduler(args, riff)
         clips = []
         for i, alpha in enumerate(np.linspace(0.0, 1.0, args.frames)):
             _say(args, f"clip {i + 1}/{args.frames}: alpha {alpha:.3f}")
             clips.append(riff.interpolate_styles(
                 args.prompt_a, args.prompt_b, float(alpha), seed_a=args.seed, seed_b=args.seed_b,
                 negative_prompt=args.negative, duration_s=args.seconds, steps=args.steps,
-                guidance=args.guidance, scheduler=args.scheduler, seed_image=seed_image,
+                guidance=args.guidance, scheduler=scheduler, seed_image=seed_image,
                 denoising=args.denoising))
         # Seamless join: the clips' spectrograms side by side, turned into audio in one pass, so the
         # phase (Griffin-Lim) runs continuously across every boundary instead of restarting per clip
@@ -146,7 +167,8 @@ class _Riffuse:
         p.add_argument("--alpha", type=float, default=0.5, help="0 = start, 1 = end (default 0.5)")
         p.add_argument("--denoising", type=float, default=0.75, help="img2img strength of both ends")
         p.add_argument("--guidance", type=float, default=7.0, help="guidance of both ends")
-        p.add_argument("--negative", help="negative prompt of both ends (the original ignored it)")
+        p.add_argument("--negative",
+                       help="negative prompt of both ends (the original ignored it; needs --guidance > 1)")
         p.add_argument("--seed-image", default="og_beat", help="seed image id or PNG (default og_beat)")
         p.add_argument("--mask", help="mask image id or PNG (black keeps the seed, white regenerates)")
         p.add_argument("--seed-images", help="folder of seed images (default: $MINRIFF_SEED_IMAGES, ./seed_images)")
@@ -177,6 +199,7 @@ class _Riffuse:
 
         if not (args.output or args.output_json or args.image):
             raise InputError("nothing to write: give -o AUDIO, --image IMAGE and/or --output-json FILE")
+        _scheduler(args)
         req = self.request(args)
         seed_image = _open_image(resolve_image(req.seed_image_id, "seed image", args.seed_images))
         mask = None
@@ -184,7 +207,7 @@ class _Riffuse:
             mask = _open_image(resolve_image(req.mask_image_id, "mask image", args.seed_images))
         riff = _load(args)
         image = riff.riffuse(req.start, req.end, req.alpha, seed_image, mask=mask,
-                             steps=req.num_inference_steps, scheduler=args.scheduler)
+                             steps=req.num_inference_steps, scheduler=_scheduler(args, riff))
         _write(args, riff, image, args.output, args.image)
         if args.output_json:
             self.write_json(args, riff, image)

@@ -24,8 +24,9 @@ BASE_DEFAULTS = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02,
                      trained_betas=None, prediction_type="epsilon", steps_offset=0)
 
 
-def read_config(config: dict, defaults: dict, name: str) -> dict:
-    """Merge a diffusers scheduler config dict over `defaults`; reject what minriff cannot do."""
+def read_config(config: dict, defaults: dict, name: str, predictions: tuple = ("epsilon",)) -> dict:
+    """Merge a diffusers scheduler config dict over `defaults`; reject what minriff cannot do
+    (`predictions`: the prediction_type values this scheduler implements)."""
     if not isinstance(config, dict):
         raise ConfigError(f"scheduler config must be a dict, got {type(config).__name__}")
     cfg = dict(BASE_DEFAULTS)
@@ -33,8 +34,9 @@ def read_config(config: dict, defaults: dict, name: str) -> dict:
     for key, value in config.items():
         if key in cfg and value is not None:
             cfg[key] = value
-    if cfg["prediction_type"] != "epsilon":
-        raise ConfigError(f"{name}: prediction_type {cfg['prediction_type']!r} is not supported (only 'epsilon')")
+    if cfg["prediction_type"] not in predictions:
+        raise ConfigError(f"{name}: prediction_type {cfg['prediction_type']!r} is not supported "
+                          f"(only {', '.join(repr(p) for p in predictions)})")
     if cfg["beta_schedule"] not in ("linear", "scaled_linear") and cfg["trained_betas"] is None:
         raise ConfigError(f"{name}: beta_schedule {cfg['beta_schedule']!r} is not supported "
                           "(use 'linear' or 'scaled_linear')")
@@ -73,6 +75,15 @@ def alphas_cumprod(cfg: dict) -> np.ndarray:
         betas = root * root
     alphas = F32(1.0) - betas
     return np.cumprod(alphas.astype(np.float64)).astype(F32)
+
+
+def check_strength(strength: float) -> float:
+    if isinstance(strength, bool) or not isinstance(strength, (int, float, np.floating, np.integer)):
+        raise InputError(f"img2img strength must be a number in [0, 1], got {strength!r}")
+    strength = float(strength)
+    if not 0.0 <= strength <= 1.0:
+        raise InputError(f"img2img strength must be in [0, 1], got {strength}")
+    return strength
 
 
 def check_steps(n, max_steps: int | None = None) -> int:

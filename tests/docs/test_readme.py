@@ -93,3 +93,13 @@ def test_readme_python_example_runs(workdir, monkeypatch):
     assert env["wave"].ndim == 2 and env["sample_rate"] == 44100
     assert env["clip"].shape == env["mid"].shape == (512, 64, 3)
     assert env["again"].shape[0] == 512
+
+
+def test_readme_few_step_example_runs(workdir, monkeypatch):
+    code = next(b for b in blocks(section("Python API"), "python") if "TCDScheduler" in b)
+    monkeypatch.chdir(workdir)
+    monkeypatch.delenv("MINRIFF_WEIGHTS", raising=False)
+    env: dict = {}
+    exec(compile(code.replace("steps=4", "steps=2"), "README.md", "exec"), env)
+    assert env["image"].shape == (512, 512, 3) and env["tcd"].gamma == 0.3
+    assert type(env["fast"].scheduler).__name__ == "LCMScheduler"
