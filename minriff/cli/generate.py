@@ -80,10 +80,14 @@ class _Generate:
         _common(p, steps=30, scheduler="dpmpp2m")
 
     def run(self, args) -> int:
+        from minriff import inputs
         from minriff.inputs import random_seed
 
         if not (args.output or args.image):
             raise InputError("nothing to write: give -o AUDIO and/or --image PNG")
+        # the arguments first: a first run downloads gigabytes before the pipeline would check them
+        inputs.check_prompt(args.prompt), inputs.check_steps(args.steps), inputs.check_guidance(args.guidance)
+        inputs.check_scheduler(args.scheduler), inputs.check_duration(args.seconds)
         init = _open_image(args.init_image) if args.init_image else None
         riff = _load(args)
         seed = random_seed() if args.seed is None else args.seed
