@@ -20,7 +20,9 @@ def _common(p, steps: int, scheduler: str):
     p.add_argument("--method", choices=("nnls", "sgd"), default="nnls",
                    help="inverse mel: nnls (exact, default) or sgd (the original's, for parity)")
     p.add_argument("--weights",
-                   help="converted weights file or folder (default: newest in $MINRIFF_WEIGHTS or ./weights/)")
+                   help="converted weights file or folder (default: newest in $MINRIFF_WEIGHTS, ./weights/ or "
+                        "~/.cache/minriff/; with none anywhere, riffusion-model-v1 is taken from the Hugging Face "
+                        "cache or downloaded once, unless MINRIFF_OFFLINE=1)")
     p.add_argument("--backend", default="cpu", help="kernel backend: cpu (default), ref or cuda")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 

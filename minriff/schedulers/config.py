@@ -34,8 +34,8 @@ NUMBERS = {
     "num_train_timesteps": (True, 2, MAX_TRAIN_TIMESTEPS, False),
     "steps_offset": (True, 0, 1, False),  # diffusers: 0, or 1 for SD; more pushes "leading" timesteps past the end
     "solver_order": (True, 1, 3, False),
-    "beta_start": (False, 0.0, 1.0, True),
-    "beta_end": (False, 0.0, 1.0, True),
+    "beta_start": (False, 0.0, 0.9999, True),
+    "beta_end": (False, 0.0, 0.9999, True),
     "clip_sample_range": (False, 0.0, 1e6, True),
     "sample_max_value": (False, 0.0, 1e6, True),
     "dynamic_thresholding_ratio": (False, 0.0, 1.0, True),

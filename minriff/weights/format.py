@@ -9,7 +9,10 @@ Tensors are stored fp16 by default and cast to the compute dtype one at a time w
 are filled (`nn.load`), so peak memory stays near the fp32 model, never fp16 file + fp32 copy.
 
     load_models(path)        -> dict(text_encoder, unet, vae, tokenizer, scheduler_config, config)
-    find_weights(path=None)  the file to load: a path, $MINRIFF_WEIGHTS, or the newest in ./weights/
+    find_weights(path=None)  the file to load: a path, $MINRIFF_WEIGHTS, the newest in ./weights/ or in
+                             minriff's home (~/.cache/minriff); `firstrun.ensure_weights` adds the download
+    compute_dtype(dtype)     float32 / float16 / float64, else InputError
+    check_vocab(...)         tokenizer ids must index the text encoder's embedding
     write_weights(...)       the one writer (convert, init-random and Riffusion.save use it)
 """
 from __future__ import annotations
