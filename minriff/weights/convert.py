@@ -448,6 +448,7 @@ def read_source(src, tokenizer=None, config=None, ema: bool = False, inert_globa
         ck = read_diffusers(src)
     else:
         configs, sched, root = preset_or_folder_configs(config)
+        check_configs(configs, sched or SD15_SCHEDULER, root or src)  # the key mapping reads them
         ck = read_ldm(src, configs, ema=ema, inert_globals=inert_globals)
         if sched is not None:
             ck.scheduler_config = sched

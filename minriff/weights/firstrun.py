@@ -43,6 +43,14 @@ def ensure_weights(path=None, quiet: bool = False, stream=None) -> Path:
     except WeightsError as e:
         missing = e
     folder = first_run_folder()
+    try:
+        return _first_run(folder, missing, quiet, stream)
+    except OSError as e:  # an unwritable or full home folder: say which folder, and how to choose another
+        raise WeightsError(f"cannot write the converted weights to {folder}: {e.strerror or e} (set MINRIFF_HOME to a "
+                           "writable folder)") from None
+
+
+def _first_run(folder: Path, missing: WeightsError, quiet: bool, stream) -> Path:
     out = folder / "riffusion-v1.safetensors"
     snapshot, partial = hub.cached_snapshot()
     if snapshot is not None:

@@ -74,11 +74,12 @@ def _is_safetensors(f, head: bytes, size: int) -> bool:
     (n,) = struct.unpack("<Q", head)
     if not 2 <= n <= min(MAX_HEADER, size - 8):
         return False
-    first = f.read(1)
-    if first != b"{":  # writers start the JSON at once; this skips the parse for nearly every other file
+    first = f.read(min(n, 64))
+    start = first.lstrip(b" \t\r\n")
+    if start and start[:1] != b"{":  # cheap rejection of nearly every other file before reading N bytes
         return False
     try:
-        header = json.loads((first + f.read(n - 1)).decode("utf-8"))
+        header = json.loads((first + f.read(n - len(first))).decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         return False
     return isinstance(header, dict)

@@ -263,3 +263,24 @@ def test_download_never_deletes_a_folder_minriff_did_not_make(world, tmp_path):
     with pytest.raises(MinriffError, match="not made by minriff"):
         download.download_and_convert(to, stream=io.StringIO())
     assert (theirs / "notes.txt").read_text() == "mine"
+
+
+def test_first_run_converts_into_minriff_weights_when_it_is_a_folder(world, tmp_path, monkeypatch):
+    (tmp_path / "mine").mkdir()
+    monkeypatch.setenv("MINRIFF_WEIGHTS", str(tmp_path / "mine"))
+    fill_hf_cache(tmp_path / "hf-home" / "hub")
+    out = firstrun.ensure_weights(quiet=True, stream=io.StringIO())
+    assert out == tmp_path / "mine" / "riffusion-v1.safetensors"
+    assert weights.find_weights() == out  # and the next run finds it there
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_an_unwritable_home_is_a_clear_error(world, tmp_path, monkeypatch, capsys, cached):
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("MINRIFF_HOME", str(tmp_path / "a-file" / "minriff"))
+    if cached:
+        fill_hf_cache(tmp_path / "hf-home" / "hub")
+    code = cli_main(["generate", "jazz piano solo", "-o", "jazz.wav", *FAST, "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "cannot write the converted weights to" in err and "MINRIFF_HOME" in err

@@ -45,15 +45,15 @@ LEGACY = FIXTURES / "weights" / "tiny-legacy.pt"
 F_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "U8": np.uint8, "I8": np.int8}
 
 
-def _safetensors_bytes(tensors: dict, metadata: dict, header_len: int) -> bytes:
-    """A safetensors file whose header is exactly `header_len` bytes (JSON + space padding)."""
+def _safetensors_bytes(tensors: dict, metadata: dict, header_len: int, lead: str = "") -> bytes:
+    """A safetensors file whose header is exactly `header_len` bytes (`lead` + JSON + space padding)."""
     header, offset, data = {}, 0, b""
     for name, (dtype, shape, raw) in tensors.items():
         header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(raw)]}
         offset += len(raw)
         data += raw
     header["__metadata__"] = metadata
-    text = json.dumps(header).encode()
+    text = (lead + json.dumps(header)).encode()
     assert len(text) <= header_len
     return struct.pack("<Q", header_len) + text + b" " * (header_len - len(text)) + data
 
@@ -74,17 +74,17 @@ def safetensors_files(draw):
                                              (1, 0)]))
     n = draw(st.integers(minimum, minimum + 3 * max(modulus, 256)))
     n += (residue - n) % modulus
-    return tensors, metadata, n
+    return tensors, metadata, n, draw(st.sampled_from(["", "", " ", "\n  "]))
 
 
 @settings(max_examples=80)
 @given(safetensors_files())
-@example(({"w": ("F32", [2], b"\x00" * 8)}, {}, 0x280))  # the issue's case: "\x80\x02" then zeros
-@example(({"w": ("F32", [2], b"\x00" * 8)}, {}, 0x4B50))  # "PK" as the first two bytes
+@example(({"w": ("F32", [2], b"\x00" * 8)}, {}, 0x280, ""))  # the issue's case: "\x80\x02" then zeros
+@example(({"w": ("F32", [2], b"\x00" * 8)}, {}, 0x4B50, ""))  # "PK" as the first two bytes
 def test_safetensors_are_sniffed_by_structure_whatever_the_header_length(tmp_path_factory, case):
-    tensors, metadata, n = case
+    tensors, metadata, n, lead = case
     p = tmp_path_factory.mktemp("sn") / "x.safetensors"
-    p.write_bytes(_safetensors_bytes(tensors, metadata, n))
+    p.write_bytes(_safetensors_bytes(tensors, metadata, n, lead))
     assert sniff.file_kind(p) == "safetensors"
     assert torchpickle.checkpoint_kind(p) is None
     refs, st_file = convert.read_tensor_file(p), SafetensorsFile(p)
@@ -482,3 +482,12 @@ def test_fuzzed_torch_checkpoints_raise_only_weights_errors(tmp_path_factory, da
         convert.convert(p, p.with_suffix(".safetensors"), config=FOLDER, log=lambda m: None)
     except WeightsError:
         pass
+
+
+@pytest.mark.parametrize("key,value", [("layers_per_block", 10**15), ("block_out_channels", 7),
+                                       ("scaling_factor", "x")])
+def test_hostile_config_folder_for_a_single_file(tmp_path, key, value):
+    """`convert x.ckpt --config DIR`: the folder's configs are checked before the key mapping uses them."""
+    src = _folder_with(tmp_path, "vae", key, value)
+    with pytest.raises(WeightsError, match=key):
+        convert.read_source(CKPT, config=src)

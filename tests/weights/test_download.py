@@ -16,6 +16,7 @@ from minriff import weights
 from minriff.cli import main as cli_main
 from minriff.errors import DownloadError, InputError
 from minriff.weights import download
+from minriff.weights import hub as hf
 from minriff.weights.convert import convert
 from support import oracle
 from support.fakehub import FOLDER, FakeHub
@@ -215,3 +216,38 @@ def test_repo_ids_follow_huggingface_hub(repo):
     except InputError:
         ours = False
     assert ours == theirs, repo
+
+
+@pytest.mark.parametrize("value,off", [("1", True), ("on", True), ("Yes", True), ("TRUE", True), ("0", False),
+                                       ("", False), ("false", False), ("offline", False)])
+def test_offline_values_as_huggingface_hub_reads_them(monkeypatch, value, off):
+    monkeypatch.delenv("MINRIFF_OFFLINE")
+    monkeypatch.setenv("HF_HUB_OFFLINE", value)
+    assert bool(hf.offline()) == off
+
+
+def test_hub_paths_and_token_precedence(tmp_path, monkeypatch):
+    for name in ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "XDG_CACHE_HOME", "MINRIFF_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert hf.hf_hub_cache() == tmp_path / "home" / ".cache" / "huggingface" / "hub"
+    assert hf.minriff_home() == tmp_path / "home" / ".cache" / "minriff"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert hf.hf_home() == tmp_path / "xdg" / "huggingface" and hf.minriff_home() == tmp_path / "xdg" / "minriff"
+    monkeypatch.setenv("HF_HOME", "~/hf")
+    assert hf.hf_hub_cache() == tmp_path / "home" / "hf" / "hub"
+    monkeypatch.setenv("HUGGINGFACE_HUB_CACHE", str(tmp_path / "legacy"))
+    assert hf.hf_hub_cache() == tmp_path / "legacy"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "new"))
+    assert hf.hf_hub_cache() == tmp_path / "new"
+    (tmp_path / "home" / "hf").mkdir(parents=True)
+    (tmp_path / "home" / "hf" / "token").write_text("  hf_file \n")
+    assert hf.token() == "hf_file"
+    monkeypatch.setenv("HUGGING_FACE_HUB_TOKEN", "hf_old")
+    assert hf.token() == "hf_old"
+    monkeypatch.setenv("HF_TOKEN", "hf_new")
+    assert hf.token() == "hf_new"
+    monkeypatch.setenv("HF_TOKEN", "bad\ntoken")  # never a header injection
+    assert hf.token() is None
+    monkeypatch.setenv("HF_ENDPOINT", "https://mirror.example/")
+    assert hf.endpoint() == "https://mirror.example"
