@@ -29,6 +29,8 @@ from minriff.errors import InputError, MinriffError
 from minriff.weights import download, firstrun
 from support.fakehub import FOLDER, REPO, FakeHub
 
+pytestmark = pytest.mark.usefixtures("serial_numba")  # tiny models: thread start-up would dominate
+
 BIG = "unet/diffusion_pytorch_model.bin"
 FAST = ["--seconds", "0.64", "--steps", "1"]
 
