@@ -276,13 +276,15 @@ def _marked(folder: Path, repo: str) -> bool:
 @contextlib.contextmanager
 def exclusive(folder: Path):
     """Hold an exclusive lock on `folder` (flock on the directory itself, so no lock file is left
-    behind): two first runs at once download once. A no-op where flock does not exist."""
+    behind): two first runs at once download once. A no-op where flock does not exist or the file
+    system refuses it (some network file systems)."""
     if fcntl is None:
         yield
         return
     fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
