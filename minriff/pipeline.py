@@ -1,12 +1,12 @@
 """`Riffusion`: text -> spectrogram image -> audio, on minriff's own models and kernels.
 
     from minriff import Riffusion
-    riff = Riffusion.load()                       # newest weights in $MINRIFF_WEIGHTS or ./weights/
+    riff = Riffusion.load()                       # newest weights found, else downloaded once (see load)
     wave, sr = riff.generate_audio("jazz piano solo", seed=42)
 
 A Riffusion is composed of parts, each replaceable: `Riffusion(unet=…, vae=…, text_encoder=…,
 tokenizer=…, scheduler=…, spectrogram=SpectrogramParams(…), seed=…, backend=…)`; parts not given
-come from the weights file (`weights=` path, else `minriff.weights.find_weights()`).
+come from the weights file (`weights=` path, else found or, on a first run, downloaded: `Riffusion.load`).
 
 Read this file top to bottom: construction, then the sampling loop (`_sample`, `_eps`: the whole
 of diffusion is there), then the models' entry points (text, image <-> latents), then the three
@@ -59,6 +59,7 @@ from minriff.models.init import COMPONENTS
 from minriff.progress import Progress, StageProgress
 from minriff.riffuse import PromptInput
 from minriff.rng import Generator
+from minriff.weights.firstrun import ensure_weights
 from minriff.weights.format import MissingTokenizer, config_dicts, write_weights
 
 SAMPLE_RATE = 44100  # Riffusion's SpectrogramParams
@@ -75,8 +76,8 @@ class Riffusion:
             raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(kernels.BACKENDS)}")
         parts = {"text_encoder": text_encoder, "unet": unet, "vae": vae, "tokenizer": tokenizer}
         if models is None and any(p is None for p in parts.values()):
-            file = weights.find_weights(weights_path)
-            models, source = weights.load_models(file), source or str(file)
+            file = ensure_weights(weights_path, quiet=quiet)
+            models, source = weights.load_models(file, quiet=quiet), source or str(file)
         models = dict(models or {})
         for name, part in parts.items():
             if part is not None:
@@ -102,12 +103,16 @@ class Riffusion:
 
     @classmethod
     def load(cls, path=None, backend: str = "cpu", quiet: bool = False, dtype=np.float32, **parts) -> Riffusion:
-        """Load a converted weights file (`path`, else `minriff.weights.find_weights()`); `parts` as for
-        the constructor (scheduler=, spectrogram=, seed=, or a model to use instead of the file's)."""
+        """Load a converted weights file: `path`, else what `minriff.weights.find_weights()` finds, else (a
+        first run) riffusion-model-v1 from the Hugging Face cache or the Hub, converted once into
+        ~/.cache/minriff (`minriff.weights.firstrun`). `dtype`: float32 (default), float16 or float64.
+        `parts` as for the constructor (scheduler=, spectrogram=, seed=, or a model to use instead)."""
         if backend not in kernels.BACKENDS:
             raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(kernels.BACKENDS)}")
-        file = weights.find_weights(path)
-        return cls(weights.load_models(file, dtype=dtype), backend=backend, quiet=quiet, source=str(file), **parts)
+        dtype = weights.compute_dtype(dtype)  # before anything is downloaded
+        file = ensure_weights(path, quiet=quiet)
+        return cls(weights.load_models(file, dtype=dtype, quiet=quiet), backend=backend, quiet=quiet,
+                   source=str(file), **parts)
 
     # ---- the sampling loop ----------------------------------------------------------------------
     def _sample(self, sched, timesteps, latents, context, guidance, label, after_step=None, generator=None,
@@ -208,7 +213,8 @@ class Riffusion:
     def encode_image(self, rgb: np.ndarray, generator) -> np.ndarray:
         """(H, W, 3) uint8 -> scaled latents z * scaling_factor, sampled with `generator`."""
         F = self._ops()
-        mean, logvar = self.vae.encode(F.asarray(image_to_model(rgb)))
+        bar = Progress(self.vae.stages, "encoding (VAE)", self.quiet)
+        mean, logvar = self.vae.encode(F.asarray(image_to_model(rgb)), progress=bar.update)
         mean, logvar = F.to_host(mean), F.to_host(logvar)
         eps = generator.randn(mean.shape)
         z = F.to_host(self.vae.sample(F.asarray(mean), F.asarray(logvar), F.asarray(eps)))
@@ -217,7 +223,9 @@ class Riffusion:
     def decode_latents(self, latents: np.ndarray) -> np.ndarray:
         z = latents / np.float32(self.config.vae.scaling_factor)
         self._ops()
-        return model_to_image(self.F.to_host(self.vae.decode(self.F.asarray(z.astype(np.float32)))))
+        bar = Progress(self.vae.stages, "decoding (VAE)", self.quiet)  # ~30 s at 512x512 on a CPU
+        return model_to_image(self.F.to_host(self.vae.decode(self.F.asarray(z.astype(np.float32)),
+                                                             progress=bar.update)))
 
     # ---- text -> spectrogram --------------------------------------------------------------------
     def generate_spectrogram(self, prompt: str, negative_prompt: str | None = None, duration_s: float = 5.0,

@@ -24,7 +24,9 @@ def _common(p, steps: int, scheduler: str):
     p.add_argument("--method", choices=("nnls", "sgd"), default="nnls",
                    help="inverse mel: nnls (exact, default) or sgd (the original's, for parity)")
     p.add_argument("--weights",
-                   help="converted weights file or folder (default: newest in $MINRIFF_WEIGHTS or ./weights/)")
+                   help="converted weights file or folder (default: newest in $MINRIFF_WEIGHTS, ./weights/ or "
+                        "~/.cache/minriff/; with none anywhere, riffusion-model-v1 is taken from the Hugging Face "
+                        "cache or downloaded once, unless MINRIFF_OFFLINE=1)")
     p.add_argument("--backend", default="cpu", help="kernel backend: cpu (default), ref or cuda")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -97,11 +99,15 @@ class _Generate:
         _common(p, steps=30, scheduler="dpmpp2m")
 
     def run(self, args) -> int:
+        from minriff import inputs
         from minriff.inputs import random_seed
 
         if not (args.output or args.image):
             raise InputError("nothing to write: give -o AUDIO and/or --image PNG")
+        # the arguments first: a first run downloads gigabytes before the pipeline would check them
         _scheduler(args)
+        inputs.check_prompt(args.prompt), inputs.check_steps(args.steps), inputs.check_guidance(args.guidance)
+        inputs.check_scheduler(args.scheduler), inputs.check_duration(args.seconds)
         init = _open_image(args.init_image) if args.init_image else None
         riff = _load(args)
         seed = random_seed() if args.seed is None else args.seed

@@ -15,7 +15,7 @@ def _run_convert(args) -> int:
     from minriff.weights.convert import convert as do_convert
 
     do_convert(args.src, args.output, dtype=args.dtype, tokenizer=args.tokenizer, config=args.config, ema=args.ema,
-               inert_globals=args.inert_globals)
+               inert_globals=args.inert_globals, quiet=args.quiet)
     return 0
 
 
@@ -33,6 +33,7 @@ def _args_convert(p) -> None:
                    help="torch single files: replace globals outside the tensor-rebuild allow-list by inert "
                         "stand-ins instead of refusing (for training checkpoints with extra metadata; nothing "
                         "from the file is ever called either way)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 convert = SimpleNamespace(add_arguments=_args_convert, run=_run_convert)
@@ -41,17 +42,21 @@ convert = SimpleNamespace(add_arguments=_args_convert, run=_run_convert)
 def _run_download(args) -> int:
     from minriff.weights.download import download_and_convert
 
-    download_and_convert(args.to, endpoint=args.endpoint, repo=args.repo, dtype=args.dtype, keep=args.keep)
+    download_and_convert(args.to, endpoint=args.endpoint, repo=args.repo, dtype=args.dtype, keep=args.keep,
+                         quiet=args.quiet)
     return 0
 
 
 def _args_download(p) -> None:
     p.add_argument("--to", default="weights", help="directory for the converted file (default weights/)")
-    p.add_argument("--endpoint", default="https://huggingface.co", help="Hub address (default https://huggingface.co)")
+    p.add_argument("--endpoint", help="Hub address (default $HF_ENDPOINT, else https://huggingface.co); "
+                                      "$HF_TOKEN (or the token `hf auth login` saved) is sent to it")
     p.add_argument("--repo", default="riffusion/riffusion-model-v1",
-                   help="repository (default riffusion/riffusion-model-v1)")
+                   help="repository OWNER/NAME (default riffusion/riffusion-model-v1)")
     p.add_argument("--dtype", choices=("fp16", "fp32"), default="fp16")
-    p.add_argument("--keep", action="store_true", help="keep the downloaded diffusers files after converting")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the downloaded diffusers files (in TO/.download/OWNER--NAME/) after converting")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 download = SimpleNamespace(add_arguments=_args_download, run=_run_download)

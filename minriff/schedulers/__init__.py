@@ -13,6 +13,8 @@ guidance 1-2): `make("tcd", config, gamma=0.3)` passes options to the constructo
 Step arithmetic is float32 with the same operation order as diffusers; arrays may be NumPy or CuPy
 (coefficients are host float32 scalars). img2img: `img2img_timesteps` (current diffusers) and
 `riffusion_img2img_schedule` (the original Riffusion server, reference/riffusion.md §2.4).
+`check_config` (config.py) is the one check of a scheduler config dict: weights files and every
+scheduler built here go through it.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import numpy as np
 
 from minriff.errors import ConfigError, InputError
 from minriff.schedulers.common import check_strength
+from minriff.schedulers.config import check_config
 from minriff.schedulers.ddim import DDIMScheduler
 from minriff.schedulers.dpm import DPMSolverMultistepScheduler
 from minriff.schedulers.euler import EulerAncestralScheduler, EulerScheduler
@@ -124,6 +127,6 @@ def riffusion_img2img_schedule(scheduler, steps: int, strength: float) -> tuple:
     return t0, scheduler.timesteps[t_start:]
 
 
-__all__ = ["make", "NAMES", "SCHEDULERS", "Scheduler", "img2img_timesteps", "riffusion_img2img_schedule",
-           "PNDMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler", "EulerScheduler",
-           "EulerAncestralScheduler", "LMSScheduler", "LCMScheduler", "TCDScheduler"]
+__all__ = ["make", "check_config", "NAMES", "SCHEDULERS", "Scheduler", "img2img_timesteps",
+           "riffusion_img2img_schedule", "PNDMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler",
+           "EulerScheduler", "EulerAncestralScheduler", "LMSScheduler", "LCMScheduler", "TCDScheduler"]

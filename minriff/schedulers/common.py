@@ -16,6 +16,7 @@ import numpy as np
 
 from minriff.errors import ConfigError, InputError
 from minriff.rng import fma32
+from minriff.schedulers.config import check_config
 
 F32 = np.float32
 
@@ -25,10 +26,12 @@ BASE_DEFAULTS = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02,
 
 
 def read_config(config: dict, defaults: dict, name: str, predictions: tuple = ("epsilon",)) -> dict:
-    """Merge a diffusers scheduler config dict over `defaults`; reject what minriff cannot do
-    (`predictions`: the prediction_type values this scheduler implements)."""
-    if not isinstance(config, dict):
-        raise ConfigError(f"scheduler config must be a dict, got {type(config).__name__}")
+    """Merge a diffusers scheduler config dict (checked by `config.check_config`) over `defaults`;
+    reject a prediction_type this scheduler does not implement (`predictions`)."""
+    try:
+        check_config(config)
+    except ConfigError as e:
+        raise ConfigError(f"{name}: {e}") from None
     cfg = dict(BASE_DEFAULTS)
     cfg.update(defaults)
     for key, value in config.items():
@@ -37,15 +40,6 @@ def read_config(config: dict, defaults: dict, name: str, predictions: tuple = ("
     if cfg["prediction_type"] not in predictions:
         raise ConfigError(f"{name}: prediction_type {cfg['prediction_type']!r} is not supported "
                           f"(only {', '.join(repr(p) for p in predictions)})")
-    if cfg["beta_schedule"] not in ("linear", "scaled_linear") and cfg["trained_betas"] is None:
-        raise ConfigError(f"{name}: beta_schedule {cfg['beta_schedule']!r} is not supported "
-                          "(use 'linear' or 'scaled_linear')")
-    if "timestep_spacing" in cfg and cfg["timestep_spacing"] not in ("linspace", "leading", "trailing"):
-        raise ConfigError(f"{name}: timestep_spacing {cfg['timestep_spacing']!r} is not one of "
-                          "linspace, leading, trailing")
-    n = cfg["num_train_timesteps"]
-    if not isinstance(n, (int, np.integer)) or n < 2:
-        raise ConfigError(f"{name}: num_train_timesteps must be an integer >= 2, got {n!r}")
     return cfg
 
 

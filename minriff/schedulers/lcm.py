@@ -67,8 +67,10 @@ class ConsistencySchedulerBase(StepIndexMixin):
         for key in ("thresholding", "rescale_betas_zero_snr"):
             if cfg[key]:
                 raise ConfigError(f"{self.name}: {key}=true is not supported")
-        orig = cfg["original_inference_steps"]
         T = int(cfg["num_train_timesteps"])
+        if config.get("original_inference_steps") is None:  # the default 50 cannot exceed a short schedule
+            cfg["original_inference_steps"] = min(cfg["original_inference_steps"], T)
+        orig = cfg["original_inference_steps"]
         if isinstance(orig, bool) or not isinstance(orig, (int, np.integer)) or not 1 <= orig <= T:
             raise ConfigError(f"{self.name}: original_inference_steps must be an integer in [1, {T}], got {orig!r}")
         self.alphas_cumprod = alphas_cumprod(cfg)

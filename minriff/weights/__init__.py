@@ -5,7 +5,10 @@
                     `load_models`, `find_weights`, `WeightsFile`
     convert.py      diffusers folders and LDM single files -> minriff's file
     torchpickle.py  torch .bin/.ckpt/.pt through a restricted unpickler (no code runs)
-    download.py     riffusion/riffusion-model-v1 from the Hugging Face Hub
+    sniff.py        which container a file is (safetensors, torch zip, legacy pickle), by its structure
+    download.py     riffusion/riffusion-model-v1 from the Hugging Face Hub (staging folder, resume, sha256)
+    hub.py          the Hugging Face conventions: HF_ENDPOINT, HF_TOKEN, offline switches, the hub cache
+    firstrun.py     `ensure_weights`: found, else converted from the HF cache, else downloaded once
 
 Imports run one way: weights uses models (to build and fill them), never the pipeline.
 """
@@ -14,6 +17,7 @@ from minriff.weights.format import (  # noqa: F401
     COMPONENTS,
     FORMAT,
     WeightsFile,
+    compute_dtype,
     find_weights,
     load_models,
     write_random,

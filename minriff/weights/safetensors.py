@@ -110,8 +110,9 @@ class SafetensorsFile(Mapping):
 def _parse_header(raw: bytes, path) -> tuple[dict, dict]:
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise WeightsError(f"{path}: header is not valid UTF-8 JSON ({e}); not a safetensors file?") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise WeightsError(f"{path}: header is not valid UTF-8 JSON ({type(e).__name__}: {e}); "
+                           "not a safetensors file?") from None
     if not isinstance(header, dict):
         raise WeightsError(f"{path}: header is a JSON {type(header).__name__}, expected an object")
     meta = header.pop("__metadata__", None) or {}
