@@ -1,4 +1,7 @@
-"""`minriff generate`, `minriff interpolate`, `minriff riffuse`: the pipeline on the command line."""
+"""`minriff generate`, `minriff interpolate`, `minriff riffuse`: the pipeline on the command line.
+
+Every output (-o, --image, --output-json) is checked before any work (`_check_outputs`) and written
+atomically (minriff.atomic)."""
 from __future__ import annotations
 
 import io
@@ -7,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minriff import atomic
 from minriff.errors import InputError
 
 FORMATS = ("wav", "flac", "mp3", "ogg")
@@ -43,17 +47,28 @@ def _audio_format(path: str, fmt: str | None) -> str:
     return suffix if suffix in FORMATS else "wav"
 
 
+def _check_outputs(args, *names: str):
+    """Refuse unwritable outputs (a device, a folder, a missing folder, an unknown image suffix)
+    before loading weights or generating anything."""
+    from minriff.audio.spectrogram import image_format
+
+    for name in names:
+        path = getattr(args, name, None)
+        if path and path != "-":
+            atomic.check_target(path, make_parents=name == "output")  # audio files get their folders made
+            if name == "image":
+                image_format(path)
+
+
 def _write(args, riff, image: np.ndarray, out: str | None, image_out: str | None):
     """Spectrogram -> audio file (and PNG/JPEG of the spectrogram). Returns the clip length in s."""
     from PIL import Image
 
     from minriff.audio import io as audio
+    from minriff.audio.spectrogram import save_image
 
     if image_out:
-        try:
-            Image.fromarray(image).save(image_out)
-        except (OSError, ValueError) as e:
-            raise InputError(f"cannot write image {image_out}: {e}") from None
+        save_image(Image.fromarray(image), image_out)
         _say(args, f"wrote {image_out} ({image.shape[1]}x{image.shape[0]} px)")
     if not out:
         return None
@@ -84,6 +99,7 @@ class _Generate:
 
         if not (args.output or args.image):
             raise InputError("nothing to write: give -o AUDIO and/or --image PNG")
+        _check_outputs(args, "output", "image")
         init = _open_image(args.init_image) if args.init_image else None
         riff = _load(args)
         seed = random_seed() if args.seed is None else args.seed
@@ -115,6 +131,7 @@ class _Interpolate:
     def run(self, args) -> int:
         if args.frames < 2:
             raise InputError(f"--frames must be at least 2, got {args.frames}")
+        _check_outputs(args, "output", "image")
         seed_image = None
         if args.seed_image:
             from minriff.riffuse import resolve_image
@@ -177,6 +194,7 @@ class _Riffuse:
 
         if not (args.output or args.output_json or args.image):
             raise InputError("nothing to write: give -o AUDIO, --image IMAGE and/or --output-json FILE")
+        _check_outputs(args, "output", "image", "output_json")
         req = self.request(args)
         seed_image = _open_image(resolve_image(req.seed_image_id, "seed image", args.seed_images))
         mask = None
@@ -192,8 +210,6 @@ class _Riffuse:
 
     def write_json(self, args, riff, image):
         """The original server's response: JPEG (PIL quality 75) and MP3 as base64 data URLs."""
-        import tempfile
-
         from PIL import Image
 
         from minriff.audio import io as audio
@@ -202,19 +218,13 @@ class _Riffuse:
         jpeg = io.BytesIO()
         Image.fromarray(image).save(jpeg, format="JPEG", quality=75)
         wave = riff.spectrogram_to_audio(image, method=args.method)
-        with tempfile.TemporaryDirectory() as tmp:
-            mp3 = Path(tmp) / "clip.mp3"
-            audio.write_audio(str(mp3), wave, 44100, format="mp3")
-            payload = mp3.read_bytes()
+        payload = audio.encode_audio(wave, 44100, "mp3")
         out = InferenceOutput(image=data_url("image/jpeg", jpeg.getvalue()), audio=data_url("audio/mpeg", payload),
                               duration_s=round(wave.shape[-1] / 44100, 6)).to_json()
         if args.output_json == "-":
             sys.stdout.write(out + "\n")
         else:
-            try:
-                Path(args.output_json).write_text(out)
-            except OSError as e:
-                raise InputError(f"cannot write {args.output_json}: {e.strerror}") from None
+            atomic.write_text(args.output_json, out)
             _say(args, f"wrote {args.output_json}")
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minriff import atomic
 from minriff.configs import (
     PRESETS,
     SD15_SCHEDULER,
@@ -465,6 +466,7 @@ def write_converted(out, ck: Checkpoint, dtype: str = "fp16") -> int:
 def convert(src, out, dtype: str = "fp16", tokenizer=None, config=None, ema: bool = False, log=None,
             inert_globals: bool = False) -> Checkpoint:
     log = log or (lambda msg: print(msg, file=sys.stderr))
+    atomic.check_target(out)  # a bad output (a device, a folder) is refused before reading the source
     ck = read_source(src, tokenizer=tokenizer, config=config, ema=ema, inert_globals=inert_globals)
     n = write_converted(out, ck, dtype)
     for note in ck.notes:
