@@ -1,7 +1,8 @@
 """`minriff generate`, `minriff interpolate`, `minriff riffuse`: the pipeline on the command line.
 
 Every output (-o, --image, --output-json) is checked before any work (`_check_outputs`) and written
-atomically (minriff.atomic)."""
+atomically (minriff.atomic). Seed and mask images given as flags are ids or PNG paths (a value with
+a `/` or an image suffix is a path); ids in a JSON request are only ids (minriff.riffuse)."""
 from __future__ import annotations
 
 import io
@@ -122,7 +123,8 @@ class _Interpolate:
         p.add_argument("--seed", type=int, default=42, help="seed of prompt A (default 42)")
         p.add_argument("--seed-b", type=int, help="seed of prompt B (default: the same, so only the text moves)")
         p.add_argument("--negative", help="negative prompt for every clip")
-        p.add_argument("--seed-image", help="riffuse every clip from this seed image (id or PNG), as the original")
+        p.add_argument("--seed-image", help="riffuse every clip from this seed image, as the original: an id "
+                                            "(og_beat -> SEED_IMAGES/og_beat.png) or a PNG path (has a / or .png)")
         p.add_argument("--seed-images", help="folder of seed images for ids like og_beat")
         p.add_argument("--denoising", type=float, default=0.75, help="img2img strength with --seed-image")
         p.add_argument("--image", help="also write the joined spectrogram (PNG)")
@@ -136,7 +138,7 @@ class _Interpolate:
         if args.seed_image:
             from minriff.riffuse import resolve_image
 
-            seed_image = _open_image(resolve_image(args.seed_image, "seed image", args.seed_images))
+            seed_image = _open_image(resolve_image(args.seed_image, "seed image", args.seed_images, allow_path=True))
         riff = _load(args)
         clips = []
         for i, alpha in enumerate(np.linspace(0.0, 1.0, args.frames)):
@@ -155,7 +157,8 @@ class _Interpolate:
 
 class _Riffuse:
     def add_arguments(self, p):
-        p.add_argument("--json", help="the server's InferenceInput as a JSON file ('-' = stdin); overrides the flags")
+        p.add_argument("--json", help="the server's InferenceInput as a JSON file ('-' = stdin); overrides the flags; "
+                                      "its seed_image_id/mask_image_id are ids only, never paths")
         p.add_argument("--start", dest="start_prompt", help="start prompt")
         p.add_argument("--end", dest="end_prompt", help="end prompt (default: the start prompt)")
         p.add_argument("--start-seed", type=int, default=42)
@@ -164,8 +167,9 @@ class _Riffuse:
         p.add_argument("--denoising", type=float, default=0.75, help="img2img strength of both ends")
         p.add_argument("--guidance", type=float, default=7.0, help="guidance of both ends")
         p.add_argument("--negative", help="negative prompt of both ends (the original ignored it)")
-        p.add_argument("--seed-image", default="og_beat", help="seed image id or PNG (default og_beat)")
-        p.add_argument("--mask", help="mask image id or PNG (black keeps the seed, white regenerates)")
+        p.add_argument("--seed-image", default="og_beat",
+                       help="seed image id or PNG path (a value with a / or .png is a path; default og_beat)")
+        p.add_argument("--mask", help="mask image id or PNG path (black keeps the seed, white regenerates)")
         p.add_argument("--seed-images", help="folder of seed images (default: $MINRIFF_SEED_IMAGES, ./seed_images)")
         p.add_argument("-o", "--output", help="audio file to write")
         p.add_argument("--image", help="spectrogram image to write (PNG or JPEG)")
@@ -196,10 +200,11 @@ class _Riffuse:
             raise InputError("nothing to write: give -o AUDIO, --image IMAGE and/or --output-json FILE")
         _check_outputs(args, "output", "image", "output_json")
         req = self.request(args)
-        seed_image = _open_image(resolve_image(req.seed_image_id, "seed image", args.seed_images))
+        paths_ok = not args.json  # ids from a JSON request are never paths (the server takes the same JSON)
+        seed_image = _open_image(resolve_image(req.seed_image_id, "seed image", args.seed_images, allow_path=paths_ok))
         mask = None
         if req.mask_image_id:
-            mask = _open_image(resolve_image(req.mask_image_id, "mask image", args.seed_images))
+            mask = _open_image(resolve_image(req.mask_image_id, "mask image", args.seed_images, allow_path=paths_ok))
         riff = _load(args)
         image = riff.riffuse(req.start, req.end, req.alpha, seed_image, mask=mask,
                              steps=req.num_inference_steps, scheduler=args.scheduler)
