@@ -33,3 +33,8 @@ class InputError(MinriffError, ValueError):
 
 class DownloadError(MinriffError):
     """A download failed (network, HTTP status, size or checksum mismatch)."""
+
+
+class OutputError(MinriffError):
+    """An output file cannot be written: disk full, file too large, read-only file system, no
+    permission, or the target exists and is not a regular file (a folder, a device, a FIFO, ...)."""

@@ -35,7 +35,7 @@ import math
 
 import numpy as np
 
-from minriff import kernels, prompt_weighting, schedulers, weights
+from minriff import atomic, kernels, prompt_weighting, schedulers, weights
 from minriff.audio import io as audio_io
 from minriff.audio import join
 from minriff.audio.spectrogram import SpectrogramParams, audio_to_image, image_to_audio
@@ -444,6 +444,7 @@ class Riffusion:
         """Write a minriff weights file that `Riffusion.load` reads back to identical outputs.
         dtype "auto": fp16 when every parameter is exactly an fp16 value (a model loaded from an fp16
         file), else fp32; or "fp16" / "fp32". Returns the number of tensors written."""
+        atomic.check_target(path)  # before the fp16 scan; the write itself is atomic too
         params = {name: p for name, p in self.named_parameters()}
         if dtype == "auto":
             exact = all(np.array_equal(a, a.astype(np.float16).astype(a.dtype))

@@ -3,18 +3,26 @@
 `InferenceInput.from_dict(d)` accepts the JSON the web app posts to `/run_inference/`. Unlike the
 original (dacite, strict types) an integer is accepted where a float is declared (`"guidance": 7`).
 Every problem is an InputError naming the field.
+
+Image ids (`seed_image_id`, `mask_image_id`) name PNGs inside the seed-image folders and nothing
+else: `resolve_image_id` refuses folders, absolute paths and symlinks that lead outside, with the
+same answer as for a missing id (no existence oracle). Only the CLI's own flags may give a path.
 """
 from __future__ import annotations
 
 import base64
 import json
 import os
+import re
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from minriff.errors import InputError
 
 SEED_IMAGES_ENV = "MINRIFF_SEED_IMAGES"
+IMAGE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")  # a file name in a seed-image folder, without .png
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def _number(d: dict, key: str, where: str, default=None, integer=False):
@@ -115,6 +123,8 @@ def data_url(mime: str, payload: bytes) -> str:
 
 
 def seed_image_dirs(extra: str | None = None) -> list[Path]:
+    """The folders image ids are looked up in, in order: `extra` (--seed-images), $MINRIFF_SEED_IMAGES,
+    ./seed_images."""
     dirs = [Path(extra)] if extra else []
     if os.environ.get(SEED_IMAGES_ENV):
         dirs.append(Path(os.environ[SEED_IMAGES_ENV]))
@@ -122,18 +132,66 @@ def seed_image_dirs(extra: str | None = None) -> list[Path]:
     return dirs
 
 
-def resolve_image(name: str, what: str, search: str | None = None) -> Path:
-    """A seed or mask image given as a file path or as an id (`og_beat` -> `<dir>/og_beat.png`)."""
-    p = Path(name)
-    if p.is_file():
-        return p
-    tried = []
-    for d in seed_image_dirs(search):
-        cand = d / f"{name}.png"
-        tried.append(str(cand))
-        if cand.is_file():
-            return cand
+def looks_like_path(name: str) -> bool:
+    """On the command line a seed/mask image is a path when it has a folder separator or an image
+    suffix (`./beat.png`, `beat.png`); anything else is an id."""
+    seps = [s for s in (os.sep, os.altsep, "/") if s]
+    return any(s in name for s in seps) or name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _inside(folder: Path, name: str) -> Path | None:
+    """folder/name as a real path if it is a regular file that stays inside the folder after
+    following every symlink; else None (absent and forbidden look the same)."""
+    try:
+        root = folder.resolve(strict=True)
+        found = (root / name).resolve(strict=True)
+        regular = stat.S_ISREG(found.stat().st_mode)
+    except (OSError, RuntimeError, ValueError):
+        return None
+    return found if regular and found.is_relative_to(root) else None
+
+
+def available_image_ids(search: str | None = None, limit: int = 12) -> list[str]:
+    """Up to `limit` ids that resolve (sorted), from the first folders that have any."""
+    ids: set[str] = set()
+    for folder in seed_image_dirs(search):
+        try:
+            with os.scandir(folder) as entries:
+                names = [e.name for _, e in zip(range(1000), entries)]
+        except OSError:
+            continue
+        ids.update(n[:-4] for n in names if n.endswith(".png") and IMAGE_ID.fullmatch(n[:-4])
+                   and _inside(folder, n))
+    return sorted(ids)[:limit]
+
+
+def resolve_image_id(image_id, what: str = "seed image", search: str | None = None) -> Path:
+    """An image id (`og_beat`) -> the real path of `<folder>/og_beat.png` in the first of
+    `seed_image_dirs(search)` that has it. Ids are plain names (ASCII letters, digits, `_`, `-`, `.`,
+    not starting with `.`; at most 100 characters): no folders, no absolute paths. A file reached
+    through a symlink must lie inside the folder too. Missing and forbidden ids get the same
+    InputError, so the answer never tells whether a file exists outside the folders."""
+    if not isinstance(image_id, str):
+        raise InputError(f"{what} id must be a string, got {type(image_id).__name__}")
+    if IMAGE_ID.fullmatch(image_id):
+        for folder in seed_image_dirs(search):
+            found = _inside(folder, image_id + ".png")
+            if found is not None:
+                return found
+    shown = image_id if len(image_id) <= 60 else image_id[:60] + "..."
+    known = available_image_ids(search)
     raise InputError(
-        f"invalid {what}: {name!r} is neither a file nor found as {', '.join(tried)} "
-        f"(pass a PNG path, --seed-images DIR or set ${SEED_IMAGES_ENV})"
-    )
+        f"invalid {what}: {shown!r} is not the id of a PNG in the seed-image folders "
+        f"({', '.join(known) if known else 'none found'}; set the folder with --seed-images DIR or "
+        f"${SEED_IMAGES_ENV}, default ./seed_images; ids are plain names without folders)")
+
+
+def resolve_image(name, what: str, search: str | None = None, allow_path: bool = False) -> Path:
+    """A seed or mask image: an id (`resolve_image_id`), or with allow_path (command-line flags
+    only, never ids from a request) a file path when `looks_like_path(name)`."""
+    if allow_path and isinstance(name, str) and looks_like_path(name):
+        p = Path(name)
+        if not p.is_file():
+            raise InputError(f"invalid {what}: no such image file {name!r}")
+        return p
+    return resolve_image_id(name, what, search)

@@ -1,17 +1,19 @@
 """Audio files and the original's loudness stage.
 
-read/write WAV, FLAC, OGG (Vorbis) and MP3 through soundfile (libsndfile >= 1.1 for MP3),
+read/write WAV, FLAC, OGG (Vorbis) and MP3 through soundfile (libsndfile >= 1.1 for MP3; files are
+encoded in memory and written atomically through minriff.atomic),
 resampling to the model rate with scipy's polyphase filter, and Riffusion's post-processing
 (reference/riffusion.md §1.8) reproduced on int16 samples with pydub/audioop rounding:
 audioop.mul floors and saturates, audioop.rms truncates to an integer."""
 from __future__ import annotations
 
+import io
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
+from minriff import atomic
 from minriff.errors import AudioError
 
 MAX_SECONDS = 3600.0  # refuse longer inputs: a spectrogram image of an hour is already 360,000 px wide
@@ -76,12 +78,24 @@ def to_int16(waveform: np.ndarray) -> np.ndarray:
 
 def write_audio(path, waveform: np.ndarray, sample_rate: int, format: str | None = None) -> None:  # noqa: A002
     """waveform (C, N) or (N,) float in [-1, 1] (or int16) -> file; format from the suffix
-    (wav, flac, ogg, mp3) unless given."""
-    sf = _soundfile()
+    (wav, flac, ogg, mp3) unless given. Written atomically (minriff.atomic; missing folders are
+    made): a failure leaves no partial file and an existing one untouched."""
     path = Path(path)
     suffix = "." + format.lower().lstrip(".") if format else path.suffix.lower()
     if suffix not in FORMATS:
         raise AudioError(f"unsupported audio format {suffix or '(none)'} for {path}; use .wav, .flac, .ogg or .mp3")
+    atomic.check_target(path, make_parents=True)  # before the encoding work
+    data = encode_audio(waveform, sample_rate, suffix)
+    atomic.write_bytes(path, data, make_parents=True)
+
+
+def encode_audio(waveform: np.ndarray, sample_rate: int, format: str = "wav") -> bytes:  # noqa: A002
+    """waveform (C, N) or (N,) float in [-1, 1] (or int16) -> the bytes of a wav/flac/ogg/mp3 file
+    (encoded in memory: at most the size of the int16 samples, which are in memory already)."""
+    sf = _soundfile()
+    suffix = "." + format.lower().lstrip(".")
+    if suffix not in FORMATS:
+        raise AudioError(f"unsupported audio format {format!r}; use wav, flac, ogg or mp3")
     fmt, subtype = FORMATS[suffix]
     if fmt not in sf.available_formats():
         raise AudioError(f"this libsndfile ({sf.__libsndfile_version__}) cannot write {fmt}; "
@@ -94,11 +108,12 @@ def write_audio(path, waveform: np.ndarray, sample_rate: int, format: str | None
         if not np.all(np.isfinite(w)):
             raise AudioError("waveform contains NaN or infinite samples")
         w = to_int16(w) if subtype == "PCM_16" else np.clip(w, -1.0, 1.0).astype(np.float32)
+    buf = io.BytesIO()
     try:
-        os.makedirs(path.parent, exist_ok=True) if str(path.parent) not in ("", ".") else None
-        sf.write(str(path), np.ascontiguousarray(w.T), int(sample_rate), format=fmt, subtype=subtype)
+        sf.write(buf, np.ascontiguousarray(w.T), int(sample_rate), format=fmt, subtype=subtype)
     except Exception as e:
-        raise AudioError(f"cannot write {path}: {_first_line(e)}") from e
+        raise AudioError(f"cannot encode {fmt} audio: {_first_line(e)}") from e
+    return buf.getvalue()
 
 
 def _first_line(e: Exception) -> str:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from minriff import atomic
 from minriff.audio.melscale import BandedFilterbank, melscale_fbanks
 from minriff.audio.stft import STFT
 from minriff.errors import AudioError, InputError
@@ -174,10 +176,25 @@ def audio_to_image(waveform: np.ndarray, params: SpectrogramParams | None = None
     return image
 
 
+def image_format(path, format: str | None = None) -> str:  # noqa: A002 (PIL's name)
+    """PIL's format name for `path` (from its suffix unless given): "PNG", "JPEG", ..."""
+    if format:
+        return format.upper()
+    suffix = Path(path).suffix.lower()
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None or fmt not in Image.SAVE:
+        raise AudioError(f"cannot write image {path}: unknown image format {suffix or '(no suffix)'}; "
+                         "use .png (keeps the EXIF parameters) or .jpg")
+    return fmt
+
+
 def save_image(image: Image.Image, path, format: str | None = None) -> None:  # noqa: A002 (PIL's name)
+    """Write the image (with its EXIF) atomically through minriff.atomic; format from the suffix."""
+    fmt = image_format(path, format)
     try:
-        image.save(path, format=format, exif=image.getexif())
-    except (OSError, ValueError, KeyError) as e:
+        with atomic.atomic_write(path) as f:
+            image.save(f, format=fmt, exif=image.getexif())
+    except (OSError, ValueError, KeyError) as e:  # PIL's own refusals (a mode the format cannot hold, ...)
         raise AudioError(f"cannot write image {path}: {e}") from e
 
 

@@ -1,10 +1,14 @@
 """The `minriff` command. Each subcommand lives in the module that owns its feature and exposes
 `add_arguments(parser)` and `run(args) -> int`; modules are imported only when their command runs,
-so `minriff --help` is instant."""
+so `minriff --help` is instant. A MinriffError (or an OSError from outside minriff's own checks) is
+one line on stderr and exit status 2; Ctrl-C is "interrupted" and 130. SIGXFSZ is ignored while a
+command runs, so a write over `ulimit -f` fails as a clear error (minriff.atomic) instead of
+killing the process."""
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from minriff.errors import MinriffError
@@ -51,6 +55,25 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    xfsz = getattr(signal, "SIGXFSZ", None)
+    previous = signal.signal(xfsz, signal.SIG_IGN) if xfsz and _main_thread() else None
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(xfsz, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _run(argv: list[str]) -> int:
     cmd = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only=cmd if cmd in COMMANDS else None)
     args = parser.parse_args(argv)
@@ -62,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     except MinriffError as e:
         print(f"minriff {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except OSError as e:  # the system's, outside minriff's own files (e.g. Numba's cache under `ulimit -f`)
+        print(f"minriff {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 

@@ -1,8 +1,10 @@
-"""`minriff audio2image` and `minriff image2audio`."""
+"""`minriff audio2image` and `minriff image2audio`. Outputs are checked before the conversion and
+written atomically (minriff.atomic)."""
 from __future__ import annotations
 
 from pathlib import Path
 
+from minriff.atomic import check_target
 from minriff.errors import AudioError
 from minriff.progress import StageProgress
 
@@ -44,10 +46,11 @@ class audio2image:
         from minriff.audio.spectrogram import audio_to_image, save_image
 
         params = _params(args.preset, args.stereo)
-        wave = load_audio(args.input, params.sample_rate)
         out = Path(args.output) if args.output else Path(args.input).with_suffix(".png")
         if out.suffix.lower() != ".png":
             raise AudioError(f"output must be a .png (EXIF parameters need a lossless image), got {out}")
+        check_target(out)  # before reading and converting the audio
+        wave = load_audio(args.input, params.sample_rate)
         image = audio_to_image(wave, params)
         save_image(image, out, format="PNG")
         if not args.quiet:
@@ -81,11 +84,12 @@ class image2audio:
 
         if args.iters is not None and not 0 <= args.iters <= 10000:
             raise InputError(f"--iters must be between 0 and 10000, got {args.iters}")
+        out = Path(args.output) if args.output else Path(args.input).with_suffix(".wav")
+        check_target(out, make_parents=True)  # before the conversion
         image = _open_image(args.input)
         params = params_from_image(image)
         if args.stereo:
             params = dataclasses.replace(params, stereo=True)
-        out = Path(args.output) if args.output else Path(args.input).with_suffix(".wav")
         wave = image_to_audio(image, params, method=args.method, seed=args.seed, n_iter=args.iters,
                               loudness=None if args.loudness == "none" else args.loudness, phase=args.phase,
                               progress=StageProgress(args.quiet))

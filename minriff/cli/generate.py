@@ -1,4 +1,8 @@
-"""`minriff generate`, `minriff interpolate`, `minriff riffuse`: the pipeline on the command line."""
+"""`minriff generate`, `minriff interpolate`, `minriff riffuse`: the pipeline on the command line.
+
+Every output (-o, --image, --output-json) is checked before any work (`_check_outputs`) and written
+atomically (minriff.atomic). Seed and mask images given as flags are ids or PNG paths (a value with
+a `/` or an image suffix is a path); ids in a JSON request are only ids (minriff.riffuse)."""
 from __future__ import annotations
 
 import io
@@ -7,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minriff import atomic
 from minriff.errors import InputError
 
 FORMATS = ("wav", "flac", "mp3", "ogg")
@@ -62,17 +67,28 @@ def _audio_format(path: str, fmt: str | None) -> str:
     return suffix if suffix in FORMATS else "wav"
 
 
+def _check_outputs(args, *names: str):
+    """Refuse unwritable outputs (a device, a folder, a missing folder, an unknown image suffix)
+    before loading weights or generating anything."""
+    from minriff.audio.spectrogram import image_format
+
+    for name in names:
+        path = getattr(args, name, None)
+        if path and path != "-":
+            atomic.check_target(path, make_parents=name == "output")  # audio files get their folders made
+            if name == "image":
+                image_format(path)
+
+
 def _write(args, riff, image: np.ndarray, out: str | None, image_out: str | None):
     """Spectrogram -> audio file (and PNG/JPEG of the spectrogram). Returns the clip length in s."""
     from PIL import Image
 
     from minriff.audio import io as audio
+    from minriff.audio.spectrogram import save_image
 
     if image_out:
-        try:
-            Image.fromarray(image).save(image_out)
-        except (OSError, ValueError) as e:
-            raise InputError(f"cannot write image {image_out}: {e}") from None
+        save_image(Image.fromarray(image), image_out)
         _say(args, f"wrote {image_out} ({image.shape[1]}x{image.shape[0]} px)")
     if not out:
         return None
@@ -104,6 +120,7 @@ class _Generate:
 
         if not (args.output or args.image):
             raise InputError("nothing to write: give -o AUDIO and/or --image PNG")
+        _check_outputs(args, "output", "image")
         # the arguments first: a first run downloads gigabytes before the pipeline would check them
         _scheduler(args)
         inputs.check_prompt(args.prompt), inputs.check_steps(args.steps), inputs.check_guidance(args.guidance)
@@ -131,7 +148,8 @@ class _Interpolate:
         p.add_argument("--seed", type=int, default=42, help="seed of prompt A (default 42)")
         p.add_argument("--seed-b", type=int, help="seed of prompt B (default: the same, so only the text moves)")
         p.add_argument("--negative", help="negative prompt for every clip (needs --guidance > 1)")
-        p.add_argument("--seed-image", help="riffuse every clip from this seed image (id or PNG), as the original")
+        p.add_argument("--seed-image", help="riffuse every clip from this seed image, as the original: an id "
+                                            "(og_beat -> SEED_IMAGES/og_beat.png) or a PNG path (has a / or .png)")
         p.add_argument("--seed-images", help="folder of seed images for ids like og_beat")
         p.add_argument("--denoising", type=float, default=0.75, help="img2img strength with --seed-image")
         p.add_argument("--image", help="also write the joined spectrogram (PNG)")
@@ -140,12 +158,13 @@ class _Interpolate:
     def run(self, args) -> int:
         if args.frames < 2:
             raise InputError(f"--frames must be at least 2, got {args.frames}")
+        _check_outputs(args, "output", "image")
         _scheduler(args)
         seed_image = None
         if args.seed_image:
             from minriff.riffuse import resolve_image
 
-            seed_image = _open_image(resolve_image(args.seed_image, "seed image", args.seed_images))
+            seed_image = _open_image(resolve_image(args.seed_image, "seed image", args.seed_images, allow_path=True))
         riff = _load(args)
         scheduler = _scheduler(args, riff)
         clips = []
@@ -165,7 +184,8 @@ class _Interpolate:
 
 class _Riffuse:
     def add_arguments(self, p):
-        p.add_argument("--json", help="the server's InferenceInput as a JSON file ('-' = stdin); overrides the flags")
+        p.add_argument("--json", help="the server's InferenceInput as a JSON file ('-' = stdin); overrides the flags; "
+                                      "its seed_image_id/mask_image_id are ids only, never paths")
         p.add_argument("--start", dest="start_prompt", help="start prompt")
         p.add_argument("--end", dest="end_prompt", help="end prompt (default: the start prompt)")
         p.add_argument("--start-seed", type=int, default=42)
@@ -175,8 +195,9 @@ class _Riffuse:
         p.add_argument("--guidance", type=float, default=7.0, help="guidance of both ends")
         p.add_argument("--negative",
                        help="negative prompt of both ends (the original ignored it; needs --guidance > 1)")
-        p.add_argument("--seed-image", default="og_beat", help="seed image id or PNG (default og_beat)")
-        p.add_argument("--mask", help="mask image id or PNG (black keeps the seed, white regenerates)")
+        p.add_argument("--seed-image", default="og_beat",
+                       help="seed image id or PNG path (a value with a / or .png is a path; default og_beat)")
+        p.add_argument("--mask", help="mask image id or PNG path (black keeps the seed, white regenerates)")
         p.add_argument("--seed-images", help="folder of seed images (default: $MINRIFF_SEED_IMAGES, ./seed_images)")
         p.add_argument("-o", "--output", help="audio file to write")
         p.add_argument("--image", help="spectrogram image to write (PNG or JPEG)")
@@ -205,12 +226,14 @@ class _Riffuse:
 
         if not (args.output or args.output_json or args.image):
             raise InputError("nothing to write: give -o AUDIO, --image IMAGE and/or --output-json FILE")
+        _check_outputs(args, "output", "image", "output_json")
         _scheduler(args)
         req = self.request(args)
-        seed_image = _open_image(resolve_image(req.seed_image_id, "seed image", args.seed_images))
+        paths_ok = not args.json  # ids from a JSON request are never paths (the server takes the same JSON)
+        seed_image = _open_image(resolve_image(req.seed_image_id, "seed image", args.seed_images, allow_path=paths_ok))
         mask = None
         if req.mask_image_id:
-            mask = _open_image(resolve_image(req.mask_image_id, "mask image", args.seed_images))
+            mask = _open_image(resolve_image(req.mask_image_id, "mask image", args.seed_images, allow_path=paths_ok))
         riff = _load(args)
         image = riff.riffuse(req.start, req.end, req.alpha, seed_image, mask=mask,
                              steps=req.num_inference_steps, scheduler=_scheduler(args, riff))
@@ -221,8 +244,6 @@ class _Riffuse:
 
     def write_json(self, args, riff, image):
         """The original server's response: JPEG (PIL quality 75) and MP3 as base64 data URLs."""
-        import tempfile
-
         from PIL import Image
 
         from minriff.audio import io as audio
@@ -231,19 +252,13 @@ class _Riffuse:
         jpeg = io.BytesIO()
         Image.fromarray(image).save(jpeg, format="JPEG", quality=75)
         wave = riff.spectrogram_to_audio(image, method=args.method)
-        with tempfile.TemporaryDirectory() as tmp:
-            mp3 = Path(tmp) / "clip.mp3"
-            audio.write_audio(str(mp3), wave, 44100, format="mp3")
-            payload = mp3.read_bytes()
+        payload = audio.encode_audio(wave, 44100, "mp3")
         out = InferenceOutput(image=data_url("image/jpeg", jpeg.getvalue()), audio=data_url("audio/mpeg", payload),
                               duration_s=round(wave.shape[-1] / 44100, 6)).to_json()
         if args.output_json == "-":
             sys.stdout.write(out + "\n")
         else:
-            try:
-                Path(args.output_json).write_text(out)
-            except OSError as e:
-                raise InputError(f"cannot write {args.output_json}: {e.strerror}") from None
+            atomic.write_text(args.output_json, out)
             _say(args, f"wrote {args.output_json}")
 
 

@@ -1,4 +1,5 @@
-"""CLI commands for weights: convert, download, info, init-random."""
+"""CLI commands for weights: convert, download, info, init-random. Weights files are written
+atomically (minriff.atomic); -o is checked before any work."""
 from __future__ import annotations
 
 import json
@@ -8,12 +9,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from minriff import weights
+from minriff.atomic import check_target
 from minriff.configs import PRESETS
 
 
 def _run_convert(args) -> int:
     from minriff.weights.convert import convert as do_convert
 
+    check_target(args.output)  # before reading the source
     do_convert(args.src, args.output, dtype=args.dtype, tokenizer=args.tokenizer, config=args.config, ema=args.ema,
                inert_globals=args.inert_globals, quiet=args.quiet)
     return 0
@@ -97,6 +100,7 @@ info = SimpleNamespace(add_arguments=_args_info, run=_run_info)
 
 def _run_init_random(args) -> int:
     t0 = time.perf_counter()
+    check_target(args.output)
     n = weights.write_random(args.output, args.config, args.dtype, args.seed)
     print(f"wrote {n} random tensors ({args.config}, {args.dtype}) to {args.output} "
           f"in {time.perf_counter() - t0:.1f} s",

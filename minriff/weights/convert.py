@@ -27,8 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from minriff import schedulers
-from minriff.configs import PRESETS, SD15_SCHEDULER, ConfigError, ModelConfig, check_model_config
+from minriff import atomic, schedulers
+from minriff.configs import (
+    PRESETS,
+    SD15_SCHEDULER,
+    ConfigError,
+    ModelConfig,
+    check_model_config,
+)
 from minriff.errors import UnsupportedModelError, WeightsError
 from minriff.models import nn
 from minriff.models.init import COMPONENTS, build_models
@@ -478,6 +484,7 @@ def convert(src, out, dtype: str = "fp16", tokenizer=None, config=None, ema: boo
     """Read `src`, check it (configs, shapes, tokenizer) and write minriff's file `out`; `quiet=False`
     shows a progress bar over the tensors."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
+    atomic.check_target(out)  # a bad output (a device, a folder) is refused before reading the source
     ck = read_source(src, tokenizer=tokenizer, config=config, ema=ema, inert_globals=inert_globals)
     n = write_converted(out, ck, dtype, quiet=quiet)
     for note in ck.notes:

@@ -26,6 +26,7 @@ import urllib.request
 from http.client import HTTPException
 from pathlib import Path
 
+from minriff import atomic
 from minriff.errors import DownloadError, InputError
 from minriff.progress import Progress
 from minriff.weights import hub
@@ -243,7 +244,7 @@ def staging_folder(to: Path, repo: str) -> Path:
         raise DownloadError(f"{folder} exists but was not made by minriff (no {STAGING_MARK} naming {repo}); "
                             "move it away or download --to another folder")
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / STAGING_MARK).write_text(repo)
+    atomic.write_text(folder / STAGING_MARK, repo)
     return folder
 
 
