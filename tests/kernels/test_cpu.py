@@ -189,6 +189,29 @@ def test_activations_match_ref(seed, op, shape, spread):
 
 
 @EXAMPLES
+@given(seed=seeds, shape=st.lists(st.integers(1, 40), min_size=0, max_size=4), residual=st.booleans(),
+       strided=st.booleans(), spread=st.floats(0.1, 12))
+def test_relu_matches_ref(seed, shape, residual, strided, spread):
+    rng = np.random.default_rng(seed)
+    x = f32(rng, *shape, scale=spread)
+    x = x.T if strided else x  # any layout: the op makes its inputs contiguous
+    r = f32(rng, *x.shape, scale=spread) if residual else None
+    got = CPU.relu(x, r)
+    assert got.shape == x.shape and got.dtype == np.float32
+    want = REF.relu(as64(x), as64(r))
+    if r is not None:  # the float32 sum is rounded once before the max
+        assert_close(got, want, np.abs(as64(x)) + np.abs(as64(r)), what="relu(x + residual)")
+    else:
+        np.testing.assert_array_equal(got, want)
+
+
+def test_relu_keeps_nan_and_zeroes_negatives_exactly():
+    x = np.array([np.nan, -np.inf, -1e-30, 0.0, 2.5, np.inf], np.float32)
+    np.testing.assert_array_equal(CPU.relu(x), [np.nan, 0, 0, 0, 2.5, np.inf])
+    np.testing.assert_array_equal(CPU.relu(x, -x), [np.nan, np.nan, 0, 0, 0, np.nan])
+
+
+@EXAMPLES
 @given(seed=seeds, lead=st.lists(st.integers(1, 7), min_size=0, max_size=2), half=lengths, spread=st.floats(0.1, 8))
 def test_geglu_matches_ref(seed, lead, half, spread):
     x = f32(np.random.default_rng(seed), *lead, 2 * half, scale=spread)

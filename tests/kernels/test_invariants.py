@@ -105,7 +105,7 @@ def _all_ops(rng):
         # thread count; causal, so each range also stops at its own last key tile
         "attention:split": (f32(rng, 1, 1, 1000, 40), f32(rng, 1, 1, 1000, 40), f32(rng, 1, 1, 1000, 40), None, True),
         "softmax": (f32(rng, 30, 70),),
-        "silu": (x4,), "gelu": (x4,), "quick_gelu": (x4,),
+        "silu": (x4,), "gelu": (x4,), "quick_gelu": (x4,), "relu": (x4,), "relu:residual": (x4, x4[::-1].copy()),
         "geglu": (f32(rng, 4, 30, 10),),
         "upsample_nearest2x": (x4,),
         "timestep_embedding": (np.array([1.0, 500.0, 999.0], np.float32), 33),
@@ -143,6 +143,7 @@ BAD = {
                   ((np.zeros((2, 3, 4)),) * 3, "4-D")],
     "softmax": [((np.zeros((2, 3)), 2), "axis")],
     "geglu": [((np.zeros((2, 3)),), "even")],
+    "relu": [((np.zeros((2, 3)), np.zeros((3, 2))), "residual shape"), (([1.0, -1.0],), "expected an array")],
     "upsample_nearest2x": [((np.zeros((2, 3, 4)),), "4-D")],
     "timestep_embedding": [((np.zeros((2, 1)), 8), "1-D"), ((np.zeros(2), 1), "dim"),
                            ((np.zeros(2), 3, True, 1.0), "divide by zero")],
