@@ -6,6 +6,8 @@
     convert.py      diffusers folders and LDM single files -> minriff's file
     torchpickle.py  torch .bin/.ckpt/.pt through a restricted unpickler (no code runs)
     download.py     riffusion/riffusion-model-v1 from the Hugging Face Hub
+    taesd.py        TAESD's own small file: convert (diffusers folder or the original .pth pair),
+                    load, find beside the main file, download madebyollin/taesd
 
 Imports run one way: weights uses models (to build and fill them), never the pipeline.
 """
