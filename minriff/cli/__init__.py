@@ -26,7 +26,7 @@ COMMANDS = {
                  "and convert it"),
     "info": ("minriff.cli.weights:info", "show what a converted weights file holds"),
     "init-random": ("minriff.cli.weights:init_random",
-                    "write random weights with real (sd15) or tiny shapes, for benchmarks and tests"),
+                    "write random weights with real (sd15) or tiny shapes (or TAESD's), for benchmarks and tests"),
     "bench": ("minriff.bench:command", "benchmarks: ops, unet, vae, audio (ratios to same-run baselines)"),
 }
 

@@ -139,6 +139,11 @@ info = SimpleNamespace(add_arguments=_args_info, run=_run_info)
 
 def _run_init_random(args) -> int:
     t0 = time.perf_counter()
+    if args.taesd:
+        n = taesd.write_random_taesd(args.output, "taesd" if args.config == "sd15" else args.config, args.dtype,
+                                     args.seed)
+        print(f"wrote {n} random TAESD tensors ({args.config}, {args.dtype}) to {args.output}", file=sys.stderr)
+        return 0
     n = weights.write_random(args.output, args.config, args.dtype, args.seed)
     print(f"wrote {n} random tensors ({args.config}, {args.dtype}) to {args.output} "
           f"in {time.perf_counter() - t0:.1f} s",
@@ -151,6 +156,9 @@ def _args_init_random(p) -> None:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--dtype", choices=("fp16", "fp32"), default="fp16")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--taesd", action="store_true",
+                   help="write a random TAESD file instead (madebyollin/taesd's shapes with --config sd15, 8 channels "
+                        "with tiny)")
 
 
 init_random = SimpleNamespace(add_arguments=_args_init_random, run=_run_init_random)

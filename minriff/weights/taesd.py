@@ -34,7 +34,7 @@ import numpy as np
 
 from minriff.configs import ConfigError, TAESDConfig
 from minriff.errors import WeightsError
-from minriff.models import nn
+from minriff.models import nn, random_taesd
 from minriff.models.taesd import AutoencoderTiny
 from minriff.weights.convert import Ref, _read_json, read_component, read_tensor_file
 from minriff.weights.download import download_repo
@@ -173,6 +173,15 @@ def convert_taesd(src, out, dtype: str = "fp16", log=None) -> int:
     n = write_taesd(out, {k: (r.shape, r.read, r.release) for k, r in tensors.items()}, config, source, dtype)
     log(f"wrote {n} TAESD tensors ({dtype}) to {out}")
     return n
+
+
+def write_random_taesd(out, config: str = "taesd", dtype: str = "fp16", seed: int = 0) -> int:
+    """Random TAESD weights (`models.random_taesd`; config "taesd": madebyollin/taesd's shapes, or
+    "tiny"), for benchmarks and tests: it decodes any latents, to noise."""
+    model = random_taesd(config, seed=seed)
+    tensors = {k: (p.shape, lambda p=p: p) for k, p in model.named_parameters()}
+    source = {"type": "random", "config": config, "seed": seed, "note": "random TAESD weights; for tests only"}
+    return write_taesd(out, tensors, model.config.to_dict(), source, dtype)
 
 
 # ----------------------------------------------------------------------------- loading, finding
