@@ -281,6 +281,7 @@ class Riffusion:
         kept in `self.last_seed`."""
         check_prompt(prompt)
         decoder = self._autoencoder(decoder, "decoder")
+        check_autoencoder(self.encoder if encoder is None else encoder, "encoder")  # (used with init_image)
         steps, guidance = check_steps(steps), check_guidance(guidance)
         scheduler = check_scheduler(self._scheduler_or(scheduler, "dpmpp2m"))
         check_callback(callback)
@@ -330,6 +331,7 @@ class Riffusion:
         steps, guidance = check_steps(steps), check_guidance(guidance)
         scheduler = check_scheduler(scheduler)
         decoder = self._autoencoder(decoder, "decoder")
+        check_autoencoder(self.encoder if encoder is None else encoder, "encoder")  # (used with seed_image)
         shape = self.latent_shape(image_width(duration_s))
         gen = Generator(seed_a)
         noise = slerp(alpha, gen.randn(shape), Generator(seed_b).randn(shape))

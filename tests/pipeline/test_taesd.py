@@ -114,6 +114,10 @@ def test_unknown_choice_is_an_input_error(riff):
         riff.generate_spectrogram("jazz", decoder="tiny", **KW)
     with pytest.raises(InputError, match="encoder must be one of"):
         Riffusion.load(base.WEIGHTS, quiet=True, encoder="vae")
+    with pytest.raises(InputError, match="encoder must be one of"):  # refused even where nothing is encoded
+        riff.generate_spectrogram("jazz", encoder="VAE", **KW)
+    with pytest.raises(InputError, match="encoder must be one of"):
+        riff.interpolate_styles("a", "b", 0.5, encoder="VAE", steps=1, duration_s=0.64)
 
 
 def test_missing_taesd_is_reported_before_denoising(tmp_path, monkeypatch):
