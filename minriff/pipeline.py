@@ -21,7 +21,7 @@ Guidance > 1 is classifier-free guidance (UNet batch [negative, prompt]); at gui
 three, the UNet runs at batch 1 on the prompt alone and the negative prompt is never encoded, as in
 diffusers: the few-step schedulers (`lcm`, `tcd`, with an LCM-/TCD-LoRA) run at guidance 1.
 
-All three take `decoder=` ("full": the VAE, the default; "taesd": the tiny autoencoder, ~Nx faster
+All three take `decoder=` ("full": the VAE, the default; "taesd": the tiny autoencoder, ~9x faster
 and rougher) and `encoder=` for seed/init images; `decode_preview(latents)` is TAESD's quick look
 for step callbacks.
 
