@@ -69,6 +69,16 @@ def check_scheduler(scheduler):
     return scheduler
 
 
+AUTOENCODERS = ("full", "taesd")
+
+
+def check_autoencoder(name, what="decoder") -> str:
+    """"full" (the Stable Diffusion VAE) or "taesd" (the tiny autoencoder), for decoding or encoding."""
+    if name not in AUTOENCODERS:
+        raise InputError(f"{what} must be one of {', '.join(AUTOENCODERS)}, got {name!r}")
+    return name
+
+
 def check_prompt(prompt, what="prompt") -> str:
     if not isinstance(prompt, str) or not prompt.strip():
         raise InputError(f"{what} is empty: describe the music, e.g. \"jazz piano solo\"")

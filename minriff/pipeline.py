@@ -21,6 +21,10 @@ Guidance > 1 is classifier-free guidance (UNet batch [negative, prompt]); at gui
 three, the UNet runs at batch 1 on the prompt alone and the negative prompt is never encoded, as in
 diffusers: the few-step schedulers (`lcm`, `tcd`, with an LCM-/TCD-LoRA) run at guidance 1.
 
+All three take `decoder=` ("full": the VAE, the default; "taesd": the tiny autoencoder, ~9x faster
+and rougher) and `encoder=` for seed/init images; `decode_preview(latents)` is TAESD's quick look
+for step callbacks.
+
 All three take `callback=fn`: `fn(step_index, total_steps, timestep, latents)` runs after every
 denoising step (index 0 .. total_steps - 1; total_steps is the number of steps actually run, fewer
 than `steps` for image-to-image); `latents` (1, 4, 64, W/8) is a read-only view, so copy it to keep
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 
 import numpy as np
 
@@ -40,11 +45,12 @@ from minriff.audio import io as audio_io
 from minriff.audio import join
 from minriff.audio.spectrogram import SpectrogramParams, audio_to_image, image_to_audio
 from minriff.configs import SD15_SCHEDULER, ModelConfig
-from minriff.errors import InputError
+from minriff.errors import InputError, WeightsError
 from minriff.inputs import (
     HEIGHT,
     WIDTH_MULTIPLE,
     check_alpha,
+    check_autoencoder,
     check_callback,
     check_guidance,
     check_prompt,
@@ -59,6 +65,7 @@ from minriff.models.init import COMPONENTS
 from minriff.progress import Progress, StageProgress
 from minriff.riffuse import PromptInput
 from minriff.rng import Generator
+from minriff.weights import taesd as taesd_weights
 from minriff.weights.firstrun import ensure_weights
 from minriff.weights.format import MissingTokenizer, config_dicts, write_weights
 
@@ -71,7 +78,8 @@ class Riffusion:
 
     def __init__(self, models: dict | None = None, *, unet=None, vae=None, text_encoder=None, tokenizer=None,
                  scheduler=None, spectrogram: SpectrogramParams | None = None, seed: int | None = None,
-                 backend: str = "cpu", quiet: bool = False, weights_path=None, source: str = ""):
+                 backend: str = "cpu", quiet: bool = False, weights_path=None, source: str = "",
+                 taesd=None, decoder: str = "full", encoder: str = "full"):
         if backend not in kernels.BACKENDS:
             raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(kernels.BACKENDS)}")
         parts = {"text_encoder": text_encoder, "unet": unet, "vae": vae, "tokenizer": tokenizer}
@@ -100,6 +108,8 @@ class Riffusion:
             for m in (self.text_encoder, self.unet, self.vae):
                 m.apply_to_parameters(self.F.asarray)
         self._text_cache: dict[str, np.ndarray] = {}
+        self.decoder, self.encoder = check_autoencoder(decoder, "decoder"), check_autoencoder(encoder, "encoder")
+        self._taesd = taesd if taesd is None or isinstance(taesd, (str, os.PathLike)) else self._attach_taesd(taesd)
 
     @classmethod
     def load(cls, path=None, backend: str = "cpu", quiet: bool = False, dtype=np.float32, **parts) -> Riffusion:
@@ -210,9 +220,13 @@ class Riffusion:
                 f"`minriff audio2image`) and at least 2 px wide")
         return fit_width(rgb, math.ceil(w / WIDTH_MULTIPLE) * WIDTH_MULTIPLE)
 
-    def encode_image(self, rgb: np.ndarray, generator) -> np.ndarray:
-        """(H, W, 3) uint8 -> scaled latents z * scaling_factor, sampled with `generator`."""
+    def encode_image(self, rgb: np.ndarray, generator, encoder: str | None = None) -> np.ndarray:
+        """(H, W, 3) uint8 -> scaled latents z * scaling_factor, sampled with `generator` (full VAE), or
+        TAESD's latents as they are: no sampling and no draw from `generator` (diffusers' `.latents`)."""
         F = self._ops()
+        if self._autoencoder(encoder, "encoder") == "taesd":
+            z = F.to_host(self.taesd.encode(F.asarray(image_to_model(rgb))))
+            return np.asarray(z, dtype=np.float32) * np.float32(self.taesd.config.scaling_factor)
         bar = Progress(self.vae.stages, "encoding (VAE)", self.quiet)
         mean, logvar = self.vae.encode(F.asarray(image_to_model(rgb)), progress=bar.update)
         mean, logvar = F.to_host(mean), F.to_host(logvar)
@@ -220,24 +234,65 @@ class Riffusion:
         z = F.to_host(self.vae.sample(F.asarray(mean), F.asarray(logvar), F.asarray(eps)))
         return np.asarray(z, dtype=np.float32) * np.float32(self.config.vae.scaling_factor)
 
-    def decode_latents(self, latents: np.ndarray) -> np.ndarray:
-        z = latents / np.float32(self.config.vae.scaling_factor)
+    def decode_latents(self, latents: np.ndarray, decoder: str | None = None) -> np.ndarray:
+        """Latents (1, 4, h, w) -> (8h, 8w, 3) uint8 with the full VAE or TAESD (default: the
+        `decoder=` given at construction, "full" unless set)."""
+        vae = self.taesd if self._autoencoder(decoder, "decoder") == "taesd" else self.vae
+        z = latents / np.float32(vae.config.scaling_factor)
         self._ops()
-        bar = Progress(self.vae.stages, "decoding (VAE)", self.quiet)  # ~30 s at 512x512 on a CPU
-        return model_to_image(self.F.to_host(self.vae.decode(self.F.asarray(z.astype(np.float32)),
-                                                             progress=bar.update)))
+        if vae is self.vae:
+            bar = Progress(self.vae.stages, "decoding (VAE)", self.quiet)  # ~30 s at 512x512 on a CPU
+            out = vae.decode(self.F.asarray(z.astype(np.float32)), progress=bar.update)
+        else:  # TAESD: a second or two
+            out = vae.decode(self.F.asarray(z.astype(np.float32)))
+        return model_to_image(self.F.to_host(out))
+
+    def decode_preview(self, latents: np.ndarray) -> np.ndarray:
+        """A quick look at latents mid-run (e.g. from a step callback): TAESD's decode, (8h, 8w, 3) uint8."""
+        return self.decode_latents(np.asarray(latents, dtype=np.float32), decoder="taesd")
+
+    # ---- TAESD, the tiny autoencoder (models/taesd.py, weights/taesd.py) -------------------------
+    @property
+    def taesd(self):
+        """AutoencoderTiny, loaded on first use: the `taesd=` of the constructor (a model or a file),
+        else the file `weights.taesd.find_taesd` finds ($MINRIFF_TAESD, beside the weights, ./weights/)."""
+        if self._taesd is None or isinstance(self._taesd, (str, os.PathLike)):
+            path = self._taesd or taesd_weights.find_taesd(beside=self.source or None)
+            if path is None:
+                raise WeightsError(f"no TAESD weights found ($MINRIFF_TAESD, beside the weights file, ./weights/); "
+                                   f"{taesd_weights.HOW_TO_GET}")
+            self._taesd = self._attach_taesd(taesd_weights.load_taesd(path))
+        return self._taesd
+
+    def _attach_taesd(self, model):
+        if model.config.latent_channels != self.latent_channels or model.downscale != self.latent_downscale:
+            raise WeightsError(f"this TAESD makes {model.config.latent_channels}-channel latents at "
+                               f"1/{model.downscale} size; the model needs {self.latent_channels} channels at "
+                               f"1/{self.latent_downscale} (madebyollin/taesd is the one for SD v1.x and Riffusion)")
+        return model.apply_to_parameters(self.F.asarray) if self.backend == "cuda" else model
+
+    def _autoencoder(self, name: str | None, what: str) -> str:
+        """The checked decoder/encoder choice of a call (None: the construction default); TAESD is
+        loaded now, so a missing file is reported before the denoising, not after it."""
+        name = check_autoencoder(getattr(self, what) if name is None else name, what)
+        if name == "taesd":
+            _ = self.taesd
+        return name
 
     # ---- text -> spectrogram --------------------------------------------------------------------
     def generate_spectrogram(self, prompt: str, negative_prompt: str | None = None, duration_s: float = 5.0,
                              steps: int = 30, guidance: float = 7.0, seed: int | None = None,
                              scheduler=None, init_image=None, strength: float = 0.75,
-                             callback=None) -> np.ndarray:
+                             callback=None, decoder: str | None = None, encoder: str | None = None) -> np.ndarray:
         """Text -> (512, W, 3) uint8 spectrogram. With `init_image` (a 512-px-high spectrogram) this is
         image-to-image at `strength` (diffusers' img2img schedule) and the width is the image's.
         scheduler: a name or object (default: the one given at construction, else dpmpp2m).
         `callback(step_index, total_steps, timestep, latents)` after each step (module docstring).
-        The seed used is kept in `self.last_seed`."""
+        decoder / encoder: "full" (the VAE) or "taesd" (default: the construction's). The seed used is
+        kept in `self.last_seed`."""
         check_prompt(prompt)
+        decoder = self._autoencoder(decoder, "decoder")
+        check_autoencoder(self.encoder if encoder is None else encoder, "encoder")  # (used with init_image)
         steps, guidance = check_steps(steps), check_guidance(guidance)
         scheduler = check_scheduler(self._scheduler_or(scheduler, "dpmpp2m"))
         check_callback(callback)
@@ -253,20 +308,20 @@ class Riffusion:
         else:
             strength = check_strength(strength)
             width = as_rgb_array(init_image).shape[1]
-            z = self.encode_image(self.check_image(init_image, "init image"), gen)
+            z = self.encode_image(self.check_image(init_image, "init image"), gen, encoder)
             timesteps = list(schedulers.img2img_timesteps(sched, steps, strength))
             noise = gen.randn(z.shape)
             latents = np.asarray(sched.add_noise(z, noise, timesteps[0]), dtype=np.float32)
         latents = self._sample(sched, timesteps, latents.astype(np.float32), context, guidance,
                                "denoising", generator=gen, callback=callback)
-        image = self.decode_latents(latents)
+        image = self.decode_latents(latents, decoder)
         return image if init_image is None else fit_width(image, width)
 
     def interpolate_styles(self, prompt_a: str, prompt_b: str, alpha: float, seed_a: int | None = None,
                            seed_b: int | None = None, negative_prompt: str | None = None,
                            duration_s: float = 5.0, steps: int = 30, guidance: float = 7.0,
                            scheduler=None, seed_image=None, denoising: float = 0.75,
-                           callback=None) -> np.ndarray:
+                           callback=None, decoder: str | None = None, encoder: str | None = None) -> np.ndarray:
         """A spectrogram between two prompts: text states lerped, the two seeds' noises slerped, at
         `alpha` (0 = A, 1 = B). With `seed_image` it is exactly `riffuse` (img2img at `denoising`).
         seed_a: default the construction seed, else 42; seed_b: default seed_a.
@@ -280,11 +335,14 @@ class Riffusion:
         if seed_image is not None:
             a = PromptInput(prompt_a, seed_a, negative_prompt, denoising, guidance)
             b = PromptInput(prompt_b, seed_b, negative_prompt, denoising, guidance)
-            return self.riffuse(a, b, alpha, seed_image, steps=steps, scheduler=scheduler, callback=callback)
+            return self.riffuse(a, b, alpha, seed_image, steps=steps, scheduler=scheduler, callback=callback,
+                                decoder=decoder, encoder=encoder)
         check_prompt(prompt_a, "prompt A")
         check_prompt(prompt_b, "prompt B")
         steps, guidance = check_steps(steps), check_guidance(guidance)
         scheduler = check_scheduler(scheduler)
+        decoder = self._autoencoder(decoder, "decoder")
+        check_autoencoder(self.encoder if encoder is None else encoder, "encoder")  # (used with seed_image)
         shape = self.latent_shape(image_width(duration_s))
         gen = Generator(seed_a)
         noise = slerp(alpha, gen.randn(shape), Generator(seed_b).randn(shape))
@@ -294,10 +352,10 @@ class Riffusion:
         latents = noise * np.float32(sched.init_noise_sigma)
         latents = self._sample(sched, list(sched.timesteps), latents, context, guidance, "denoising", generator=gen,
                                callback=callback)
-        return self.decode_latents(latents)
+        return self.decode_latents(latents, decoder)
 
     def riffuse(self, start, end, alpha: float, seed_image, mask=None, steps: int = 50,
-                scheduler=None, callback=None) -> np.ndarray:
+                scheduler=None, callback=None, decoder: str | None = None, encoder: str | None = None) -> np.ndarray:
         """One request of the original Riffusion server (reference/riffusion.md §2.3-2.5).
 
         start/end: `riffuse.PromptInput` or dicts with its fields. Text states, guidance and denoising
@@ -308,13 +366,15 @@ class Riffusion:
         scheduler: default the construction one, else pndm (the original's). With a scheduler other
         than PNDM the noise level and steps follow diffusers' img2img instead.
         `callback(step_index, total_steps, timestep, latents)` after each step (module docstring; with
-        a mask it sees the blended latents)."""
+        a mask it sees the blended latents). decoder / encoder: "full" or "taesd" (TAESD encodes
+        without sampling, so start.seed then only seeds the noise)."""
         start = start if isinstance(start, PromptInput) else PromptInput.from_dict(start, "start")
         end = end if isinstance(end, PromptInput) else PromptInput.from_dict(end, "end")
         alpha = check_alpha(alpha)
         check_callback(callback)
         steps = check_steps(steps)
         scheduler = check_scheduler(self._scheduler_or(scheduler, "pndm"))
+        decoder, encoder = self._autoencoder(decoder, "decoder"), self._autoencoder(encoder, "encoder")
         for p, name in ((start, "start"), (end, "end")):
             check_prompt(p.prompt, f"{name} prompt")
             check_guidance(p.guidance)
@@ -336,7 +396,7 @@ class Riffusion:
         context = self._context(cond, lambda: lerp(self.encode_prompt(start.negative_prompt or ""),
                                                    self.encode_prompt(end.negative_prompt or ""), np.float32(alpha)),
                                 guidance)
-        z = self.encode_image(rgb, Generator(start.seed))
+        z = self.encode_image(rgb, Generator(start.seed), encoder)
         sched = self.make_scheduler(scheduler, steps)
         if isinstance(sched, schedulers.PNDMScheduler):
             t0, timesteps = schedulers.riffusion_img2img_schedule(sched, steps, strength)
@@ -354,7 +414,7 @@ class Riffusion:
 
         latents = self._sample(sched, timesteps, latents, context, guidance, "riffusing",
                                after_step=blend if keep is not None else None, generator=gen_a, callback=callback)
-        return fit_width(self.decode_latents(latents), width)
+        return fit_width(self.decode_latents(latents, decoder), width)
 
     # ---- spectrogram <-> audio ------------------------------------------------------------------
     def spectrogram_to_audio(self, image, method: str = "nnls", seed: int = 0) -> np.ndarray:
@@ -435,6 +495,7 @@ class Riffusion:
         for comp in COMPONENTS:
             setattr(new, comp, copy.deepcopy(getattr(self, comp)))
         new.tokenizer = copy.deepcopy(self.tokenizer)
+        new._taesd = copy.deepcopy(self._taesd)
         new.scheduler = copy.deepcopy(self.scheduler)
         new.scheduler_config = copy.deepcopy(self.scheduler_config)
         new._text_cache = dict(self._text_cache)

@@ -8,7 +8,8 @@ import importlib
 TARGETS = {
     "ops": "per-op throughput at Stable Diffusion shapes vs sgemm peak and torch",
     "unet": "one UNet step (batch 2, 64x64 latents, full-size random weights) vs torch/diffusers",
-    "vae": "one VAE decode (64x64 latents -> 512x512 image, full-size random weights) vs torch/diffusers",
+    "vae": "one VAE decode (64x64 latents -> 512x512 image, full-size random weights) vs torch/diffusers; "
+           "--decoder taesd: TAESD's",
     "audio": "spectrogram image -> audio: inverse mel + Griffin-Lim vs librosa",
 }
 
@@ -23,7 +24,10 @@ class command:  # the CLI's subcommand object
         p.add_argument("--backend", default="cpu", help="kernel backend to time (cpu, ref, cuda)")
         p.add_argument("--repeat", type=int, default=None, help="timed repetitions (median reported)")
         p.add_argument("--quick", action="store_true", help="smaller shapes / fewer repeats (smoke run)")
-        p.add_argument("--weights", default=None, help="weights file (unet/vae bench; default: random sd15 shapes)")
+        p.add_argument("--weights", default=None, help="weights file (unet/vae bench; default: random sd15 shapes; "
+                                                       "with --decoder taesd a TAESD file)")
+        p.add_argument("--decoder", choices=("full", "taesd"), default="full",
+                       help="vae bench: the full VAE (default) or TAESD (then also the full VAE, same rounds)")
         p.add_argument("--profile", action="store_true",
                        help="unet/vae bench: after the timed rounds, one more call with every op timed "
                             "(table by op and shape)")

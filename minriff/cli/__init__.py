@@ -26,10 +26,11 @@ COMMANDS = {
     "convert": ("minriff.cli.weights:convert",
                 "convert a diffusers folder or an LDM .ckpt/.safetensors into minriff's format"),
     "download": ("minriff.cli.weights:download",
-                 "download riffusion/riffusion-model-v1 from the Hugging Face Hub and convert it"),
+                 "download riffusion/riffusion-model-v1 (or, with --taesd, TAESD) from the Hugging Face Hub "
+                 "and convert it"),
     "info": ("minriff.cli.weights:info", "show what a converted weights file holds"),
     "init-random": ("minriff.cli.weights:init_random",
-                    "write random weights with real (sd15) or tiny shapes, for benchmarks and tests"),
+                    "write random weights with real (sd15) or tiny shapes (or TAESD's), for benchmarks and tests"),
     "bench": ("minriff.bench:command", "benchmarks: ops, unet, vae, audio (ratios to same-run baselines)"),
 }
 

@@ -32,6 +32,13 @@ def _common(p, steps: int, scheduler: str):
                    help="converted weights file or folder (default: newest in $MINRIFF_WEIGHTS, ./weights/ or "
                         "~/.cache/minriff/; with none anywhere, riffusion-model-v1 is taken from the Hugging Face "
                         "cache or downloaded once, unless MINRIFF_OFFLINE=1)")
+    p.add_argument("--decoder", choices=("full", "taesd"), default="full",
+                   help="latents -> spectrogram: full (the VAE, default) or taesd (the tiny autoencoder: "
+                        "much faster, a rougher spectrogram and so rougher audio)")
+    p.add_argument("--encoder", choices=("full", "taesd"), default="full",
+                   help="seed/init image -> latents: full (default) or taesd (faster, rougher; no sampling)")
+    p.add_argument("--taesd", help="TAESD weights file (default: $MINRIFF_TAESD, else beside the weights file, "
+                                   "else in ./weights/; get it with `minriff download --taesd`)")
     p.add_argument("--backend", default="cpu", help="kernel backend: cpu (default), ref or cuda")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -57,7 +64,8 @@ def _scheduler(args, riff=None):
 def _load(args):
     from minriff.pipeline import Riffusion
 
-    return Riffusion.load(args.weights, backend=args.backend, quiet=args.quiet)
+    return Riffusion.load(args.weights, backend=args.backend, quiet=args.quiet, taesd=args.taesd,
+                          decoder=args.decoder, encoder=args.encoder)
 
 
 def _audio_format(path: str, fmt: str | None) -> str:
