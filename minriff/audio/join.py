@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-CHUNK_PX = 4096
+CHUNK_PX = 4096  # mono, Riffusion's 8821 frequency bins: ~2 GB peak for the piece's Griffin-Lim
 OVERLAP_PX = 64
+REFERENCE_BINS = 8821  # the frequency bins CHUNK_PX is sized for
+
+
+def chunk_width(n_freqs: int = REFERENCE_BINS, channels: int = 1) -> int:
+    """Widest piece whose working set (channels x width x frequency bins) is at most that of a mono
+    CHUNK_PX-wide Riffusion spectrogram; at least 4 overlaps, at most 16 x CHUNK_PX."""
+    return min(16 * CHUNK_PX, max(4 * OVERLAP_PX, CHUNK_PX * REFERENCE_BINS // (n_freqs * channels)))
 
 
 def chunks(width: int, chunk: int | None = None, overlap: int | None = None) -> list[tuple[int, int]]:

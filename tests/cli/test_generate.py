@@ -124,8 +124,8 @@ def test_generate_img2img_keeps_the_width(tiny, tmp_path, capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["", "--steps", 2], "prompt is empty"),
-    (["x", "--steps", 0], "steps must be an integer >= 1"),
-    (["x", "--guidance", -1], "guidance must be a number >= 0"),
+    (["x", "--steps", 0], "steps must be an integer from 1 to 1,000"),
+    (["x", "--guidance", -1], "guidance must be a number in [0, 100]"),
     (["x", "--seconds", 0], "duration must be a positive number"),
     (["x", "--seconds", 100], "above the limit of 30 s"),
     (["x", "--scheduler", "heun"], "unknown scheduler 'heun'"),
