@@ -91,8 +91,8 @@ def check_guidance(guidance, what="guidance") -> float:
     return values.number(guidance, what, 0.0, MAX_GUIDANCE)
 
 
-def check_frames(frames) -> int:
-    return values.integer(frames, "frames", 2, MAX_FRAMES)
+def check_frames(frames, what="frames") -> int:
+    return values.integer(frames, what, 2, MAX_FRAMES)
 
 
 def check_scheduler(scheduler):

@@ -170,7 +170,7 @@ def test_interpolate_joins_clips_into_one_continuous_file(tiny, tmp_path, capsys
 
 def test_interpolate_needs_two_frames(tiny, tmp_path, capsys):
     code, err = run(capsys, "interpolate", "a", "b", "--frames", 1, "-o", tmp_path / "x.wav", "--weights", tiny)
-    assert code == 2 and "--frames must be at least 2" in err
+    assert code == 2 and "--frames must be an integer from 2 to 100" in err
 
 
 # ---- riffuse -------------------------------------------------------------------------------------
