@@ -83,8 +83,8 @@ def model_image(image, what: str = "seed image"):
     return images.rgb8(image, what)
 
 
-def check_steps(steps) -> int:
-    return values.integer(steps, "steps", 1, MAX_STEPS)
+def check_steps(steps, what="steps") -> int:
+    return values.integer(steps, what, 1, MAX_STEPS)
 
 
 def check_guidance(guidance, what="guidance") -> float:
@@ -121,8 +121,8 @@ def check_negative_prompt(prompt, what="negative prompt") -> str | None:
     return None if prompt is None else values.text(prompt, what, MAX_PROMPT_CHARS, allow_empty=True)
 
 
-def check_alpha(alpha) -> float:
-    return values.number(alpha, "alpha", 0.0, 1.0)
+def check_alpha(alpha, what="alpha") -> float:
+    return values.number(alpha, what, 0.0, 1.0)
 
 
 def check_strength(strength, what="denoising strength") -> float:

@@ -31,12 +31,13 @@ import math
 
 import numpy as np
 
-from minriff import kernels, prompt_weighting, schedulers, weights
+from minriff import kernels, prompt_weighting, schedulers, values, weights
 from minriff.audio.spectrogram import SpectrogramParams, audio_to_image, image_to_audio
 from minriff.configs import SD15_SCHEDULER, ModelConfig
 from minriff.errors import InputError, NumericsError
 from minriff.inputs import (
     HEIGHT,
+    MAX_PROMPT_CHARS,
     WIDTH_MULTIPLE,
     check_alpha,
     check_callback,
@@ -180,6 +181,7 @@ class Riffusion:
     def encode_prompt(self, prompt: str) -> np.ndarray:
         """(1, 77, C) text states of a prompt with the original's (word:1.5) weighting syntax; cached."""
         if prompt not in self._text_cache:
+            values.text(prompt, "prompt", MAX_PROMPT_CHARS, allow_empty=True)
             states = prompt_weighting.weighted_embeddings(self.tokenizer, self._run_text_encoder, prompt)
             self._text_cache[prompt] = _finite(np.asarray(states, dtype=np.float32), f"text states of {prompt[:60]!r}")
         return self._text_cache[prompt]

@@ -119,7 +119,7 @@ class InferenceInput:
             if not isinstance(getattr(self, name), PromptInput):
                 raise InputError(f"{name} must be a PromptInput, got {type(getattr(self, name)).__name__}")
         self.alpha = check_alpha(self.alpha)
-        self.num_inference_steps = check_steps(self.num_inference_steps)
+        self.num_inference_steps = check_steps(self.num_inference_steps, "num_inference_steps")
         self.seed_image_id = values.text(self.seed_image_id, "seed_image_id", MAX_ID_CHARS)
         if self.mask_image_id is not None:
             self.mask_image_id = values.text(self.mask_image_id, "mask_image_id", MAX_ID_CHARS)

@@ -20,6 +20,7 @@ import numpy as np
 from minriff.errors import AudioError
 
 MAX_SECONDS = 3600.0  # refuse longer inputs: a spectrogram image of an hour is already 360,001 px wide
+MIN_SAMPLE_RATE = 4000  # a lower rate turns a small file into hours of upsampled audio
 BLOCK = 1 << 18  # samples per block in the block-wise passes (~6 s at 44.1 kHz)
 FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS"),
            ".mp3": ("MP3", "MPEG_LAYER_III")}
@@ -42,7 +43,10 @@ def _info(path: Path, max_seconds: float):
         raise AudioError(f"cannot read {path}: not a readable WAV/FLAC/OGG/MP3 file ({_first_line(e)})") from e
     if info.frames <= 0 or info.channels <= 0:
         raise AudioError(f"{path} contains no audio samples")
-    if not 0 < info.samplerate <= 10**6 or info.frames / info.samplerate > max_seconds:
+    if not MIN_SAMPLE_RATE <= info.samplerate <= 10**6:
+        raise AudioError(f"{path} is sampled at {info.samplerate} Hz; minriff reads {MIN_SAMPLE_RATE:,} to "
+                         f"1,000,000 Hz")
+    if info.frames / info.samplerate > max_seconds:
         raise AudioError(f"{path} is {info.frames / max(info.samplerate, 1):.0f} s long at {info.samplerate} Hz; "
                          f"the limit is {max_seconds:.0f} s")
     return info
@@ -102,20 +106,22 @@ class AudioFile:
         if left > 0:  # the header promised more than the file holds: complete with silence
             yield np.zeros((self.channels, left), np.float32)
 
-    def pieces(self, block: int = BLOCK):
+    def pieces(self, block: int | None = None):
+        block = block or BLOCK
         blocks = self._read(block)
         if self.up == self.down:
             return blocks
-        return resample_stream(blocks, self.source_frames, self.up, self.down)
+        return resample_stream(blocks, self.source_frames, self.up, self.down, block)
 
 
-def resample_stream(blocks, n: int, up: int, down: int, segment: int = BLOCK):
+def resample_stream(blocks, n: int, up: int, down: int, segment: int | None = None):
     """resample_poly(x, up, down) of a signal of n samples that arrives as (C, n_i) blocks, given
     as consecutive output blocks. Each segment is filtered with enough neighbouring input on both
     sides to cover the filter and starts at a multiple of `down` (where the output grid restarts),
     so the result equals one call on the whole signal (to float rounding; tests check it)."""
     from scipy.signal import resample_poly
 
+    segment = segment or BLOCK
     half = 10 * max(up, down)  # resample_poly's filter half-length, in upsampled samples
     margin = down * -(-((half + down) // up + 2) // down)  # input samples each side, a multiple of down
     n_out = -(-n * up // down)

@@ -44,6 +44,7 @@ MAX_WIDTH = 360_001  # px = frames: 1 + 3600 s / 10 ms, an hour at Riffusion's 1
 MAX_PIXELS = 512 * MAX_WIDTH  # 184 Mpixels (an hour of 512-bin spectrogram)
 MAX_N_FFT = 65536  # padded window in samples (Riffusion: 17640); memory per frame grows with it
 MAX_WINDOW_HOPS = 64  # window / hop (Riffusion: 10): frames per window, and the shortest image
+FRAME_BLOCK = 1024  # STFT frames per block in audio_to_image: ~180 MB of working memory at Riffusion's sizes
 KEEP_MEL_BYTES = 64 << 20  # audio_to_image keeps the mel of up to ~2.5 min of audio, else recomputes it
 # field -> (lowest, highest): ranges a SpectrogramParams must satisfy (sizes derived from them are
 # checked too: see SpectrogramParams.__post_init__)
@@ -239,7 +240,7 @@ def _mel_blocks(source, p: SpectrogramParams):
                 raise AudioError("waveform contains NaN or infinite samples")
             yield w.astype(np.float32) * np.float32(INT16_SCALE)
 
-    for t0, X in plan.frame_stream(scaled(source.pieces()), source.frames):  # X (C, t, F)
+    for t0, X in plan.frame_stream(scaled(source.pieces()), source.frames, FRAME_BLOCK):  # X (C, t, F)
         mag = np.abs(X[..., :used]).astype(np.float64)
         yield t0, (mag @ fb[:used]).transpose(0, 2, 1)
 
@@ -271,7 +272,7 @@ def _quantize(mel: np.ndarray, max_value: float, power: float) -> np.ndarray:
 
 def _to_image(flipped: np.ndarray) -> Image.Image:
     """(C, M, T) uint8, row 0 = top bin -> RGB image: mono R=G=B, stereo R=0, G=left, B=right."""
-    bands = [Image.fromarray(np.ascontiguousarray(c), mode="L") for c in flipped]
+    bands = [Image.fromarray(np.ascontiguousarray(c)) for c in flipped]  # (M, T) uint8: mode L
     if len(bands) == 1:
         return bands[0].convert("RGB")
     return Image.merge("RGB", [Image.new("L", bands[0].size, 0), *bands])

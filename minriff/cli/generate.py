@@ -31,6 +31,23 @@ def _say(args, msg: str):
         print(msg, file=sys.stderr)
 
 
+def _check_flags(args, prompts: dict) -> None:
+    """Every flag checked before the weights load (that takes seconds at full size): the same
+    checks the pipeline runs again, so a bad value costs nothing."""
+    from minriff import inputs
+
+    for what, prompt in prompts.items():
+        inputs.check_prompt(prompt, what)
+    inputs.check_negative_prompt(args.negative)
+    inputs.check_steps(args.steps)
+    inputs.check_guidance(args.guidance)
+    if args.scheduler is not None:
+        inputs.check_scheduler(args.scheduler)
+    for flag in ("seed", "seed_b"):
+        if getattr(args, flag, None) is not None:
+            inputs.check_seed(getattr(args, flag), "--" + flag.replace("_", "-"))
+
+
 def _load(args):
     from minriff.pipeline import Riffusion
 
@@ -90,7 +107,15 @@ class _Generate:
 
         if not (args.output or args.image):
             raise InputError("nothing to write: give -o AUDIO and/or --image PNG")
-        init = open_model_image(args.init_image, "init image") if args.init_image else None
+        from minriff.inputs import check_duration, check_strength
+
+        _check_flags(args, {"prompt": args.prompt})
+        if args.init_image:
+            check_strength(args.strength)
+            init = open_model_image(args.init_image, "init image")
+        else:
+            check_duration(args.seconds)
+            init = None
         riff = _load(args)
         seed = random_seed() if args.seed is None else args.seed
         _say(args, f"seed {seed}")
@@ -102,7 +127,7 @@ class _Generate:
 
 
 class _Interpolate:
-    needs = {"denoising": "seed_image", "seed_images": "seed_image", "format": "output", "method": "output"}
+    needs = {"denoising": "seed_image", "seed_images": "seed_image"}  # -o is required here
     excludes = {"seconds": "seed_image"}  # the seed image's width sets the length
 
     def add_arguments(self, p):
@@ -122,14 +147,18 @@ class _Interpolate:
         _common(p, steps=30, scheduler=None)
 
     def run(self, args) -> int:
-        from minriff.inputs import check_frames, open_model_image
+        from minriff.inputs import check_duration, check_frames, check_strength, open_model_image
 
         check_frames(args.frames, "--frames")
+        _check_flags(args, {"prompt A": args.prompt_a, "prompt B": args.prompt_b})
         seed_image = None
         if args.seed_image:
             from minriff.riffuse import resolve_image
 
+            check_strength(args.denoising, "--denoising")
             seed_image = open_model_image(resolve_image(args.seed_image, "seed image", args.seed_images))
+        else:
+            check_duration(args.seconds)
         riff = _load(args)
         clips = []
         for i, alpha in enumerate(np.linspace(0.0, 1.0, args.frames)):
@@ -188,12 +217,14 @@ class _Riffuse:
             mask_image_id=args.mask))
 
     def run(self, args) -> int:
-        from minriff.inputs import open_model_image
+        from minriff.inputs import check_scheduler, open_model_image
         from minriff.riffuse import resolve_image
 
         if not (args.output or args.output_json or args.image):
             raise InputError("nothing to write: give -o AUDIO, --image IMAGE and/or --output-json FILE")
         req = self.request(args)
+        if args.scheduler is not None:
+            check_scheduler(args.scheduler)
         seed_image = open_model_image(resolve_image(req.seed_image_id, "seed image", args.seed_images))
         mask = None
         if req.mask_image_id:
