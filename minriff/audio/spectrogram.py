@@ -246,9 +246,17 @@ def _mel_blocks(source, p: SpectrogramParams):
 
 
 def _check_audio_width(source, p: SpectrogramParams) -> int:
-    width = n_frames(source.frames, p)
-    seconds = source.frames / p.sample_rate
-    check_image_size(width, p.num_frequencies, f"the spectrogram of {seconds:,.1f} s of audio (at "
+    """The image width the audio will make, checked before any sample is read: channels, enough
+    samples for the reflect padding of one window, and a size `open_spectrogram` reads back."""
+    if source.channels not in (1, 2):
+        raise AudioError(f"{source.channels}-channel audio is not supported (mono or stereo only)")
+    plan, n = STFT(p.n_fft, p.hop_length, p.win_length), source.frames  # no filterbank needed yet
+    width = n_frames(n, p)
+    pad = max(-plan.offset, (width - 1) * plan.hop + plan.offset + plan.win - n)
+    if n <= pad:
+        raise AudioError(f"audio of {n} samples ({n / p.sample_rate:.3f} s) is too short for one analysis window "
+                         f"of {plan.win} samples")
+    check_image_size(width, p.num_frequencies, f"the spectrogram of {n / p.sample_rate:,.1f} s of audio (at "
                      f"{p.step_size_ms} ms per pixel)")
     return width
 
