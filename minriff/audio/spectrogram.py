@@ -409,7 +409,7 @@ def image_to_audio(image, params: SpectrogramParams | None = None, method: str =
     if width < min_width:
         raise AudioError(f"image is {width} px wide; at least {min_width} frames are needed")
     spans = join.chunks(width, join.chunk_width(plan.n_freqs, p.n_channels))
-    pieces = []
+    timeline = join.Timeline(p.n_channels, (width - 1) * p.hop_length) if len(spans) > 1 else None
     for i, (a, b) in enumerate(spans):
         mel = image_to_mel(_columns(image, a, b), p)
         # torch's CPU generator stream: with torch.manual_seed(seed) the original draws the SGD init
@@ -417,13 +417,13 @@ def image_to_audio(image, params: SpectrogramParams | None = None, method: str =
         rng = Generator(seed)
         mag = inverse_mel(mel, banded, method=method, rng=rng, max_iter=p.max_mel_iters, progress=progress)
         del mel
-        pieces.append((a * p.hop_length, griffin_lim(mag, plan, n_iter=n_iter, rng=rng, phase_init=phase,
-                                                     progress=progress)))
+        wave = griffin_lim(mag, plan, n_iter=n_iter, rng=rng, phase_init=phase, progress=progress)
         del mag
-        if progress is not None and len(spans) > 1:
-            progress("audio pieces", i + 1, len(spans))
-    wave = pieces[0][1] if len(pieces) == 1 else join.crossfade(pieces, (width - 1) * p.hop_length)
-    del pieces
+        if timeline is not None:
+            timeline.add(a * p.hop_length, wave)
+            if progress is not None:
+                progress("audio pieces", i + 1, len(spans))
+    wave = wave if timeline is None else timeline.out
     if loudness == "riffusion":
         return audio_mod.loudness_riffusion(wave)
     return audio_mod.peak_normalize(wave) if loudness == "peak" else wave

@@ -73,6 +73,8 @@ class image2audio:
         params = params_from_image(image)
         if args.stereo:
             params = dataclasses.replace(params, stereo=True)
+        if not params.stereo and image.mode in ("RGB", "RGBA"):
+            image = image.getchannel("R")  # mono reads R alone: 1 byte a pixel instead of Pillow's 4
         out = Path(args.output) if args.output else Path(args.input).with_suffix(".wav")
         # images wider than 4096 px (mono) are converted in pieces: memory stays ~2 GB at any width
         wave = image_to_audio(image, params, method=args.method, seed=args.seed, n_iter=args.iters,

@@ -103,12 +103,10 @@ class _Generate:
         _common(p, steps=30, scheduler="dpmpp2m")
 
     def run(self, args) -> int:
-        from minriff.inputs import open_model_image, random_seed
+        from minriff.inputs import check_duration, check_strength, open_model_image, random_seed
 
         if not (args.output or args.image):
             raise InputError("nothing to write: give -o AUDIO and/or --image PNG")
-        from minriff.inputs import check_duration, check_strength
-
         _check_flags(args, {"prompt": args.prompt})
         if args.init_image:
             check_strength(args.strength)
