@@ -15,8 +15,10 @@ path on each node).
 
 Each actor gets `num_cpus=threads` and, before its process imports NumPy, the Numba/BLAS thread
 variables for that count (`runtime_env={"env_vars": ...}`), so actors on one node do not fight over
-cores. A lost actor (killed, its node gone, out of memory) is restarted by Ray (`max_restarts`) and
-its job is put back on the queue and run by whichever actor is idle next, at most `MAX_ATTEMPTS` times."""
+cores. A lost actor (killed, out of memory, its node gone) is restarted by Ray (`max_restarts`, on
+another node if its node is gone) and the job it was running is retried there (`max_task_retries`);
+an actor whose restarts are used up is dropped and its job goes back on the queue for the other
+actors, at most `MAX_ATTEMPTS` times."""
 from __future__ import annotations
 
 import collections
@@ -69,7 +71,7 @@ def connect(address: str | None, num_cpus: int | None = None):
 
 def start_actors(ray, weights, backend: str, n: int, threads: int) -> list:
     cls = ray.remote(BatchWorker)
-    return [cls.options(num_cpus=threads, max_restarts=MAX_RESTARTS, max_task_retries=0,
+    return [cls.options(num_cpus=threads, max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS,
                         runtime_env={"env_vars": thread_env(threads)}).remote(weights, backend, threads)
             for _ in range(n)]
 
@@ -79,8 +81,12 @@ def default_actors(ray, threads: int) -> int:
 
 
 def actors_pool(jobs, outdir, actors, ray):
-    """Records in completion order; a job whose actor died goes back on the queue (module docstring)."""
+    """Records in completion order (module docstring). A job whose actor is killed is retried by Ray
+    on the restarted actor (max_task_retries); an actor that is gone for good (restarts used up) is
+    dropped and its job goes back on the queue for the others."""
     from ray.exceptions import RayActorError
+
+    from minriff.batch.local import _lost
 
     queue = collections.deque(jobs)
     attempts = collections.Counter()
@@ -90,19 +96,22 @@ def actors_pool(jobs, outdir, actors, ray):
         while idle and queue:
             actor, job = idle.pop(0), queue.popleft()
             running[actor.run.remote(job, str(outdir))] = (job, actor)
+        if not running:  # every actor is gone
+            while queue:
+                job = queue.popleft()
+                yield _lost(job, "every Ray actor died", attempts[job.id])
+            return
         ready, _ = ray.wait(list(running), num_returns=1)
         for ref in ready:
             job, actor = running.pop(ref)
-            idle.append(actor)  # a dead actor is being restarted by Ray; calls wait for it
             try:
                 record = ray.get(ref)
-                record["attempt"] = attempts[job.id] + 1
-                yield record
             except RayActorError as e:
                 attempts[job.id] += 1
                 if attempts[job.id] < MAX_ATTEMPTS:
                     queue.appendleft(job)
                 else:
-                    from minriff.batch.local import _lost
-
                     yield _lost(job, f"its Ray actor died ({type(e).__name__})", attempts[job.id])
+                continue  # the actor is dead for good: not given more work
+            idle.append(actor)
+            yield record
