@@ -15,6 +15,7 @@ TARGETS = {
     "vae": "one VAE decode (64x64 latents -> 512x512 image, full-size random weights) vs torch/diffusers; "
            "--decoder taesd: TAESD's",
     "audio": "spectrogram image -> audio: inverse mel + Griffin-Lim vs librosa",
+    "batch": "minriff batch overheads (tiny model): jobs/s sequential vs --workers 2 vs --ray with 2 actors",
 }
 
 MODULES = {"vae": "unet"}  # target -> module, where one module serves several targets

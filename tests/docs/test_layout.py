@@ -25,6 +25,7 @@ FORBIDDEN = {
     "minriff.schedulers": ["minriff.kernels", "minriff.models", "minriff.weights", "minriff.audio",
                            "minriff.pipeline", "minriff.cli", "minriff.bench", "minriff.server", "minriff.batch"],
     "minriff.pipeline": ["minriff.cli", "minriff.bench", "minriff.server", "minriff.batch"],
+    "minriff.batch": ["minriff.cli", "minriff.bench", "minriff.server"],
 }
 # the small shared modules at the top of minriff/ sit below everything that is not the pipeline
 for leaf in ("minriff.errors", "minriff.atomic", "minriff.configs", "minriff.rng", "minriff.progress",

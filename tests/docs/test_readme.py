@@ -50,6 +50,8 @@ def workdir(tmp_path_factory):
     Image.fromarray((170 + 50 * np.sin(x / 4.0) * np.cos(y / 19.0)).astype(np.uint8)).save(
         d / "seed_images" / "og_beat.png")
     request = json.loads(blocks(MAKE_MUSIC, "json")[0])
+    (d / "jobs.jsonl").write_text(json.dumps({"id": "one", "kind": "generate", "prompt": "jazz", "steps": 1,
+                                              "duration_s": 0.3}) + "\n")
     request["num_inference_steps"] = 2  # the JSON's own value wins over --steps; 2 steps at 0.75 -> 2 UNet calls
     (d / "request.json").write_text(json.dumps(request))
     return d
@@ -67,6 +69,8 @@ def test_readme_command_runs(workdir, monkeypatch, capsys, command):
     monkeypatch.delenv("MINRIFF_WEIGHTS", raising=False)  # found in ./weights/, as documented
     argv = shlex.split(command)[1:]
     fast = ["--quiet"] if "--json" in argv else ["--steps", "1", "--quiet"]  # the request sets its own steps
+    if argv[0] == "batch":  # the job file sets steps and length; one in-process worker
+        fast = ["--quiet", "--workers", "0"]
     if argv[0] in ("generate", "interpolate"):
         fast += ["--seconds", "0.64"]
     if argv[0] == "interpolate":
@@ -74,6 +78,8 @@ def test_readme_command_runs(workdir, monkeypatch, capsys, command):
     code = main(argv + fast)
     assert code == 0, capsys.readouterr().err
     outputs = [argv[i + 1] for i, a in enumerate(argv) if a in ("-o", "--image", "--output-json")]
+    if argv[0] == "batch":
+        outputs = [f"{outputs[0]}one.wav", f"{outputs[0]}manifest.jsonl"]
     for out in outputs:
         assert (workdir / out).stat().st_size > 0
         if out.endswith((".wav", ".flac", ".mp3")):
