@@ -87,6 +87,32 @@ def check_strength(strength, what="denoising strength") -> float:
     return float(strength)
 
 
+def check_lora_weight(weight) -> float:
+    """A LoRA's weight (its scale multiplier): any finite number; negative weights invert the LoRA."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(weight):
+        raise InputError(f"LoRA weight must be a finite number, got {weight!r}")
+    return float(weight)
+
+
+def parse_lora_spec(spec: str) -> tuple[str, float]:
+    """`FILE[:WEIGHT]` -> (file, weight). Paths may contain ':': an existing file is taken whole;
+    otherwise the text after the last ':' is the weight when it reads as a number (it must then be
+    finite); anything else is a path, weight 1."""
+    if not isinstance(spec, str) or not spec:
+        raise InputError("--lora needs FILE or FILE:WEIGHT")
+    path, sep, tail = spec.rpartition(":")
+    if not sep or os.path.isfile(spec) or not path:
+        return spec, 1.0
+    try:
+        weight = float(tail)
+    except ValueError:
+        return spec, 1.0
+    if not math.isfinite(weight):
+        raise InputError(f"--lora {spec}: the weight after ':' must be a finite number, got {tail!r}")
+    return path, weight
+
+
 def check_callback(callback):
     if callback is not None and not callable(callback):
         raise InputError(f"callback must be a function called as callback(step_index, total_steps, timestep, "

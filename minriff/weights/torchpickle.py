@@ -406,15 +406,16 @@ def _unpickle_stream(f, archive, where: str, inert_unknown: bool = False):
 
 def checkpoint_kind(path) -> str | None:
     """"zip" (torch >= 1.6) or "legacy" (a bare pickle stream) by the file's first bytes; None
-    for anything else (e.g. safetensors)."""
+    for anything else (e.g. safetensors: 8 length bytes then its JSON header's "{"; the length's
+    first byte can be 0x80 like a pickle's PROTO opcode)."""
     try:
         with open(path, "rb") as f:
-            magic = f.read(2)
+            magic = f.read(9)
     except OSError as e:
         raise WeightsError(f"cannot open {path}: {e.strerror or e}") from None
-    if magic == b"PK":
+    if magic[:2] == b"PK":
         return "zip"
-    if magic[:1] == b"\x80":
+    if magic[:1] == b"\x80" and magic[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05") and magic[8:9] != b"{":
         return "legacy"
     return None
 
