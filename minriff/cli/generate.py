@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minriff.cli.lora import add_lora_argument, apply_loras
 from minriff.errors import InputError
 
 FORMATS = ("wav", "flac", "mp3", "ogg")
@@ -22,6 +23,7 @@ def _common(p, steps: int, scheduler: str):
     p.add_argument("--weights",
                    help="converted weights file or folder (default: newest in $MINRIFF_WEIGHTS or ./weights/)")
     p.add_argument("--backend", default="cpu", help="kernel backend: cpu (default), ref or cuda")
+    add_lora_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -33,7 +35,9 @@ def _say(args, msg: str):
 def _load(args):
     from minriff.pipeline import Riffusion
 
-    return Riffusion.load(args.weights, backend=args.backend, quiet=args.quiet)
+    riff = Riffusion.load(args.weights, backend=args.backend, quiet=args.quiet)
+    apply_loras(riff, args.lora, lambda msg: _say(args, msg))
+    return riff
 
 
 def _audio_format(path: str, fmt: str | None) -> str:
