@@ -96,9 +96,10 @@ class LoraStack:
 
     @property
     def kept_bytes(self) -> int:
-        """Memory held for unloading: the kept originals that are copies, plus the LoRA matrices."""
-        copies = sum(k.array.nbytes for k in self._kept.values() if k.array.dtype != k.dtype)
-        return copies + sum(la.down.nbytes + la.up.nbytes for e in self._loaded.values() for la in e.lora.layers)
+        """Memory held beyond the model's own: the kept originals (the model holds merged arrays
+        meanwhile) and the LoRA matrices."""
+        kept = sum(k.array.nbytes for k in self._kept.values())
+        return kept + sum(la.down.nbytes + la.up.nbytes for e in self._loaded.values() for la in e.lora.layers)
 
     # ---- the API behind Riffusion.load_lora / set_lora_weight / unload_lora
     def load(self, riff, path, weight=1.0, name=None, strict=True) -> str:

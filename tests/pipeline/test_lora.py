@@ -95,22 +95,19 @@ def test_stack_reweight_unload_bit_for_bit(riff):
     assert_bit_identical(riff, only_b)
 
 
-def test_unload_restores_weights_that_are_not_fp16_values(riff):
-    """The tiny fixture's weights are float32 values; originals kept as float16 would not restore them."""
+@pytest.mark.parametrize("fp16_values", [True, False])
+def test_originals_kept_for_unloading(riff, fp16_values):
+    """Weights that are all float16 values (an fp16 file) are kept as an exact float16 copy: half the memory."""
+    if fp16_values:
+        riff.set_parameters(riff.parameters().astype(np.float16).astype(np.float32))
     snap = snapshot(riff)
-    assert any(not np.array_equal(v, v.astype(np.float16).astype(np.float32)) for v in snap.values())
-    name = riff.load_lora(ml.KOHYA, weight=1.3)
-    riff.unload_lora(name)
-    assert_bit_identical(riff, snap)
-
-
-def test_fp16_exact_originals_are_kept_at_half_size(riff):
-    riff.set_parameters(riff.parameters().astype(np.float16).astype(np.float32))
-    snap = snapshot(riff)
+    fp16_exact = [np.array_equal(v, v.astype(np.float16).astype(np.float32)) for v in snap.values()]
+    assert all(fp16_exact) if fp16_values else not any(fp16_exact)
     name = riff.load_lora(ml.KOHYA, weight=0.7)
     lora_bytes = sum(la.down.nbytes + la.up.nbytes for la in riff._lora._loaded[name].lora.layers)
     touched = sum(weight_of(riff, c, m).nbytes for c, m in riff._lora._kept)
-    assert riff._lora.kept_bytes == touched // 2 + lora_bytes
+    assert len(riff._lora._kept) == 91
+    assert riff._lora.kept_bytes == (touched // 2 if fp16_values else touched) + lora_bytes
     riff.unload_lora(name)
     assert_bit_identical(riff, snap)
     assert riff._lora.kept_bytes == 0 and not riff._lora._kept
