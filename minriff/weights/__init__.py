@@ -6,6 +6,8 @@
     convert.py      diffusers folders and LDM single files -> minriff's file
     torchpickle.py  torch .bin/.ckpt/.pt through a restricted unpickler (no code runs)
     download.py     riffusion/riffusion-model-v1 from the Hugging Face Hub
+    lora.py         LoRA files (kohya-ss, diffusers/PEFT, older diffusers): read, check, resolve to layers
+    lora_names.py   the layers a LoRA may target and their kohya / LDM names (from minriff's own models)
 
 Imports run one way: weights uses models (to build and fill them), never the pipeline.
 """
