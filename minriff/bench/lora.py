@@ -14,6 +14,7 @@ it), and diffusers + peft on the same weights and file in a child process when t
 """
 from __future__ import annotations
 
+import gc
 import os
 import statistics
 import tempfile
@@ -109,6 +110,8 @@ def run(args) -> int:
         rss2 = rss_mb()
         peak = sgemm_gflops()
         set_s = statistics.median(set_times)
+        del riff  # the diffusers child loads its own copy: never both at full size
+        gc.collect()
         torch_row = _torch_times(args, path, quick) if torch_or_none() is not None else None
     rows = [dict(stage="load + merge", minriff_s=load_s, diffusers_s=None),
             dict(stage="set weight (re-merge)", minriff_s=set_s, diffusers_s=None),
