@@ -13,7 +13,8 @@ are bit-identical to never loading.
 
 W0 is kept once per touched tensor while any LoRA touches it: the original array itself (merging
 replaces parameters, never writes into them), or an exact float16 copy of it when every value is
-a float16 value (weights loaded from an fp16 file), which halves what keeping costs.
+a float16 value (weights loaded from an fp16 file), which halves what keeping costs. Copies (and
+the LoRA matrices) live in their own memory maps, so unloading returns their memory to the system.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import numpy as np
 
 from minriff.errors import InputError
 from minriff.inputs import check_lora_weight
-from minriff.weights.lora import LoraFile, read_lora
+from minriff.weights.lora import LoraFile, off_heap, read_lora
 from minriff.weights.lora_names import COMPONENTS, Targets
 
 
@@ -60,7 +61,7 @@ class _Kept:
     @staticmethod
     def of(p) -> _Kept:
         if isinstance(p, np.ndarray) and p.dtype == np.float32:
-            half = p.astype(np.float16)
+            half = off_heap(p, np.float16)  # returned to the system when unloaded
             if np.array_equal(half.astype(np.float32).view(np.uint32), np.ascontiguousarray(p).view(np.uint32)):
                 return _Kept(half, p.dtype)
         return _Kept(p, p.dtype)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -269,7 +270,20 @@ def _float_tensor(path, key: str, value) -> np.ndarray:
         raise WeightsError(f"{path}: {key} is {what}; LoRA matrices must be floating point (F16, BF16, F32, F64)")
     if not np.isfinite(a).all():
         raise WeightsError(f"{path}: {key} holds NaN or infinite values")
-    return np.array(a)  # a copy: the file may change or go away while the LoRA stays loaded
+    return off_heap(a)  # a copy: the file may change or go away while the LoRA stays loaded
+
+
+def off_heap(a: np.ndarray, dtype=None) -> np.ndarray:
+    """A read-only copy of `a` (cast to `dtype`) in its own anonymous memory map, so freeing it gives
+    the memory back to the system at once: minriff has malloc keep big arrays on its heap
+    (minriff/__init__.py), where a freed block in the middle stays with the process."""
+    dtype = np.dtype(dtype or a.dtype)
+    if a.size == 0:
+        return np.zeros(a.shape, dtype)
+    out = np.frombuffer(mmap.mmap(-1, a.size * dtype.itemsize), dtype=dtype).reshape(a.shape)
+    out[...] = a
+    out.flags.writeable = False
+    return out
 
 
 def _check_shapes(path, target: Target, slot: dict, down: np.ndarray, up: np.ndarray) -> None:
