@@ -61,8 +61,11 @@ class _Kept:
     @staticmethod
     def of(p) -> _Kept:
         if isinstance(p, np.ndarray) and p.dtype == np.float32:
-            half = off_heap(p, np.float16)  # returned to the system when unloaded
-            if np.array_equal(half.astype(np.float32).view(np.uint32), np.ascontiguousarray(p).view(np.uint32)):
+            with np.errstate(over="ignore"):  # values beyond float16's range: not exact, kept as they are
+                half = off_heap(p, np.float16)  # returned to the system when unloaded
+            # equal values are equal bits here: the cast keeps the sign of zero, and NaN != NaN
+            # (a tensor with NaN is kept as it is)
+            if np.array_equal(half, p):
                 return _Kept(half, p.dtype)
         return _Kept(p, p.dtype)
 
@@ -141,9 +144,10 @@ class LoraStack:
                     model._set(pname, kept.restore())
                     del self._kept[key]
                 continue
+            original = kept.array if kept is not None else _param(model, pname)
             if kept is None:
-                kept = self._kept[key] = _Kept.of(_param(model, pname))
-            acc = np.array(F.to_host(kept.array), dtype=np.float32)  # a float32 copy, whatever the stored dtype
+                kept = self._kept[key] = _Kept.of(original)
+            acc = np.array(F.to_host(original), dtype=np.float32)  # a float32 copy, whatever the stored dtype
             for weight, layer in parts:
                 acc += layer.delta(weight * layer.scale)
             model._set(pname, F.asarray(acc.astype(kept.dtype, copy=False)))

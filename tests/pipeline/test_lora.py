@@ -114,6 +114,24 @@ def test_originals_kept_for_unloading(riff, fp16_values):
     assert riff._lora.kept_bytes == 0 and not riff._lora._kept
 
 
+def test_weights_beyond_fp16_range_are_kept_as_they_are(riff):
+    import warnings
+
+    riff.set_parameters(riff.parameters().astype(np.float16).astype(np.float32))
+    key = ("unet", "down_blocks.0.resnets.0.conv1")
+    w = weight_of(riff, *key).copy()
+    w.flat[0] = 1e6  # not a float16 value: the tensor cannot be kept as float16
+    riff.unet._set(key[1] + ".weight", w)
+    snap = snapshot(riff)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning from the float16 attempt
+        name = riff.load_lora(ml.KOHYA, weight=0.7)
+    assert riff._lora._kept[key].array.dtype == np.float32
+    assert riff._lora._kept[("unet", "down_blocks.0.resnets.0.conv2")].array.dtype == np.float16
+    riff.unload_lora(name)
+    assert_bit_identical(riff, snap)
+
+
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(weights=st.lists(st.floats(-2, 2, allow_nan=False).filter(lambda w: abs(w) > 1e-3), min_size=1, max_size=3),
        rank=st.integers(1, 5), seed=st.integers(0, 1000), fp16=st.booleans())
