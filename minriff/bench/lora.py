@@ -147,8 +147,11 @@ def _torch_times(args, path, quick) -> dict:
     except RuntimeError as e:
         return {"note": f"unavailable: {e}"}
     try:
-        out = {key: child.value(key) for key in ("load_fuse", "reweight", "unload")}
-        out["note"] = f"diffusers + peft in a child process; unfuse bit-identical: {child.value('identical')}"
+        out = {"load_fuse": child.value("load_fuse")}
+        child.value("fused")
+        out.update({key: child.value(key) for key in ("reweight", "unload")})
+        out["note"] = (f"diffusers + peft in a child process; after unfuse_lora, bit-identical: "
+                       f"{child.value('identical')}")
         return out
     finally:
         child.close()
@@ -182,7 +185,7 @@ def _diffusers_lora(weights_path, quick, lora_path, threads=None) -> dict:
 
     def crcs():
         return {k: zlib.crc32(v.detach().contiguous().numpy().tobytes()) for m in (unet, te)
-                for k, v in m.state_dict().items() if k.endswith("weight") and "lora" not in k}
+                for k, v in m.state_dict().items() if k.endswith("weight") and "lora_" not in k}
 
     before = crcs()
 
@@ -193,6 +196,8 @@ def _diffusers_lora(weights_path, quick, lora_path, threads=None) -> dict:
                 fn()
             return time.perf_counter() - t0
         return call
+
+    changed = []
 
     def load_fuse():
         pipe.load_lora_weights(lora_path, adapter_name="bench")
@@ -207,10 +212,14 @@ def _diffusers_lora(weights_path, quick, lora_path, threads=None) -> dict:
         pipe.unfuse_lora()
         pipe.unload_lora_weights()
 
+    def fused():  # (untimed) which weights the fused LoRA changed; state-dict keys of PEFT-wrapped layers
+        after = {k.replace(".base_layer.", "."): v for k, v in crcs().items()}
+        changed.extend(k for k, v in before.items() if after.get(k) != v)
+        return len(changed)
+
     def identical():
         after = crcs()
-        same = sum(after.get(k) == v for k, v in before.items())
-        return f"{same}/{len(before)} weights"
+        return f"{sum(after.get(k) == before[k] for k in changed)} of the {len(changed)} changed weights"
 
-    return {"load_fuse": timed(load_fuse), "reweight": timed(reweight), "unload": timed(unload),
+    return {"load_fuse": timed(load_fuse), "fused": fused, "reweight": timed(reweight), "unload": timed(unload),
             "identical": identical}
