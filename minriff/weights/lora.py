@@ -196,9 +196,10 @@ def _refuse_unsupported(tensors: dict, path: Path) -> None:
             if rx.fullmatch(key):
                 found.setdefault(name, []).append(key)
                 break
-    for name, keys in found.items():
-        raise WeightsError(f"{path}: unsupported LoRA type {name}: {len(keys)} keys such as {', '.join(keys[:4])}; "
-                           "minriff merges plain LoRA / LoCon (lora_down/lora_up, lora_A/lora_B)")
+    if found:
+        kinds = "; ".join(f"{name}: {len(keys)} keys such as {', '.join(keys[:4])}" for name, keys in found.items())
+        raise WeightsError(f"{path}: unsupported LoRA type {kinds}; minriff merges plain LoRA / LoCon "
+                           "(lora_down/lora_up, lora_A/lora_B)")
 
 
 def _parse_pair_key(key: str, targets: Targets):
