@@ -147,9 +147,15 @@ class LoraStack:
             original = kept.array if kept is not None else _param(model, pname)
             if kept is None:
                 kept = self._kept[key] = _Kept.of(original)
-            acc = np.array(F.to_host(original), dtype=np.float32)  # a float32 copy, whatever the stored dtype
-            for weight, layer in parts:
-                acc += layer.delta(weight * layer.scale)
+            host = F.to_host(original)
+            acc = None
+            for weight, layer in parts:  # (W0 + Δ1) + Δ2 ..., in float32 whatever the stored dtype
+                delta = layer.delta(weight * layer.scale)
+                if acc is None:
+                    acc = delta  # Δ1 + W0 == W0 + Δ1, without a separate copy of W0 when it is float32
+                    acc += host if host.dtype == np.float32 else host.astype(np.float32)
+                else:
+                    acc += delta
             model._set(pname, F.asarray(acc.astype(kept.dtype, copy=False)))
         if any(comp == "text_encoder" for comp, _ in keys):
             riff._text_cache.clear()
