@@ -1,7 +1,8 @@
 """minriff: Riffusion (text -> spectrogram image -> music) on NumPy, Numba and CuPy kernels.
 
 Public API: `minriff.Riffusion` (the pipeline, `minriff/pipeline.py`), `minriff.errors` (every error
-minriff raises on purpose is a `MinriffError`), `__version__`. The packages, in import order:
+minriff raises on purpose is a `MinriffError`), `minriff.atomic` (every file minriff writes goes
+through it: whole or not at all), `__version__`. The packages, in import order:
 kernels (ops) <- models (networks) <- weights (files) <- pipeline <- cli / bench; audio and
 schedulers stand beside them and know no model. README's "Layout" has the map.
 """

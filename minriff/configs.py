@@ -1,16 +1,41 @@
 """Model configurations as dataclasses, read from diffusers/transformers `config.json` values.
 
 `from_dict` keeps the fields minriff knows, ignores bookkeeping keys (`_class_name`, ...) and
-refuses values it cannot run (a ConfigError naming the field). Presets: `SD15` (Stable Diffusion
+refuses values it cannot run (a ConfigError naming the field): wrong types, non-finite numbers,
+values outside `LIMITS`, unknown block types and activations. `check_model_config(raw)` is the one
+check of the three component configs a weights file carries (convert and load both call it): each
+`from_dict`, plus what the pipeline needs of them together. Presets: `SD15` (Stable Diffusion
 v1.5 = Riffusion shapes) and `TINY` (a few-thousand-parameter model with the same structure, for
-tests: it still decodes 64-row latents to 512-px-high spectrograms).
+tests: it still decodes 64-row latents to 512-px-high spectrograms). `TAESDConfig` is the tiny
+autoencoder's (diffusers' AutoencoderTiny), with presets in `TAESD_PRESETS` ("taesd", "tiny").
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from minriff.errors import ConfigError
+
+# Inclusive ranges of the numeric fields (and of each entry of the channel tuples). Far above any
+# SD v1.x value; they keep a corrupt or hostile config from asking for absurd models or NaN/inf.
+LIMITS = {
+    "text encoder": dict(vocab_size=(1, 1 << 20), hidden_size=(1, 16384), intermediate_size=(1, 65536),
+                         num_hidden_layers=(1, 128), num_attention_heads=(1, 256), max_position_embeddings=(1, 4096),
+                         layer_norm_eps=(1e-12, 1.0), projection_dim=(1, 16384)),
+    "UNet": dict(sample_size=(1, 4096), in_channels=(1, 64), out_channels=(1, 64), block_out_channels=(1, 8192),
+                 layers_per_block=(1, 16), attention_head_dim=(1, 1024), num_attention_heads=(1, 1024),
+                 cross_attention_dim=(1, 16384), norm_num_groups=(1, 1024), norm_eps=(1e-12, 1.0),
+                 freq_shift=(0, 1), downsample_padding=(0, 2), mid_block_scale_factor=(1e-6, 1e6)),
+    "VAE": dict(in_channels=(1, 16), out_channels=(1, 16), latent_channels=(1, 64), block_out_channels=(1, 8192),
+                layers_per_block=(1, 16), norm_num_groups=(1, 1024), sample_size=(1, 16384),
+                scaling_factor=(1e-6, 1e6)),
+    "TAESD": dict(in_channels=(1, 16), out_channels=(1, 16), encoder_block_out_channels=(1, 4096),
+                  decoder_block_out_channels=(1, 4096), latent_channels=(1, 64), upsampling_scaling_factor=(1, 8),
+                  num_encoder_blocks=(0, 64), num_decoder_blocks=(0, 64), latent_magnitude=(1e-6, 1e6),
+                  latent_shift=(-1e6, 1e6), scaling_factor=(1e-6, 1e6), shift_factor=(-1e6, 1e6)),
+}
+MAX_BLOCKS = 8
 
 
 def _from_dict(cls, d: dict, what: str):
@@ -23,13 +48,35 @@ def _from_dict(cls, d: dict, what: str):
     except TypeError as e:
         raise ConfigError(f"{what} config: {e}") from None
     for f in dataclasses.fields(cls):
-        v = getattr(cfg, f.name)
-        if f.type in ("int", "float") and (isinstance(v, bool) or not isinstance(v, (int, float))):
-            raise ConfigError(f"{what} config: {f.name} must be a number, got {v!r}")
-        if f.type == "int" and (not isinstance(v, int) or v < 0):
-            raise ConfigError(f"{what} config: {f.name} must be a non-negative integer, got {v!r}")
+        _check_field(what, f.name, f.type, getattr(cfg, f.name))
     cfg.validate()
     return cfg
+
+
+def _check_field(what: str, name: str, kind: str, v) -> None:
+    limits = LIMITS[what].get(name)
+    if kind == "bool" and not isinstance(v, bool):
+        raise ConfigError(f"{what} config: {name} must be true or false, got {v!r}")
+    if kind == "str" and not isinstance(v, str):
+        raise ConfigError(f"{what} config: {name} must be a string, got {v!r}")
+    if kind == "tuple":
+        if not isinstance(v, tuple) or not 1 <= len(v) <= MAX_BLOCKS:
+            raise ConfigError(f"{what} config: {name} must be a list of 1 to {MAX_BLOCKS} entries, got {v!r}")
+        for item in v:
+            _check_field(what, name, "int" if limits else "str", item)
+    if kind in ("int", "float") or (kind == "object" and limits and v is not None):
+        for item in (v if isinstance(v, tuple) and kind == "object" else (v,)):
+            _check_number(what, name, "float" if kind == "float" else "int", item, limits)
+
+
+def _check_number(what: str, name: str, kind: str, v, limits) -> None:
+    if isinstance(v, bool) or not isinstance(v, int if kind == "int" else (int, float)):
+        raise ConfigError(f"{what} config: {name} must be {'an integer' if kind == 'int' else 'a number'}, got {v!r}")
+    if not math.isfinite(v):
+        raise ConfigError(f"{what} config: {name} must be finite, got {v!r}")
+    lo, hi = limits or (0, math.inf)
+    if not lo <= v <= hi:
+        raise ConfigError(f"{what} config: {name} = {v!r} is outside [{lo}, {hi}]")
 
 
 @dataclass(frozen=True)
@@ -117,11 +164,24 @@ class UNetConfig:
             raise ConfigError(f"norm_num_groups must be >= 1, got {self.norm_num_groups}")
         for c in self.block_out_channels:
             if c % self.norm_num_groups:
-                raise ConfigError(f"UNet: {c} channels not divisible by norm_num_groups={self.norm_num_groups}")
+                raise ConfigError(f"UNet: block_out_channels entry {c} not divisible by "
+                                  f"norm_num_groups={self.norm_num_groups}")
         known = {"CrossAttnDownBlock2D", "DownBlock2D", "UpBlock2D", "CrossAttnUpBlock2D"}
         for t in self.down_block_types + self.up_block_types:
             if t not in known:
                 raise ConfigError(f"UNet: unsupported block type {t!r}")
+        heads = self.heads()
+        if not all(isinstance(h, int) and not isinstance(h, bool) for h in heads):
+            raise ConfigError(f"UNet: attention_head_dim / num_attention_heads must give integers, got {heads}")
+        if len(heads) != n:
+            raise ConfigError(f"UNet: {len(heads)} attention head counts (attention_head_dim) for {n} blocks "
+                              "(block_out_channels)")
+        attended = [i for i, t in enumerate(self.down_block_types) if t.startswith("CrossAttn")] + [n - 1]
+        attended += [n - 1 - j for j, t in enumerate(self.up_block_types) if t.startswith("CrossAttn")]
+        for i in attended:
+            if self.block_out_channels[i] % heads[i]:
+                raise ConfigError(f"UNet: {self.block_out_channels[i]} channels (block_out_channels) cannot be split "
+                                  f"into {heads[i]} attention heads (attention_head_dim)")
 
 
 @dataclass(frozen=True)
@@ -154,7 +214,69 @@ class VAEConfig:
             raise ConfigError(f"norm_num_groups must be >= 1, got {self.norm_num_groups}")
         for c in self.block_out_channels:
             if c % self.norm_num_groups:
-                raise ConfigError(f"VAE: {c} channels not divisible by norm_num_groups={self.norm_num_groups}")
+                raise ConfigError(f"VAE: block_out_channels entry {c} not divisible by "
+                                  f"norm_num_groups={self.norm_num_groups}")
+        if self.act_fn != "silu":
+            raise ConfigError(f"VAE: unsupported act_fn {self.act_fn!r}")
+        n = len(self.block_out_channels)
+        if (set(self.down_block_types) != {"DownEncoderBlock2D"} or set(self.up_block_types) != {"UpDecoderBlock2D"}
+                or len(self.down_block_types) != n or len(self.up_block_types) != n):
+            raise ConfigError(f"VAE: down_block_types / up_block_types must be DownEncoderBlock2D / UpDecoderBlock2D, "
+                              f"one per block_out_channels entry; got {self.down_block_types} / {self.up_block_types}")
+
+
+@dataclass(frozen=True)
+class TAESDConfig:
+    """diffusers' `AutoencoderTiny` config.json values; the defaults are madebyollin/taesd's (SD v1.x
+    latents). `latent_magnitude`, `latent_shift` and `shift_factor` are kept for the round trip only:
+    StableDiffusionPipeline never uses them, and neither does minriff."""
+    in_channels: int = 3
+    out_channels: int = 3
+    encoder_block_out_channels: tuple = (64, 64, 64, 64)
+    decoder_block_out_channels: tuple = (64, 64, 64, 64)
+    act_fn: str = "relu"
+    upsample_fn: str = "nearest"
+    latent_channels: int = 4
+    upsampling_scaling_factor: int = 2
+    num_encoder_blocks: tuple = (1, 3, 3, 3)
+    num_decoder_blocks: tuple = (3, 3, 3, 1)
+    latent_magnitude: float = 3.0
+    latent_shift: float = 0.5
+    scaling_factor: float = 1.0
+    shift_factor: float = 0.0
+    force_upcast: bool = False
+
+    @classmethod
+    def from_dict(cls, d):
+        return _from_dict(cls, d, "TAESD")
+
+    def to_dict(self):
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @property
+    def downscale(self) -> int:
+        return 2 ** (len(self.decoder_block_out_channels) - 1)
+
+    def validate(self):
+        if self.act_fn != "relu" or self.upsample_fn != "nearest" or self.upsampling_scaling_factor != 2:
+            raise ConfigError(f"TAESD: only act_fn 'relu', upsample_fn 'nearest' and upsampling_scaling_factor 2 are "
+                              f"supported (every TAESD release), got {self.act_fn!r}, {self.upsample_fn!r}, "
+                              f"{self.upsampling_scaling_factor!r}")
+        for side in ("encoder", "decoder"):
+            channels, blocks = getattr(self, f"{side}_block_out_channels"), getattr(self, f"num_{side}_blocks")
+            if not channels or len(channels) != len(blocks):
+                raise ConfigError(f"TAESD: {side}_block_out_channels {channels} and num_{side}_blocks {blocks} must "
+                                  "be non-empty and of one length")
+            if len(set(channels)) != 1 or not isinstance(channels[0], int) or channels[0] < 1:
+                # diffusers' stride-2 and upsample convs keep block_out_channels[i] in and out, so
+                # only equal entries make a model that runs
+                raise ConfigError(f"TAESD: {side}_block_out_channels must be equal positive integers, got {channels}")
+            if any(not isinstance(n, int) or n < 0 for n in blocks):
+                raise ConfigError(f"TAESD: num_{side}_blocks must be non-negative integers, got {blocks}")
+        if len(self.encoder_block_out_channels) != len(self.decoder_block_out_channels):
+            raise ConfigError("TAESD: the encoder and decoder must have as many stages (one downscale factor)")
+        if not self.scaling_factor > 0:
+            raise ConfigError(f"TAESD: scaling_factor must be > 0, got {self.scaling_factor!r}")
 
 
 @dataclass(frozen=True)
@@ -162,6 +284,29 @@ class ModelConfig:
     text_encoder: CLIPTextConfig = field(default_factory=CLIPTextConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
+
+
+PROMPT_TOKENS = 77  # the CLIP tokenizer pads every prompt to this many ids
+
+
+def check_model_config(raw) -> ModelConfig:
+    """The component configs of a weights file, {"text_encoder": ..., "unet": ..., "vae": ...}
+    (diffusers config.json values): each checked by its `from_dict`, then what the pipeline needs
+    of the three together. The one check convert and load both run; raises ConfigError."""
+    if not isinstance(raw, dict) or not all(isinstance(raw.get(c), dict) for c in ("text_encoder", "unet", "vae")):
+        raise ConfigError("the model config must be an object with text_encoder, unet and vae objects")
+    te, unet, vae = (CLIPTextConfig.from_dict(raw["text_encoder"]), UNetConfig.from_dict(raw["unet"]),
+                     VAEConfig.from_dict(raw["vae"]))
+    if unet.cross_attention_dim != te.hidden_size:
+        raise ConfigError(f"UNet cross_attention_dim {unet.cross_attention_dim} differs from the text encoder's "
+                          f"hidden_size {te.hidden_size}")
+    if not unet.in_channels == unet.out_channels == vae.latent_channels:
+        raise ConfigError(f"UNet in/out channels {unet.in_channels}/{unet.out_channels} and VAE latent_channels "
+                          f"{vae.latent_channels} must be equal")
+    if te.max_position_embeddings < PROMPT_TOKENS:
+        raise ConfigError(f"text encoder: max_position_embeddings {te.max_position_embeddings} is below the "
+                          f"{PROMPT_TOKENS} tokens of a prompt")
+    return ModelConfig(te, unet, vae)
 
 
 SD15 = ModelConfig()
@@ -180,6 +325,10 @@ TINY = ModelConfig(
 )
 
 PRESETS = {"sd15": SD15, "tiny": TINY}
+
+# TAESD for the tiny model above (same stages and block counts as madebyollin/taesd, 8 channels)
+TAESD_PRESETS = {"taesd": TAESDConfig(),
+                 "tiny": TAESDConfig(encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4)}
 
 # Riffusion's / SD v1.5's scheduler/scheduler_config.json (reference/riffusion.md §2.6)
 SD15_SCHEDULER = {"_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012,

@@ -31,5 +31,14 @@ class InputError(MinriffError, ValueError):
     """A user argument is out of range or malformed (prompt, duration, steps, JSON, ...)."""
 
 
+class NumericsError(MinriffError):
+    """A computation produced NaN or infinity (inputs at the edge of their ranges, or broken weights)."""
+
+
 class DownloadError(MinriffError):
     """A download failed (network, HTTP status, size or checksum mismatch)."""
+
+
+class OutputError(MinriffError):
+    """An output file cannot be written: disk full, file too large, read-only file system, no
+    permission, or the target exists and is not a regular file (a folder, a device, a FIFO, ...)."""

@@ -6,6 +6,9 @@
 - `shared` data (../shared/reference) is optional: tests that use it skip with a reason when absent.
 - Helpers tests import (paths, `oracle`, `fixture_script`, `rel_err`, case builders) live in
   tests/support/ (on the path through pyproject's `pythonpath`).
+- No test may download weights or see the developer's caches: the whole session runs offline
+  (MINRIFF_OFFLINE=1) with minriff's home and the Hugging Face home in a temporary folder and the
+  Hugging Face variables cleared. First-run tests undo that per test, against a local fake Hub.
 """
 from __future__ import annotations
 
@@ -22,6 +25,23 @@ settings.register_profile(
 # drawing new examples; whatever they find goes into an @example.
 settings.register_profile("ci", parent=settings.get_profile("default"), derandomize=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+HUB_VARIABLES = ("HF_ENDPOINT", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HUB_CACHE",
+                 "HUGGINGFACE_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "MINRIFF_WEIGHTS")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline_and_isolated(tmp_path_factory):
+    home = tmp_path_factory.mktemp("homes")
+    mp = pytest.MonkeyPatch()
+    for name in HUB_VARIABLES:
+        mp.delenv(name, raising=False)
+    mp.setenv("MINRIFF_OFFLINE", "1")
+    mp.setenv("MINRIFF_HOME", str(home / "minriff"))
+    mp.setenv("HF_HOME", str(home / "huggingface"))
+    yield
+    mp.undo()
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from minriff import atomic
 from minriff.kernels.cuda import loader
 
 RECORD = loader.HERE / "gpu_verified.json"
@@ -50,7 +51,7 @@ def record(device: str) -> list[str]:
         if sha not in {e["sha256"] for e in entries}:
             entries.append({"sha256": sha, "device": device, "date": today})
             added.append(_key(p))
-    RECORD.write_text(json.dumps(rec, indent=2, sort_keys=True) + "\n")
+    atomic.write_text(RECORD, json.dumps(rec, indent=2, sort_keys=True) + "\n")
     return added
 
 

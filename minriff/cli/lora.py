@@ -14,8 +14,8 @@ from types import SimpleNamespace
 from minriff.errors import InputError, MinriffError
 from minriff.inputs import parse_lora_spec
 
-LORA_HELP = ("merge a LoRA file (kohya-ss or diffusers/PEFT .safetensors/.bin) at WEIGHT (default 1; any finite "
-             "number, negative inverts it); repeat to stack several")
+LORA_HELP = ("merge a LoRA file (kohya-ss or diffusers/PEFT .safetensors/.bin) at WEIGHT (default 1; -100 to 100, "
+             "negative inverts it); repeat to stack several")
 
 
 def _spec(text: str) -> tuple[str, float]:
@@ -29,13 +29,22 @@ def add_lora_argument(p) -> None:
     p.add_argument("--lora", action="append", default=[], type=_spec, metavar="FILE[:WEIGHT]", help=LORA_HELP)
 
 
+def check_lora_files(specs) -> None:
+    """Each `--lora` file exists and is a file: checked before the weights load (seconds at full size)."""
+    for path, _ in specs:
+        if not Path(path).exists():
+            hint = (" (in FILE:WEIGHT the text after the last ':' must be a number to be read as the weight)"
+                    if ":" in path else "")
+            raise InputError(f"LoRA file {path} not found{hint}")
+        if not Path(path).is_file():
+            raise InputError(f"LoRA file {path} is not a file")
+
+
 def apply_loras(riff, specs, say=lambda msg: None) -> list[str]:
     """Load each (file, weight) of `--lora` into the pipeline, in order; returns their names."""
+    check_lora_files(specs)
     names = []
     for path, weight in specs:
-        if not Path(path).exists() and ":" in path:
-            raise InputError(f"LoRA file {path} not found (in FILE:WEIGHT the text after the last ':' must be a "
-                             "number to be read as the weight)")
         name = riff.load_lora(path, weight=weight)
         info = next(i for i in riff.loras if i.name == name)
         layers = ", ".join(f"{n} {comp.replace('_', ' ')}" for comp, n in sorted(info.targets.items()))

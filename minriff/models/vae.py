@@ -138,12 +138,19 @@ class AutoencoderKL(Module):
     def downscale(self) -> int:
         return self.config.downscale
 
-    def encode(self, img, trace: dict | None = None):
+    @property
+    def stages(self) -> int:
+        """How many times `encode` / `decode` call their `progress` (conv_in, each block, mid block,
+        conv_out, the quant conv)."""
+        return len(self.config.block_out_channels) + 4
+
+    def encode(self, img, trace: dict | None = None, progress=None):
         """img (B, in, H, W) in [-1, 1], H and W multiples of the downscale factor ->
-        (mean, logvar), each (B, latent, H/f, W/f); logvar clamped to [-30, 20]."""
+        (mean, logvar), each (B, latent, H/f, W/f); logvar clamped to [-30, 20].
+        `progress()` is called after each of the `stages` stages."""
         F = kernels.ops()
         x = self._check(F, img, self.config.in_channels, "image", self.downscale)
-        rec = _recorder(F, trace)
+        rec = _recorder(F, trace, progress)
         moments = self.quant_conv(self.encoder(x, rec))
         rec("quant_conv", moments)
         L = self.config.latent_channels
@@ -158,11 +165,12 @@ class AutoencoderKL(Module):
             raise InputError(f"VAE: noise shape {tuple(noise.shape)} differs from latent shape {tuple(mean.shape)}")
         return mean + F.xp.exp(0.5 * logvar) * noise
 
-    def decode(self, z, trace: dict | None = None):
-        """z (B, latent, h, w) (already divided by the scaling factor) -> image (B, out, h·f, w·f)."""
+    def decode(self, z, trace: dict | None = None, progress=None):
+        """z (B, latent, h, w) (already divided by the scaling factor) -> image (B, out, h·f, w·f).
+        `progress()` is called after each of the `stages` stages."""
         F = kernels.ops()
         z = self._check(F, z, self.config.latent_channels, "latents", 1)
-        rec = _recorder(F, trace)
+        rec = _recorder(F, trace, progress)
         z = self.post_quant_conv(z)
         rec("post_quant_conv", z)
         return self.decoder(z, rec)
@@ -177,7 +185,10 @@ class AutoencoderKL(Module):
         return x
 
 
-def _recorder(F, trace):
-    if trace is None:
-        return lambda name, v: None
-    return lambda name, v: trace.__setitem__(name, F.to_host(v).copy())
+def _recorder(F, trace, progress=None):
+    def rec(name, v):
+        if trace is not None:
+            trace[name] = F.to_host(v).copy()
+        if progress is not None:
+            progress()
+    return rec

@@ -1,28 +1,38 @@
 """Diffusion schedulers, numerically matching current diffusers, built from a scheduler_config.json dict.
 
-    sched = schedulers.make("dpmpp2m", config)   # pndm | ddim | dpmpp2m | euler | euler_a | lms
+    sched = schedulers.make("dpmpp2m", config)   # pndm | ddim | dpmpp2m | euler | euler_a | lms | lcm | tcd
     sched.set_timesteps(30)
     x = gen.randn(shape) * np.float32(sched.init_noise_sigma)
     for t in sched.timesteps:
         eps = unet(sched.scale_model_input(x, t), t, context)
-        x = sched.step(eps, t, x, generator=gen)   # gen: rng.Generator, used by euler_a / ddim eta > 0
+        x = sched.step(eps, t, x, generator=gen)   # gen: rng.Generator (euler_a, ddim eta > 0, lcm, tcd)
+
+lcm and tcd are few-step samplers for consistency-distilled UNets (LCM-LoRA, TCD-LoRA; 2-8 steps,
+guidance 1-2): `make("tcd", config, gamma=0.3)` passes options to the constructor.
 
 Step arithmetic is float32 with the same operation order as diffusers; arrays may be NumPy or CuPy
 (coefficients are host float32 scalars). img2img: `img2img_timesteps` (current diffusers) and
 `riffusion_img2img_schedule` (the original Riffusion server, reference/riffusion.md §2.4).
+`check_config` (config.py) is the one check of a scheduler config dict: weights files and every
+scheduler built here go through it.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from minriff.errors import ConfigError, InputError
+from minriff.schedulers.common import check_strength
+from minriff.schedulers.config import check_config
 from minriff.schedulers.ddim import DDIMScheduler
 from minriff.schedulers.dpm import DPMSolverMultistepScheduler
 from minriff.schedulers.euler import EulerAncestralScheduler, EulerScheduler
+from minriff.schedulers.lcm import LCMScheduler
 from minriff.schedulers.lms import LMSScheduler
 from minriff.schedulers.pndm import PNDMScheduler
+from minriff.schedulers.tcd import TCDScheduler
 
 SCHEDULERS = {
     "pndm": PNDMScheduler,
@@ -31,6 +41,8 @@ SCHEDULERS = {
     "euler": EulerScheduler,
     "euler_a": EulerAncestralScheduler,
     "lms": LMSScheduler,
+    "lcm": LCMScheduler,
+    "tcd": TCDScheduler,
 }
 NAMES = tuple(SCHEDULERS)
 
@@ -61,19 +73,19 @@ class Scheduler(Protocol):
     def add_noise(self, original_samples, noise, timesteps): ...
 
 
-def make(name: str, config: dict):
+def make(name: str, config: dict, **options):
     """A scheduler by name from a diffusers scheduler config dict (keys it does not use are ignored,
-    missing keys take that scheduler's diffusers default, like `Scheduler.from_config`)."""
+    missing keys take that scheduler's diffusers default, like `Scheduler.from_config`); `options`
+    go to its constructor (only tcd has one: `gamma`)."""
     if name not in SCHEDULERS:
         raise ConfigError(f"unknown scheduler {name!r}; valid: {', '.join(NAMES)}")
-    return SCHEDULERS[name](config)
-
-
-def _check_strength(strength: float) -> float:
-    strength = float(strength)
-    if not 0.0 <= strength <= 1.0:
-        raise InputError(f"img2img strength must be in [0, 1], got {strength}")
-    return strength
+    cls = SCHEDULERS[name]
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "config"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise InputError(f"scheduler {name!r} takes no option {', '.join(unknown)}"
+                         + (f" (it takes {', '.join(sorted(accepted))})" if accepted else ""))
+    return cls(config, **options)
 
 
 def img2img_timesteps(scheduler, steps: int, strength: float) -> np.ndarray:
@@ -81,7 +93,7 @@ def img2img_timesteps(scheduler, steps: int, strength: float) -> np.ndarray:
     `set_timesteps(steps)`: skip the first steps - int(steps * strength) steps. The first returned
     timestep is where the image latents get their noise (`add_noise(z, noise, ts[0])`); schedulers
     that track a step index start at it (set_begin_index, as diffusers)."""
-    strength = _check_strength(strength)
+    strength = check_strength(strength)
     if scheduler.timesteps is None:
         raise InputError("call set_timesteps(steps) before img2img_timesteps")
     init = min(int(steps * strength), steps)
@@ -105,7 +117,7 @@ def riffusion_img2img_schedule(scheduler, steps: int, strength: float) -> tuple:
     so from call #3 on the model is told t=701 while the sample sits at 721 — one interval is skipped
     (reference/riffusion.md §2.6). Call it on a fresh `set_timesteps(steps)` so the counter starts
     at 0. Only the schedule is the original's for other schedulers (0.9 spaced those differently)."""
-    strength = _check_strength(strength)
+    strength = check_strength(strength)
     if scheduler.timesteps is None:
         raise InputError("call set_timesteps(steps) before riffusion_img2img_schedule")
     offset = int(scheduler.config.get("steps_offset", 0) or 0)
@@ -115,6 +127,6 @@ def riffusion_img2img_schedule(scheduler, steps: int, strength: float) -> tuple:
     return t0, scheduler.timesteps[t_start:]
 
 
-__all__ = ["make", "NAMES", "SCHEDULERS", "Scheduler", "img2img_timesteps", "riffusion_img2img_schedule",
-           "PNDMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler", "EulerScheduler",
-           "EulerAncestralScheduler", "LMSScheduler"]
+__all__ = ["make", "check_config", "NAMES", "SCHEDULERS", "Scheduler", "img2img_timesteps",
+           "riffusion_img2img_schedule", "PNDMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler",
+           "EulerScheduler", "EulerAncestralScheduler", "LMSScheduler", "LCMScheduler", "TCDScheduler"]

@@ -16,6 +16,7 @@ import numpy as np
 
 from minriff.errors import ConfigError, InputError
 from minriff.rng import fma32
+from minriff.schedulers.config import check_config
 
 F32 = np.float32
 
@@ -24,26 +25,21 @@ BASE_DEFAULTS = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02,
                      trained_betas=None, prediction_type="epsilon", steps_offset=0)
 
 
-def read_config(config: dict, defaults: dict, name: str) -> dict:
-    """Merge a diffusers scheduler config dict over `defaults`; reject what minriff cannot do."""
-    if not isinstance(config, dict):
-        raise ConfigError(f"scheduler config must be a dict, got {type(config).__name__}")
+def read_config(config: dict, defaults: dict, name: str, predictions: tuple = ("epsilon",)) -> dict:
+    """Merge a diffusers scheduler config dict (checked by `config.check_config`) over `defaults`;
+    reject a prediction_type this scheduler does not implement (`predictions`)."""
+    try:
+        check_config(config)
+    except ConfigError as e:
+        raise ConfigError(f"{name}: {e}") from None
     cfg = dict(BASE_DEFAULTS)
     cfg.update(defaults)
     for key, value in config.items():
         if key in cfg and value is not None:
             cfg[key] = value
-    if cfg["prediction_type"] != "epsilon":
-        raise ConfigError(f"{name}: prediction_type {cfg['prediction_type']!r} is not supported (only 'epsilon')")
-    if cfg["beta_schedule"] not in ("linear", "scaled_linear") and cfg["trained_betas"] is None:
-        raise ConfigError(f"{name}: beta_schedule {cfg['beta_schedule']!r} is not supported "
-                          "(use 'linear' or 'scaled_linear')")
-    if "timestep_spacing" in cfg and cfg["timestep_spacing"] not in ("linspace", "leading", "trailing"):
-        raise ConfigError(f"{name}: timestep_spacing {cfg['timestep_spacing']!r} is not one of "
-                          "linspace, leading, trailing")
-    n = cfg["num_train_timesteps"]
-    if not isinstance(n, (int, np.integer)) or n < 2:
-        raise ConfigError(f"{name}: num_train_timesteps must be an integer >= 2, got {n!r}")
+    if cfg["prediction_type"] not in predictions:
+        raise ConfigError(f"{name}: prediction_type {cfg['prediction_type']!r} is not supported "
+                          f"(only {', '.join(repr(p) for p in predictions)})")
     return cfg
 
 
@@ -73,6 +69,15 @@ def alphas_cumprod(cfg: dict) -> np.ndarray:
         betas = root * root
     alphas = F32(1.0) - betas
     return np.cumprod(alphas.astype(np.float64)).astype(F32)
+
+
+def check_strength(strength: float) -> float:
+    if isinstance(strength, bool) or not isinstance(strength, (int, float, np.floating, np.integer)):
+        raise InputError(f"img2img strength must be a number in [0, 1], got {strength!r}")
+    strength = float(strength)
+    if not 0.0 <= strength <= 1.0:
+        raise InputError(f"img2img strength must be in [0, 1], got {strength}")
+    return strength
 
 
 def check_steps(n, max_steps: int | None = None) -> int:

@@ -27,21 +27,20 @@ from pathlib import Path
 
 import numpy as np
 
+from minriff import atomic, schedulers
 from minriff.configs import (
     PRESETS,
     SD15_SCHEDULER,
-    CLIPTextConfig,
     ConfigError,
     ModelConfig,
-    UNetConfig,
-    VAEConfig,
+    check_model_config,
 )
 from minriff.errors import UnsupportedModelError, WeightsError
 from minriff.models import nn
 from minriff.models.init import COMPONENTS, build_models
 from minriff.models.tokenizer import CLIPTokenizer
-from minriff.weights import torchpickle
-from minriff.weights.format import write_weights
+from minriff.weights import hub, sniff, torchpickle
+from minriff.weights.format import check_vocab, write_weights
 from minriff.weights.safetensors import SafetensorsFile
 
 
@@ -72,7 +71,10 @@ class Checkpoint:
 def read_tensor_file(path, inert_globals: bool = False) -> dict[str, Ref]:
     """name -> Ref for a safetensors file or a torch checkpoint (told apart by content)."""
     path = Path(path)
-    if torchpickle.checkpoint_kind(path):
+    kind = sniff.file_kind(path)
+    if kind is None:
+        raise WeightsError(f"{path}: neither a safetensors file nor a torch checkpoint ({sniff.describe(path)})")
+    if kind != "safetensors":
         sd = torchpickle.state_dict(torchpickle.load(path, inert_unknown=inert_globals), str(path))
         return {k: Ref(t.shape, t.numpy, t.release) for k, t in sd.items()}
     st = SafetensorsFile(path)
@@ -97,8 +99,11 @@ def _read_sharded(index: Path) -> dict[str, Ref]:
     try:
         weight_map = json.loads(index.read_text())["weight_map"]
         shards = sorted(set(weight_map.values()))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise WeightsError(f"{index}: unreadable shard index ({e})") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        raise WeightsError(f"{index}: unreadable shard index ({type(e).__name__}: {e})") from None
+    for shard in shards:  # names of files beside the index, never paths elsewhere
+        if not isinstance(shard, str) or Path(shard).name != shard or shard in (".", ".."):
+            raise WeightsError(f"{index}: shard {shard!r} is not a file name in {index.parent}")
     out = {}
     for shard in shards:
         out.update(read_tensor_file(index.parent / shard))
@@ -110,8 +115,8 @@ def _read_json(path: Path, what: str) -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise WeightsError(f"{what}: {path} is missing") from None
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise WeightsError(f"{what}: cannot read {path}: {e}") from None
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise WeightsError(f"{what}: cannot read {path}: {type(e).__name__}: {e}") from None
     if not isinstance(data, dict):
         raise WeightsError(f"{what}: {path} is not a JSON object")
     return data
@@ -157,15 +162,13 @@ def tokenizer_from_json(path) -> CLIPTokenizer:
 def _read_tokenizer_json(path, what: str):
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise WeightsError(f"cannot read tokenizer {what} {path}: {e}") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise WeightsError(f"cannot read tokenizer {what} {path}: {type(e).__name__}: {e}") from None
 
 
 # ----------------------------------------------------------------------------- diffusers folders
 
-WEIGHT_STEMS = {"unet": ("diffusion_pytorch_model", "diffusion_pytorch_model.fp16"),
-                "vae": ("diffusion_pytorch_model", "diffusion_pytorch_model.fp16"),
-                "text_encoder": ("model", "pytorch_model", "model.fp16", "pytorch_model.fp16")}
+WEIGHT_STEMS = hub.COMPONENT_WEIGHTS  # file names without .safetensors / .bin, first found wins
 
 
 def read_diffusers(folder) -> Checkpoint:
@@ -387,30 +390,40 @@ def read_ldm(path, configs: dict, ema: bool = False, inert_globals: bool = False
 # ----------------------------------------------------------------------------- checks and output
 
 
+def check_configs(configs: dict, scheduler: dict, where) -> ModelConfig:
+    """The model and scheduler configs, by the checks loading runs too (`configs.check_model_config`,
+    `schedulers.check_config`), after naming the model family when it is one minriff does not run."""
+    if isinstance(scheduler, dict) and all(isinstance(configs.get(c), dict) for c in COMPONENTS):
+        refuse_unsupported_configs(configs, scheduler, where)
+    try:
+        config = check_model_config(configs)
+        schedulers.check_config(scheduler)
+    except ConfigError as e:
+        raise WeightsError(f"{where}: {e}") from None
+    return config
+
+
 def refuse_unsupported_configs(configs: dict, scheduler: dict, where) -> None:
-    unet, te = configs["unet"], configs["text_encoder"]
+    """Name the model family of the configs minriff does not run (SD 2.x, SDXL, inpainting, ...);
+    other wrong values are left to `check_configs`' checks, which name the field."""
+    unet = configs["unet"]
     if scheduler.get("prediction_type") == "v_prediction":
         raise UnsupportedModelError(f"{where}: v-prediction model (SD 2.x 768-v style); "
                                     "minriff runs epsilon-prediction SD v1.x")
     if unet.get("addition_embed_type") or unet.get("class_embed_type"):
         raise UnsupportedModelError(f"{where}: UNet with added/class embeddings (SDXL style); unsupported")
-    if unet.get("in_channels", 4) != 4:
-        raise UnsupportedModelError(f"{where}: UNet in_channels={unet.get('in_channels')} (9 = inpainting); "
-                                    "unsupported")
-    if unet.get("cross_attention_dim", 768) != te.get("hidden_size", 768) or unet.get("use_linear_projection"):
+    if unet.get("in_channels") in (5, 8, 9):
+        raise UnsupportedModelError(f"{where}: UNet in_channels={unet.get('in_channels')} (9 = inpainting, "
+                                    "8 = InstructPix2Pix, 5 = depth-to-image); unsupported")
+    if unet.get("cross_attention_dim") in (1024, 2048) or unet.get("use_linear_projection") is True:
         raise UnsupportedModelError(f"{where}: cross_attention_dim {unet.get('cross_attention_dim')} "
                                     "/ linear projections (SD 2.x style); unsupported")
-    try:
-        CLIPTextConfig.from_dict(te), UNetConfig.from_dict(unet), VAEConfig.from_dict(configs["vae"])
-    except ConfigError as e:
-        raise UnsupportedModelError(f"{where}: {e}") from None
 
 
-def check_fits(ck: Checkpoint, where) -> None:
+def check_fits(ck: Checkpoint, config: ModelConfig, where) -> None:
     """Every tensor must have a place in the minriff model built from the configs (all problems at
     once, with the same report as loading: `nn.fit_report`)."""
-    models = build_models(ModelConfig(CLIPTextConfig.from_dict(ck.configs["text_encoder"]),
-                                      UNetConfig.from_dict(ck.configs["unet"]), VAEConfig.from_dict(ck.configs["vae"])))
+    models = build_models(config)
     problems = [f"{comp}: {report}" for comp, model in models.items()
                 if (report := nn.fit_report(model.parameter_shapes(), ck.tensors[comp]))]
     if problems:
@@ -441,6 +454,7 @@ def read_source(src, tokenizer=None, config=None, ema: bool = False, inert_globa
         ck = read_diffusers(src)
     else:
         configs, sched, root = preset_or_folder_configs(config)
+        check_configs(configs, sched or SD15_SCHEDULER, root or src)  # the key mapping reads them
         ck = read_ldm(src, configs, ema=ema, inert_globals=inert_globals)
         if sched is not None:
             ck.scheduler_config = sched
@@ -451,22 +465,28 @@ def read_source(src, tokenizer=None, config=None, ema: bool = False, inert_globa
                             "prompt needs a tokenizer; reconvert with --tokenizer to include one")
     if tokenizer is not None:
         ck.vocab, ck.merges = read_tokenizer(tokenizer)
-    refuse_unsupported_configs(ck.configs, ck.scheduler_config, src)
-    check_fits(ck, src)
+    config = check_configs(ck.configs, ck.scheduler_config, src)
+    check_fits(ck, config, src)
+    if ck.vocab is not None:
+        check_vocab(ck.vocab, config.text_encoder.vocab_size, src)
     return ck
 
 
-def write_converted(out, ck: Checkpoint, dtype: str = "fp16") -> int:
+def write_converted(out, ck: Checkpoint, dtype: str = "fp16", quiet: bool = True) -> int:
     tensors = {comp: {k: (ref.shape, ref.read, ref.release) for k, ref in ck.tensors[comp].items()}
                for comp in COMPONENTS}
-    return write_weights(out, tensors, ck.configs, ck.vocab, ck.merges, ck.scheduler_config, ck.source, dtype)
+    return write_weights(out, tensors, ck.configs, ck.vocab, ck.merges, ck.scheduler_config, ck.source, dtype,
+                         quiet=quiet)
 
 
 def convert(src, out, dtype: str = "fp16", tokenizer=None, config=None, ema: bool = False, log=None,
-            inert_globals: bool = False) -> Checkpoint:
+            inert_globals: bool = False, quiet: bool = True) -> Checkpoint:
+    """Read `src`, check it (configs, shapes, tokenizer) and write minriff's file `out`; `quiet=False`
+    shows a progress bar over the tensors."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
+    atomic.check_target(out)  # a bad output (a device, a folder) is refused before reading the source
     ck = read_source(src, tokenizer=tokenizer, config=config, ema=ema, inert_globals=inert_globals)
-    n = write_converted(out, ck, dtype)
+    n = write_converted(out, ck, dtype, quiet=quiet)
     for note in ck.notes:
         log(f"note: {note}")
     log(f"wrote {n} tensors ({dtype}) to {out}")

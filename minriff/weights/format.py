@@ -9,7 +9,11 @@ Tensors are stored fp16 by default and cast to the compute dtype one at a time w
 are filled (`nn.load`), so peak memory stays near the fp32 model, never fp16 file + fp32 copy.
 
     load_models(path)        -> dict(text_encoder, unet, vae, tokenizer, scheduler_config, config)
-    find_weights(path=None)  the file to load: a path, $MINRIFF_WEIGHTS, or the newest in ./weights/
+    find_weights(path=None)  the file to load: a path, $MINRIFF_WEIGHTS, the newest in ./weights/ or in
+                             minriff's home (~/.cache/minriff); `firstrun.ensure_weights` adds the download
+                             (files holding only TAESD, weights/taesd.py, are skipped)
+    compute_dtype(dtype)     float32 / float16 / float64, else InputError
+    check_vocab(...)         tokenizer ids must index the text encoder's embedding
     write_weights(...)       the one writer (convert, init-random and Riffusion.save use it)
 """
 from __future__ import annotations
@@ -21,18 +25,22 @@ from pathlib import Path
 
 import numpy as np
 
-from minriff.configs import PRESETS, SD15_SCHEDULER, CLIPTextConfig, ConfigError, ModelConfig, UNetConfig, VAEConfig
+from minriff import schedulers
+from minriff.configs import PRESETS, SD15_SCHEDULER, ConfigError, ModelConfig, check_model_config
 from minriff.errors import InputError, WeightsError
 from minriff.models import nn
 from minriff.models.init import COMPONENTS, build_models
 from minriff.models.tokenizer import CLIPTokenizer, tiny_vocab
+from minriff.progress import Progress
+from minriff.weights import hub
 from minriff.weights.safetensors import SafetensorsFile, write_safetensors
 
 FORMAT = "minriff-1"
 STORE_DTYPES = {"fp16": "F16", "fp32": "F32"}
 WEIGHTS_ENV = "MINRIFF_WEIGHTS"
 HOW_TO_GET_WEIGHTS = (
-    "get weights with `minriff download` (the real Riffusion model, needs internet), "
+    "get weights with `minriff download` (the real Riffusion model, needs internet; a run without "
+    "--weights also downloads it unless offline), "
     "`minriff convert CHECKPOINT -o weights/riffusion.safetensors` (a checkpoint you have), or "
     "`minriff init-random --config tiny -o weights/tiny.safetensors` (a random test model: it runs, "
     "but makes noise)"
@@ -58,14 +66,15 @@ class Component(Mapping):
     def dtype_name(self, key):
         return self._st.dtype_name(self._prefix + key)
 
-    def cast(self, dtype) -> Mapping:
-        """The same keys; each value reads as a `dtype` copy and releases its file pages afterwards."""
-        return {k: _CastOnRead(self._st, self._prefix + k, np.dtype(dtype)) for k in self._keys}
+    def cast(self, dtype, on_read=None) -> Mapping:
+        """The same keys; each value reads as a `dtype` copy and releases its file pages afterwards
+        (then calls `on_read()`, e.g. a progress bar's update)."""
+        return {k: _CastOnRead(self._st, self._prefix + k, np.dtype(dtype), on_read) for k in self._keys}
 
 
 class _CastOnRead:
-    def __init__(self, st: SafetensorsFile, name: str, dtype: np.dtype):
-        self._st, self._name, self._dtype = st, name, dtype
+    def __init__(self, st: SafetensorsFile, name: str, dtype: np.dtype, on_read=None):
+        self._st, self._name, self._dtype, self._on_read = st, name, dtype, on_read
         self.shape = st.shape(name)
 
     def __array__(self, dtype=None, copy=None):
@@ -73,7 +82,18 @@ class _CastOnRead:
         if a.dtype != self._dtype:
             a = a.astype(self._dtype)
             self._st.release(self._name)
+        if self._on_read is not None:
+            self._on_read()
         return a if dtype is None else a.astype(dtype, copy=False)
+
+
+def file_kind(meta: dict) -> str:
+    """"taesd" for a file holding only the tiny autoencoder (weights/taesd.py), else "models"."""
+    try:
+        config = json.loads(meta.get("config", "{}"))
+    except ValueError:
+        return "models"
+    return "taesd" if isinstance(config, dict) and set(config) == {"taesd"} else "models"
 
 
 class WeightsFile:
@@ -85,23 +105,20 @@ class WeightsFile:
             raise WeightsError(f"{self.path}: a safetensors file but not in minriff's format "
                                "(no minriff 'format' metadata); "
                                f"convert it first: minriff convert {self.path} -o weights/NAME.safetensors")
+        if file_kind(meta) == "taesd":
+            raise WeightsError(f"{self.path} holds only TAESD, the tiny autoencoder, not the models to generate "
+                               "with; pass it as --taesd FILE (Riffusion(taesd=...)) and the main file as --weights")
         self.format = _json(meta, "format", self.path)
         if self.format != FORMAT:
             raise WeightsError(f"{self.path}: format {self.format!r} is not supported (this minriff reads {FORMAT!r})")
         self.raw_config = _json(meta, "config", self.path)
         self.scheduler_config = _json(meta, "scheduler_config", self.path)
-        if not isinstance(self.scheduler_config, dict):
-            raise WeightsError(f"{self.path}: scheduler_config metadata is not a JSON object")
         self.source = _json(meta, "source", self.path) if "source" in meta else None
         self._vocab = _json(meta, "tokenizer_vocab", self.path) if "tokenizer_vocab" in meta else None
         self._merges = _json(meta, "tokenizer_merges", self.path) if "tokenizer_merges" in meta else None
-        try:
-            self.config = ModelConfig(
-                text_encoder=CLIPTextConfig.from_dict(self.raw_config["text_encoder"]),
-                unet=UNetConfig.from_dict(self.raw_config["unet"]),
-                vae=VAEConfig.from_dict(self.raw_config["vae"]))
-        except (KeyError, TypeError) as e:
-            raise WeightsError(f"{self.path}: config metadata lacks a component ({e})") from None
+        try:  # the same checks as converting (convert.check_configs)
+            self.config = check_model_config(self.raw_config)
+            schedulers.check_config(self.scheduler_config)
         except ConfigError as e:
             raise WeightsError(f"{self.path}: stored config is invalid: {e}") from None
 
@@ -121,6 +138,7 @@ class WeightsFile:
                                "tokenizer folder (vocab.json + merges.txt, or tokenizer.json)")
         if not isinstance(self._merges, list):
             raise WeightsError(f"{self.path}: tokenizer_merges metadata is not a list")
+        check_vocab(self._vocab, self.config.text_encoder.vocab_size, self.path)
         return CLIPTokenizer(self._vocab, self._merges, where=str(self.path))
 
     def summary(self) -> dict:
@@ -139,17 +157,50 @@ def _json(meta: dict, key: str, path):
         raise WeightsError(f"{path}: metadata lacks {key!r}")
     try:
         return json.loads(meta[key])
-    except ValueError as e:
-        raise WeightsError(f"{path}: metadata {key!r} is not valid JSON ({e})") from None
+    except (ValueError, RecursionError) as e:
+        raise WeightsError(f"{path}: metadata {key!r} is not valid JSON ({type(e).__name__})") from None
+
+
+def check_vocab(vocab, vocab_size: int, where) -> None:
+    """Tokenizer ids must index the text encoder's token embedding: integers in [0, vocab_size)."""
+    if not isinstance(vocab, dict):
+        raise WeightsError(f"{where}: the tokenizer vocabulary is not a mapping token -> id")
+    bad = next((f"{k!r}: {v!r}" for k, v in vocab.items()
+                if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < vocab_size), None)
+    if bad:
+        raise WeightsError(f"{where}: tokenizer id {bad} is not an integer in [0, {vocab_size}) "
+                           f"(the text encoder's vocab_size)")
 
 
 
-def load_models(path, dtype=np.float32) -> dict:
-    """Build the three models from a converted file's configs and fill them (cast per tensor)."""
+COMPUTE_DTYPES = (np.float16, np.float32, np.float64)
+
+
+def compute_dtype(dtype) -> np.dtype:
+    """The dtype models are loaded in: float32 (the default, also for None), float16 or float64; InputError otherwise
+    (an integer dtype would truncate every weight to 0 or ±1 and make a constant image)."""
+    if dtype is None:
+        return np.dtype(np.float32)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt not in [np.dtype(d) for d in COMPUTE_DTYPES]:
+        raise InputError(f"dtype {dtype!r}: models compute in float32 (default), float16 or float64")
+    return dt
+
+
+def load_models(path, dtype=np.float32, quiet: bool = True) -> dict:
+    """Build the three models from a converted file's configs and fill them (cast per tensor);
+    `quiet=False` shows one progress bar per component ("loading unet [###...] 686/686 2.1s")."""
+    dtype = compute_dtype(dtype)
     wf = WeightsFile(path)
     models = build_models(wf.config)
     for name, model in models.items():
-        nn.load(model, wf.component(name).cast(dtype), what=name.replace("_", " "), dtype=dtype)
+        component = wf.component(name)
+        bar = Progress(len(component), f"loading {name:12s}", quiet=quiet)
+        nn.load(model, component.cast(dtype, bar.update), what=name.replace("_", " "), dtype=dtype)
+        bar.close()
     tokenizer = wf.tokenizer() if wf.has_tokenizer else MissingTokenizer(wf)
     return dict(models, tokenizer=tokenizer, scheduler_config=wf.scheduler_config, config=wf.config)
 
@@ -175,7 +226,9 @@ class MissingTokenizer:
 
 def find_weights(path=None) -> Path:
     """A converted weights file: `path` (file, or folder -> newest *.safetensors in it), else the newest
-    in $MINRIFF_WEIGHTS (file or folder), else in ./weights/."""
+    in $MINRIFF_WEIGHTS (file or folder), else in ./weights/, else in minriff's home folder
+    (~/.cache/minriff, $MINRIFF_HOME: where a first run's download is converted to). Never downloads:
+    `firstrun.ensure_weights` does that."""
     if path is not None:
         p = Path(path)
         if p.is_dir():
@@ -190,16 +243,24 @@ def find_weights(path=None) -> Path:
             return p
         if p.is_dir() and _newest(p):
             return _newest(p)
-    found = _newest(Path("weights"))
+    found = _newest(Path("weights")) or _newest(hub.minriff_home())
     if found:
         return found
-    where = f"${WEIGHTS_ENV} ({env}) or ./weights/" if env else "./weights/ (or $MINRIFF_WEIGHTS)"
-    _no_weights(f"no converted weights found in {where}")
+    where = f"${WEIGHTS_ENV} ({env}), ./weights/" if env else "./weights/ (or $MINRIFF_WEIGHTS)"
+    _no_weights(f"no converted weights found in {where} or {hub.minriff_home()}")
 
 
-def _newest(folder: Path):
+def _newest(folder: Path, kind: str = "models"):
+    """The newest *.safetensors file in `folder` of that kind (TAESD files sit beside the main one)."""
     files = sorted(folder.glob("*.safetensors"), key=lambda f: f.stat().st_mtime) if folder.is_dir() else []
-    return files[-1] if files else None
+    for f in reversed(files):
+        try:
+            if file_kind(SafetensorsFile(f).metadata) == kind:
+                return f
+        except WeightsError:  # unreadable: counted as a main file, so loading it reports why
+            if kind == "models":
+                return f
+    return None
 
 
 def _no_weights(msg):
@@ -210,23 +271,27 @@ def _no_weights(msg):
 
 
 def write_weights(out, tensors: dict, configs: dict, vocab=None, merges=None, scheduler_config=None,
-                  source=None, dtype: str = "fp16") -> int:
+                  source=None, dtype: str = "fp16", quiet: bool = True) -> int:
     """Write a minriff weights file. `tensors`: component -> {key: (shape, read[, release])}, where
     read() returns the array (called once, when that tensor is written) and release() is called after.
-    `configs`: component -> config dict. Returns the number of tensors written."""
+    `configs`: component -> config dict. Returns the number of tensors written. `quiet=False`: a
+    progress bar over the tensors (reading a big checkpoint happens here, tensor by tensor)."""
     if dtype not in STORE_DTYPES:
         raise WeightsError(f"dtype {dtype!r}: choose fp16 or fp32")
     name = STORE_DTYPES[dtype]
     entries = []
+    bar = Progress(sum(len(t) for t in tensors.values()), f"writing {Path(out).name}", quiet=quiet)
     for comp in COMPONENTS:
         for key, (shape, read, *release) in sorted(tensors[comp].items()):
             full = f"{comp}.{key}"
-            entries.append((full, shape, name, _fits_fp16(full, read) if name == "F16" else read, *release))
+            entries.append((full, shape, name, _fits_fp16(full, read) if name == "F16" else read, *release,
+                            bar.update))
     meta = {"format": FORMAT, "config": configs, "tokenizer_vocab": vocab, "tokenizer_merges": merges,
             "scheduler_config": dict(scheduler_config or SD15_SCHEDULER), "source": source or {}}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_safetensors(out, entries, {k: json.dumps(v) for k, v in meta.items()})
+    bar.close()
     return len(entries)
 
 

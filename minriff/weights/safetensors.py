@@ -8,7 +8,8 @@ File layout (readable by any safetensors tool):
 Reading parses the header itself and hands out `np.frombuffer` views on a read-only mmap: every
 corruption gets a precise WeightsError naming the tensor and the offsets, tensors cost no memory
 until touched, and a tensor's pages can be dropped again after it was cast (`release`).
-Writing streams one tensor at a time. (Why not the `safetensors` package: see weights/README.md.)
+Writing streams one tensor at a time, atomically (minriff.atomic). (Why not the `safetensors`
+package: see weights/README.md.)
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minriff import atomic
 from minriff.errors import WeightsError
 
 MAX_HEADER = 100 * 1024 * 1024  # same cap as the safetensors library
@@ -112,8 +114,9 @@ class SafetensorsFile(Mapping):
 def _parse_header(raw: bytes, path) -> tuple[dict, dict]:
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise WeightsError(f"{path}: header is not valid UTF-8 JSON ({e}); not a safetensors file?") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise WeightsError(f"{path}: header is not valid UTF-8 JSON ({type(e).__name__}: {e}); "
+                           "not a safetensors file?") from None
     if not isinstance(header, dict):
         raise WeightsError(f"{path}: header is a JSON {type(header).__name__}, expected an object")
     meta = header.pop("__metadata__", None) or {}
@@ -154,7 +157,9 @@ def write_safetensors(path, tensors: Iterable[tuple], metadata: dict[str, str] |
     """Stream tensors to `path`. `tensors` yields (name, shape, dtype_name, make_array[, done]):
     arrays are produced and written one at a time (then `done()` is called, e.g. to release the
     source's file pages), so writing never holds more than one tensor in memory.
-    Written to a temporary file first and renamed, so a crash never leaves a half file under `path`."""
+    Written atomically (minriff.atomic): a failure or a signal never leaves a half file under `path`,
+    and a `path` that is not a regular file (a device, a folder) is refused before any tensor is made."""
+    atomic.check_target(path)
     items = list(tensors)
     header, offset = {}, 0
     for name, shape, dtype_name, *_ in items:
@@ -166,20 +171,13 @@ def write_safetensors(path, tensors: Iterable[tuple], metadata: dict[str, str] |
         header["__metadata__"] = dict(metadata)
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # tensor data starts 8-byte aligned
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(struct.pack("<Q", len(raw)) + raw)
-            for name, shape, dtype_name, make, *done in items:
-                arr = np.asarray(make(), dtype=DTYPES[dtype_name])
-                if arr.shape != tuple(shape):
-                    raise WeightsError(f"tensor {name!r}: produced shape {arr.shape}, declared {tuple(shape)}")
-                f.write(memoryview(np.ascontiguousarray(arr.reshape(-1))).cast("B"))
-                del arr
-                for callback in done:
-                    callback()
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic.atomic_write(path) as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        for name, shape, dtype_name, make, *done in items:
+            arr = np.asarray(make(), dtype=DTYPES[dtype_name])
+            if arr.shape != tuple(shape):
+                raise WeightsError(f"tensor {name!r}: produced shape {arr.shape}, declared {tuple(shape)}")
+            f.write(memoryview(np.ascontiguousarray(arr.reshape(-1))).cast("B"))
+            del arr
+            for callback in done:
+                callback()

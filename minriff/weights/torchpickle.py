@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from minriff.errors import UnsafePickleError, WeightsError
+from minriff.weights import sniff
 
 STORAGE_DTYPES = {
     "DoubleStorage": "float64", "FloatStorage": "float32", "HalfStorage": "float16",
@@ -42,6 +43,9 @@ STORAGE_DTYPES = {
 }
 TORCH_DTYPES = {"float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool",
                 "double", "float", "half", "long", "int", "short"}
+MAX_PICKLE = 256 << 20  # data.pkl: ~200 bytes per tensor record, so far above any real checkpoint
+MAX_SMALL = 64  # byteorder
+MIN_INFLATE, INFLATE_RATIO = 64 << 20, 32  # see TorchZip.check_storages
 INERT_GLOBALS = {
     ("pytorch_lightning.callbacks.model_checkpoint", "ModelCheckpoint"),
     ("numpy.core.multiarray", "scalar"),
@@ -84,20 +88,28 @@ class OpaqueGlobal:
 
 
 class Storage:
-    """One `data/<key>` entry: a flat NumPy array (mmap view when stored uncompressed)."""
+    """One `data/<key>` entry: a flat NumPy array (mmap view when stored uncompressed; when
+    compressed, an inflated copy of the first `used` elements, the ones its tensors reach)."""
 
     def __init__(self, archive: TorchZip, key: str, dtype_name: str, numel: int):
         self.archive, self.key, self.dtype_name, self.numel = archive, key, dtype_name, numel
+        self.used = 0  # elements reached by the tensors built on this storage (set while unpickling)
         self._array = None
+
+    def reach(self, n: int) -> None:
+        self.used = max(self.used, n)
 
     def array(self) -> np.ndarray:
         if self._array is None:
-            self._array = self.archive.storage_array(self.key, np_dtype(self.dtype_name), self.numel)
+            self._array = self.archive.storage_array(self.key, np_dtype(self.dtype_name), self.numel, self.used)
         return self._array
 
     def release(self) -> None:
-        """Drop this storage's file pages from the resident set (they fault back in if read again)."""
+        """Drop this storage's file pages from the resident set (they fault back in if read again),
+        or its inflated copy."""
         self.archive.release(self.key, self.numel * np_dtype(self.dtype_name).itemsize)
+        if self.key in getattr(self.archive, "compressed", ()):
+            self._array = None
 
 
 class StorageView(Storage):
@@ -106,6 +118,9 @@ class StorageView(Storage):
     def __init__(self, base: Storage, offset: int, numel: int):
         super().__init__(base.archive, base.key, base.dtype_name, numel)
         self.base, self.start = base, offset
+
+    def reach(self, n: int) -> None:
+        self.base.reach(self.start + n)
 
     def array(self) -> np.ndarray:
         return self.base.array()[self.start:self.start + self.numel]
@@ -127,6 +142,7 @@ class LazyTensor:
                 or math.prod(shape) > max(storage.numel, 1)):  # no stride-0 blow-ups of a small storage
             raise WeightsError(f"checkpoint: tensor {self.shape} at offset {offset} with strides {self.stride} "
                                f"runs past its storage of {storage.numel} elements")
+        storage.reach(last + 1)
 
     @property
     def dtype_name(self) -> str:
@@ -237,29 +253,45 @@ class TorchZip:
         if not pkl:
             raise WeightsError(f"{self.path}: a zip file without data.pkl: not a torch checkpoint")
         self.root = pkl[0][: -len("data.pkl")]
+        self._mm = None
+        self.budget = max(MIN_INFLATE, INFLATE_RATIO * self._mmap_size())  # bytes all inflating may produce
+        self.inflated = 0
         order = self._read_small("byteorder")
         if order not in (None, b"little"):
             raise WeightsError(f"{self.path}: byte order {order!r} is not supported")
         self._storages: dict[str, Storage] = {}
         self._starts: dict[str, int] = {}  # file offset of each memory-mapped storage
-        self._mm = None
+        self.compressed: set[str] = set()  # keys of storages that are inflated, not memory-mapped
 
     def release(self, key: str, nbytes: int) -> None:
         _dontneed(self._mm, self._starts.get(key), nbytes)
 
     def _read_small(self, name):
         try:
-            return self._read(self.root + name).strip()
+            return self._read(self.root + name, MAX_SMALL).strip()
         except KeyError:
             return None
 
-    def _read(self, name: str) -> bytes:
+    def _read(self, name: str, limit: int) -> bytes:
+        """A whole entry of at most `limit` bytes (checked before inflating, and while inflating:
+        the central directory's size field may lie)."""
+        info = self.zip.getinfo(name)  # KeyError when absent
+        if info.file_size > limit:
+            raise WeightsError(f"{self.path}: zip entry {name} declares {info.file_size} bytes, more than the "
+                               f"{limit} it can hold in a torch checkpoint; refusing to inflate it")
+        return self._inflate(info, info.file_size)
+
+    def _inflate(self, info: zipfile.ZipInfo, nbytes: int) -> bytes:
+        """The first `nbytes` of an entry (never more: zipfile stops at the declared size)."""
         try:
-            return self.zip.read(name)
-        except KeyError:
-            raise
+            with self.zip.open(info) as f:
+                data = f.read(nbytes)
         except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, zlib.error) as e:
-            raise WeightsError(f"{self.path}: corrupt zip entry {name}: {e}") from None
+            raise WeightsError(f"{self.path}: corrupt zip entry {info.filename}: {e}") from None
+        if len(data) < nbytes:
+            raise WeightsError(f"{self.path}: zip entry {info.filename} inflates to {len(data)} bytes, "
+                               f"not the {info.file_size} its directory declares")
+        return data
 
     def storage(self, key: str, dtype_name: str, numel: int) -> Storage:
         st = self._storages.get(key)
@@ -269,23 +301,52 @@ class TorchZip:
             raise WeightsError(f"{self.path}: storage {key} used with two element types")
         return st
 
-    def storage_array(self, key: str, dtype: np.dtype, numel: int) -> np.ndarray:
+    def check_storages(self) -> None:
+        """Before anything is read: every storage the pickle named has its entry, with the bytes its
+        record declares, and inflating the compressed ones (only the elements their tensors reach)
+        stays within the budget: at most INFLATE_RATIO x the file size (MIN_INFLATE for small files).
+        Real weights barely compress, so only a zip bomb comes near it."""
+        total = 0
+        for key, st in self._storages.items():
+            info = self._storage_entry(key, st.numel * np_dtype(st.dtype_name).itemsize)
+            if info.compress_type != zipfile.ZIP_STORED:
+                total += st.used * np_dtype(st.dtype_name).itemsize
+                if total > self.budget:
+                    raise self._bomb(info.filename, total)
+
+    def _bomb(self, name: str, total: int) -> WeightsError:
+        return WeightsError(f"{self.path}: storage entry {name}: the compressed storages would inflate to "
+                            f"{total:,} bytes or more, over {INFLATE_RATIO}x the file's {len(self._mm):,} bytes "
+                            f"(limit {self.budget:,}); a zip bomb? refusing to inflate it")
+
+    def _storage_entry(self, key: str, need: int) -> zipfile.ZipInfo:
         name = f"{self.root}data/{key}"
         try:
             info = self.zip.getinfo(name)
         except KeyError:
             raise WeightsError(f"{self.path}: storage entry {name} is missing (truncated checkpoint?)") from None
-        need = numel * dtype.itemsize
         if info.file_size < need:
             raise WeightsError(f"{self.path}: storage {name} has {info.file_size} bytes, needs {need}")
+        if info.compress_type != zipfile.ZIP_STORED and info.file_size != need:
+            raise WeightsError(f"{self.path}: storage entry {name} inflates to {info.file_size:,} bytes, but its "
+                               f"pickle record declares {need:,}")
+        return info
+
+    def storage_array(self, key: str, dtype: np.dtype, numel: int, used: int | None = None) -> np.ndarray:
+        need = numel * dtype.itemsize
+        info = self._storage_entry(key, need)
         if info.compress_type == zipfile.ZIP_STORED:
             start = self._data_start(info)
             if start + need > self._mmap_size():
-                raise WeightsError(f"{self.path}: truncated: storage {name} ends past the end of the file")
+                raise WeightsError(f"{self.path}: truncated: storage {info.filename} ends past the end of the file")
             self._starts[key] = start
             return np.frombuffer(self._mm, dtype=dtype, count=numel, offset=start)
-        raw = self._read(name)
-        return np.frombuffer(raw, dtype=dtype, count=numel)
+        count = numel if used is None else min(used, numel)
+        self.inflated += count * dtype.itemsize
+        if self.inflated > 2 * self.budget:  # re-reads after release() inflate again; cap those too
+            raise self._bomb(info.filename, self.inflated)
+        self.compressed.add(key)
+        return np.frombuffer(self._inflate(info, count * dtype.itemsize), dtype=dtype, count=count)
 
     def _mmap_size(self) -> int:
         if self._mm is None:
@@ -303,8 +364,10 @@ class TorchZip:
         return h + 30 + name_len + extra_len
 
     def load(self, inert_unknown: bool = False):
-        data = self._read(self.root + "data.pkl")
-        return unpickle(data, self, str(self.path), inert_unknown)
+        data = self._read(self.root + "data.pkl", MAX_PICKLE)
+        obj = unpickle(data, self, str(self.path), inert_unknown)
+        self.check_storages()
+        return obj
 
 
 def unpickle(data: bytes, archive: TorchZip | None = None, where: str = "pickle", inert_unknown: bool = False):
@@ -367,7 +430,7 @@ class LegacyFile:
     def release(self, key: str, nbytes: int) -> None:
         _dontneed(self._mm, self._offsets.get(key), nbytes)
 
-    def storage_array(self, key: str, dtype: np.dtype, numel: int) -> np.ndarray:
+    def storage_array(self, key: str, dtype: np.dtype, numel: int, used: int | None = None) -> np.ndarray:
         if key not in self._offsets:
             raise WeightsError(f"{self.path}: storage {key} has no data")
         return np.frombuffer(self._mm, dtype=dtype, count=numel, offset=self._offsets[key])
@@ -405,19 +468,10 @@ def _unpickle_stream(f, archive, where: str, inert_unknown: bool = False):
 
 
 def checkpoint_kind(path) -> str | None:
-    """"zip" (torch >= 1.6) or "legacy" (a bare pickle stream) by the file's first bytes; None
-    for anything else (e.g. safetensors: 8 length bytes then its JSON header's "{"; the length's
-    first byte can be 0x80 like a pickle's PROTO opcode)."""
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(9)
-    except OSError as e:
-        raise WeightsError(f"cannot open {path}: {e.strerror or e}") from None
-    if magic[:2] == b"PK":
-        return "zip"
-    if magic[:1] == b"\x80" and magic[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05") and magic[8:9] != b"{":
-        return "legacy"
-    return None
+    """"zip" (torch >= 1.6) or "legacy" (a bare pickle stream), told by the file's whole structure
+    (`sniff.file_kind`); None for anything else, safetensors included."""
+    kind = sniff.file_kind(path)
+    return kind if kind in ("zip", "legacy") else None
 
 
 def load(path, inert_unknown: bool = False):
@@ -425,7 +479,7 @@ def load(path, inert_unknown: bool = False):
     path = Path(path)
     kind = checkpoint_kind(path)
     if kind is None:
-        raise WeightsError(f"{path}: not a torch checkpoint (no zip signature)")
+        raise WeightsError(f"{path}: not a torch checkpoint ({sniff.describe(path)})")
     return (TorchZip if kind == "zip" else LegacyFile)(path).load(inert_unknown)
 
 
@@ -455,29 +509,37 @@ def save(path, tensors: dict, wrap_key: str | None = None, root: str = "archive"
     """Write `tensors` (name -> np.ndarray) as a torch zip checkpoint that `torch.load` reads.
     Minimal: contiguous tensors, one storage each; `wrap_key` nests them as {wrap_key: dict}.
     Used by tests and fixtures to make `.bin`/`.ckpt` files without torch."""
+    records, storages = [], []
+    for i, (name, arr) in enumerate(tensors.items()):
+        arr = np.array(arr, order="C", copy=None) if np.ndim(arr) else np.array(arr)
+        stride = tuple(int(np.prod(arr.shape[d + 1:], dtype=np.int64)) for d in range(arr.ndim))
+        records.append((name, _STORAGE_OF[arr.dtype], str(i), int(arr.size), arr.shape, stride))
+        storages.append(arr)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        z.writestr(f"{root}/data.pkl", state_dict_pickle(records, wrap_key))
+        z.writestr(f"{root}/byteorder", "little")
+        for i, arr in enumerate(storages):
+            z.writestr(f"{root}/data/{i}", arr.tobytes())
+        z.writestr(f"{root}/version", "3\n")
+
+
+def state_dict_pickle(records, wrap_key: str | None = None) -> bytes:
+    """data.pkl of a state dict: one tensor per record (name, storage type e.g. "FloatStorage",
+    storage key, storage numel, shape, stride), at offset 0 of its storage. Any numbers can be
+    written, which is what tests of hostile files need."""
     G = pickle.GLOBAL
     out = [pickle.PROTO + b"\x02"]
     if wrap_key is not None:
         out += [pickle.EMPTY_DICT, _op_value(wrap_key)]
     out += [G + b"collections\nOrderedDict\n", pickle.EMPTY_TUPLE, pickle.REDUCE, pickle.MARK]
-    storages = []
-    for i, (name, arr) in enumerate(tensors.items()):
-        arr = np.array(arr, order="C", copy=None) if np.ndim(arr) else np.array(arr)
-        kind = _STORAGE_OF[arr.dtype]
-        stride = tuple(int(np.prod(arr.shape[d + 1:], dtype=np.int64)) for d in range(arr.ndim))
+    for name, kind, key, numel, shape, stride in records:
         out += [_op_value(name), G + b"torch._utils\n_rebuild_tensor_v2\n", pickle.MARK,
-                pickle.MARK, _op_value("storage"), G + f"torch\n{kind}\n".encode(), _op_value(str(i)),
-                _op_value("cpu"), _op_value(int(arr.size)), pickle.TUPLE, pickle.BINPERSID,
-                _op_value(0), _op_value(tuple(int(d) for d in arr.shape)), _op_value(stride), pickle.NEWFALSE,
+                pickle.MARK, _op_value("storage"), G + f"torch\n{kind}\n".encode(), _op_value(key),
+                _op_value("cpu"), _op_value(int(numel)), pickle.TUPLE, pickle.BINPERSID,
+                _op_value(0), _op_value(tuple(int(d) for d in shape)), _op_value(tuple(stride)), pickle.NEWFALSE,
                 G + b"collections\nOrderedDict\n", pickle.EMPTY_TUPLE, pickle.REDUCE, pickle.TUPLE, pickle.REDUCE]
-        storages.append(arr)
     out.append(pickle.SETITEMS)
     if wrap_key is not None:
         out.append(pickle.SETITEM)
     out.append(pickle.STOP)
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
-        z.writestr(f"{root}/data.pkl", b"".join(out))
-        z.writestr(f"{root}/byteorder", "little")
-        for i, arr in enumerate(storages):
-            z.writestr(f"{root}/data/{i}", arr.tobytes())
-        z.writestr(f"{root}/version", "3\n")
+    return b"".join(out)

@@ -157,7 +157,9 @@ def test_seed_image_resolution(tmp_path, monkeypatch):
     (tmp_path / "og_beat.png").write_bytes(b"x")
     monkeypatch.setenv("MINRIFF_SEED_IMAGES", str(tmp_path))
     assert resolve_image("og_beat", "seed image") == tmp_path / "og_beat.png"
-    assert resolve_image(str(tmp_path / "og_beat.png"), "seed image") == tmp_path / "og_beat.png"
+    assert resolve_image(str(tmp_path / "og_beat.png"), "seed image", allow_path=True) == tmp_path / "og_beat.png"
+    with pytest.raises(InputError, match="invalid seed image"):  # a path is not an id (tests/hostile/test_paths.py)
+        resolve_image(str(tmp_path / "og_beat.png"), "seed image")
     with pytest.raises(InputError, match="invalid seed image: 'nope'"):
         resolve_image("nope", "seed image")
 

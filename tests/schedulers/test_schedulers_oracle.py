@@ -23,7 +23,7 @@ CONFIG_NAMES = ["riffusion", "linear", "riffusion_karras", "riffusion_leading", 
 def _cases():
     for name in schedulers.NAMES:
         for cfg in CONFIG_NAMES:
-            for eta in ([0.0, 0.7] if name == "ddim" else [0.0]):
+            for eta in {"ddim": [0.0, 0.7], "tcd": [0.0, 0.3, 1.0]}.get(name, [0.0]):
                 yield name, cfg, eta
 
 

@@ -7,6 +7,8 @@
   as a module; tests reuse its case lists and, under `-m oracle`, its live runs.
 - `shared_file(...)`: data from ../shared/reference, or a skip with the reason when absent.
 - `rel_err(got, ref)`: max |got - ref| / max |ref|, the measure the model tests state bounds in.
+- `fakehub.FakeHub`: a local stand-in for the Hugging Face Hub serving the tiny diffusers fixture
+  (download and first-run tests).
 """
 from __future__ import annotations
 
