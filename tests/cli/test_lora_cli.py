@@ -87,7 +87,8 @@ def test_lora_option_errors_are_one_line(tmp_path, capsys):
     loha = random_kohya(dict(list(layer_shapes(tiny_riff()).items())[:2]))
     name = next(iter(loha)).split(".")[0]
     loha[name + ".hada_w1_a"] = np.ones((2, 2), np.float32)
-    code, _, err = run(capsys, *_case_args(tmp_path / "o.png"), "--lora", save(tmp_path / "loha.safetensors", loha))
+    code, _, err = run(capsys, *_case_args(tmp_path / "o.png"), "--quiet",  # no loading bars before the error
+                       "--lora", save(tmp_path / "loha.safetensors", loha))
     assert code == 2 and "unsupported LoRA type LoHa" in err and err.count("\n") == 1
 
 
