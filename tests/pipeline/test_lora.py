@@ -132,6 +132,31 @@ def test_weights_beyond_fp16_range_are_kept_as_they_are(riff):
     assert_bit_identical(riff, snap)
 
 
+def test_float16_parameters_merge_in_float32_and_stay_float16(tmp_path):
+    """Parameters kept as float16 in memory: each merged tensor is float16(W0 + Σ Δ summed in float32),
+    the original is kept as it is (no copy), and unloading gives its bits back."""
+    from minriff import Riffusion
+
+    riff = Riffusion.load(mp.WEIGHTS, quiet=True, dtype=np.float16)
+    shapes = layer_shapes(riff)
+    base = {key: np.array(weight_of(riff, *key)) for key in shapes}
+    assert all(w.dtype == np.float16 for w in base.values())
+    snap = snapshot(riff)
+    sd = random_kohya(shapes, seed=3, rank=4, alpha=lambda c, m: 2.0 + len(m) % 3)
+    name = riff.load_lora(save(tmp_path / "l.safetensors", sd), weight=0.7)
+    lora = pairs(sd)
+    for (comp, module), w0 in base.items():
+        got = weight_of(riff, comp, module)
+        ref = reference_merge(w0, [(0.7, *lora[kohya_name(comp, module)])])
+        assert got.dtype == np.float16, (comp, module)
+        # one float16 rounding of the float32 sum: within a float16 ulp of the float64 reference
+        assert np.all(np.abs(got.astype(np.float64) - ref) <= 2.0**-10 * np.abs(ref) + 2.0**-24), (comp, module)
+        assert not np.array_equal(got, w0), (comp, module)
+        assert riff._lora._kept[comp, module].array.dtype == np.float16
+    riff.unload_lora(name)
+    assert_bit_identical(riff, snap)
+
+
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(weights=st.lists(st.floats(-2, 2, allow_nan=False).filter(lambda w: abs(w) > 1e-3), min_size=1, max_size=3),
        rank=st.integers(1, 5), seed=st.integers(0, 1000), fp16=st.booleans())
