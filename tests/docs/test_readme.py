@@ -103,6 +103,36 @@ def test_readme_python_example_runs(workdir, monkeypatch):
     assert env["again"].shape[0] == 512
 
 
+def test_readme_lora_section_runs(workdir, monkeypatch, capsys):
+    """The LoRA section's Python and commands, with two random kohya LoRAs for the tiny model under
+    the documented file names (`lora info` gets `--config tiny`: the files do not fit SD 1.5)."""
+    from minriff import Riffusion
+    from support.lora_cases import layer_shapes, random_kohya, save
+
+    text = section("LoRA")
+    monkeypatch.chdir(workdir)
+    monkeypatch.delenv("MINRIFF_WEIGHTS", raising=False)
+    riff = Riffusion.load(quiet=True)
+    before = riff.parameters()
+    shapes = layer_shapes(riff)
+    save(workdir / "style.safetensors", random_kohya(shapes, seed=1, alpha=lambda c, m: 2.0))
+    save(workdir / "lcm.safetensors", random_kohya(shapes, seed=2))
+    env = {"riff": riff}
+    exec(compile(blocks(text, "python")[0], "README.md", "exec"), env)
+    assert env["name"] == "style" and [i.name for i in riff.loras] == ["lcm"]
+    assert not np.array_equal(riff.parameters(), before)
+    riff.unload_lora("lcm")
+    assert np.array_equal(riff.parameters(), before)
+    commands = [ln for b in blocks(text, "bash") for ln in b.splitlines() if ln.startswith("minriff ")]
+    assert [shlex.split(c)[1] for c in commands] == ["generate", "lora"]
+    for command in commands:
+        argv = shlex.split(command.split("#")[0])[1:]
+        fast = ["--steps", "1", "--seconds", "0.64", "--quiet"] if argv[0] == "generate" else ["--config", "tiny"]
+        assert main(argv + fast) == 0, capsys.readouterr().err
+    assert sf.info(str(workdir / "jazz.wav")).samplerate == 44100
+    assert "style.safetensors: kohya LoRA" in capsys.readouterr().out
+
+
 def test_readme_few_step_example_runs(workdir, monkeypatch):
     code = next(b for b in blocks(section("Python API"), "python") if "TCDScheduler" in b)
     monkeypatch.chdir(workdir)
