@@ -22,8 +22,9 @@ Work items (cpu_blas.run_items threads, BLAS single-threaded), each one Numba ke
   item is a block of output channels. Split by tiles, every item would stream all of U (16·O·C
   floats, 105 MB at 1280 channels) for a GEMM only 32 tiles wide.
 U itself is computed per call (1280x1280: 8 ms); caching it per weight array would cost 1.8x the
-weights' memory. Items depend on the shape only and each is computed the same way whichever
-thread runs it, so results do not depend on the thread count.
+weights' memory (3.6x for float16 weights). float16 weights are widened while U is computed.
+Items depend on the shape only and each is computed the same way whichever thread runs it, so
+results do not depend on the thread count.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from numba import njit, prange
 
 from minriff.kernels.cpu import blas as cpu_blas
 from minriff.kernels.cpu.blas import run_items, sgemm
+from minriff.kernels.cpu.half import widen
 from minriff.kernels.cpu.vecmath import FMA_FLAGS, prefer_wide_vectors
 from minriff.kernels.cpu.workspace import buffer, pad_flat
 
@@ -51,11 +53,12 @@ def _gg(a, b, c):
 
 @njit(inline="always", error_model="numpy", fastmath=FMA_FLAGS)
 def _transform_one(w, u, o, uo):
-    """u[:, uo, :] = G w[o, c] Gᵀ for every input channel c (a loop over c: vectorises)."""
+    """u[:, uo, :] = G w[o, c] Gᵀ for every input channel c (a loop over c: vectorises). w float32
+    or float16 bits (widened as read, half.py)."""
     for c in range(w.shape[1]):
-        t0 = _gg(w[o, c, 0, 0], w[o, c, 1, 0], w[o, c, 2, 0])  # G g, column by column
-        t1 = _gg(w[o, c, 0, 1], w[o, c, 1, 1], w[o, c, 2, 1])
-        t2 = _gg(w[o, c, 0, 2], w[o, c, 1, 2], w[o, c, 2, 2])
+        t0 = _gg(widen(w[o, c, 0, 0]), widen(w[o, c, 1, 0]), widen(w[o, c, 2, 0]))  # G g, column by column
+        t1 = _gg(widen(w[o, c, 0, 1]), widen(w[o, c, 1, 1]), widen(w[o, c, 2, 1]))
+        t2 = _gg(widen(w[o, c, 0, 2]), widen(w[o, c, 1, 2]), widen(w[o, c, 2, 2]))
         for r in range(4):
             e = _gg(t0[r], t1[r], t2[r])  # row r of (G g) Gᵀ
             u[4 * r, uo, c] = e[0]
@@ -66,7 +69,7 @@ def _transform_one(w, u, o, uo):
 
 @njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, parallel=True)
 def transform_weights(w, u):
-    """w (O, C, 3, 3) -> u (16, O, C): u[4r + s, o, c] = (G w[o, c] Gᵀ)[r, s]."""
+    """w (O, C, 3, 3) float32 or float16 bits -> u (16, O, C) float32: u[4r + s, o, c] = (G w[o, c] Gᵀ)[r, s]."""
     prefer_wide_vectors()
     for o in prange(w.shape[0]):
         _transform_one(w, u, o, o)
@@ -183,7 +186,8 @@ def tile_rows_per_item(th: int, tw: int, images: int) -> int:
 
 
 def conv3x3(x, w, b, pads, y):
-    """y (N, O, Ho, Wo) = conv of x (N, C, H, W) with w (O, C, 3, 3), float32 contiguous, stride 1,
+    """y (N, O, Ho, Wo) = conv of x (N, C, H, W) with w (O, C, 3, 3), float32 contiguous (w may be
+    float16 bits, half.bits_or_float32), stride 1,
     pads (top, bottom, left, right). Work items: bands of tile rows when the images have
     many tiles (>= SPLIT_TILES per image), else blocks of CHANNEL_BLOCK output channels over the
     whole batch's tiles."""
