@@ -8,7 +8,8 @@ faster), and the largest difference between the two outputs; peak RSS of this pr
 `--weights-dtype`: the weights held in fp16 (the default: half the memory, widened where the ops
 use them) or fp32; `both` builds the fp16 model and its exact fp32 widening, times them in
 interleaved rounds and reports fp32_s / fp16_s (> 1: the fp16-held weights are faster) and their
-largest output difference. torch always runs on fp32 weights of the same values.
+largest output difference (without the torch child: three full-size models at once were too
+much for a shared machine). torch runs on fp32 weights of the same values.
 
 Random weights come from `minriff.model_init.init_random`: fan-in scaling so activations stay O(1)
 through the network, values tiled from one random pool (generating 860 M normals would dominate
@@ -152,7 +153,7 @@ def run(args) -> int:
     row = dict(weights_dtype=mode, **row)
     if wide is not None:
         row.update(fp32_s=None, ratio_fp32_over_fp16=None, max_rel_diff_fp16_vs_fp32=None)
-    if torch is not None:
+    if torch is not None and wide is None:  # both: two models here already; no third in a child
         try:
             child = ChildTimer(_torch_step, (kind, args.weights, quick, np.dtype(dtype).name), threads)
         except RuntimeError as e:
