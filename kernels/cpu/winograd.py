@@ -16,8 +16,10 @@ per 4 outputs instead of 36: 2.25x fewer flops than a direct 3x3 conv, paid for 
 transforms, which are additions only (and halvings, exact in binary floating point, in G).
 
 Work items (cpu_blas.run_items threads, BLAS single-threaded), each one Numba kernel:
-- images with many tiles (32x32 px and up): a band of tile rows of one image. Input transform
-  into V, 16 sgemm calls, output transform (plus bias) straight into y; V and M stay in cache.
+- images with many tiles (32x32 px and up): a band of tile rows of one image. The band's input
+  rows zero-padded into a per-thread buffer (never a padded copy of the whole image: 270 MB at
+  the VAE's 512x512 layers), input transform into V, 16 sgemm calls, output transform (plus
+  bias) straight into y; V and M stay in cache.
 - small images (16x16: 64 tiles, 1280 channels): the whole batch's V is computed once, and an
   item is a block of output channels. Split by tiles, every item would stream all of U (16·O·C
   floats, 105 MB at 1280 channels) for a GEMM only 32 tiles wide.
@@ -103,6 +105,22 @@ def _input_transform(xp, tr0, tr1, tw, cols, v):
                     v1[tj] = row[k + 1] + row[k + 2]
                     v2[tj] = row[k + 2] - row[k + 1]
                     v3[tj] = row[k + 1] - row[k + 3]
+
+
+@njit(cache=True, error_model="numpy", nogil=True)
+def pad_band(x, p0, top, left, out):
+    """out (C, Hb, Wp)[c, i, j] = x (C, H, W)[c, p0 + i - top, j - left], zeros outside x: rows
+    p0 .. p0 + Hb of the zero-padded image, for one work item (whole padded images of a 512x512
+    VAE layer would be another 270 MB)."""
+    C, H, W = x.shape
+    Hb = out.shape[1]
+    for c in range(C):
+        for i in range(Hb):
+            h = p0 + i - top
+            row = out[c, i]
+            row[:] = 0
+            if 0 <= h < H:
+                row[left : left + W] = x[c, h]
 
 
 @njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, nogil=True)
@@ -197,10 +215,6 @@ def conv3x3(x, w, b, pads, y):
     Ho, Wo = H + top + bottom - 2, W + left + right - 2
     th, tw = -(-Ho // 2), -(-Wo // 2)
     Hp, Wp = 2 * th + 2, 2 * tw + 2  # whole tiles: the last row/column of patches may read zeros
-    xp = buffer("padded", N * C * Hp * Wp).reshape(N, C, Hp * Wp)
-    for n in range(N):
-        pad_flat(x[n], top, left, Hp, Wp, xp[n])
-    xp = xp.reshape(N, C, Hp, Wp)
     u = np.empty((16, O, C), np.float32)
     transform_weights(w, u)
     has_bias = b is not None
@@ -208,6 +222,10 @@ def conv3x3(x, w, b, pads, y):
     threads = numba.get_num_threads()
     fn, kind = cpu_blas.SGEMM_ADDR, cpu_blas.SGEMM_KIND
     if th * tw < SPLIT_TILES:
+        xp = buffer("padded", N * C * Hp * Wp).reshape(N, C, Hp * Wp)
+        for n in range(N):
+            pad_flat(x[n], top, left, Hp, Wp, xp[n])
+        xp = xp.reshape(N, C, Hp, Wp)
         T = N * th * tw
         v = buffer("vall", 16 * C * T).reshape(16, C, T)
         cols = np.empty((4, Wp), np.float32)
@@ -226,10 +244,13 @@ def conv3x3(x, w, b, pads, y):
     ld = T + 16 if (4 * T) % 4096 == 0 else T  # rows 4 KiB apart would share L1 sets
     items = [(n, r0, min(r0 + rows, th)) for n in range(N) for r0 in range(0, th, rows)]
 
-    def by_rows(item):
+    def by_rows(item):  # each item pads its own band of input rows (2 rows overlap the next band's)
         n, r0, r1 = item
+        Hb = 2 * (r1 - r0) + 2
+        band = buffer("band", C * Hb * Wp).reshape(C, Hb, Wp)
+        pad_band(x[n], 2 * r0, top, left, band)
         v = buffer("v", 16 * C * ld).reshape(16, C, ld)
         m = buffer("m", 16 * O * ld).reshape(16, O, ld)
-        winograd_rows(fn, kind, xp[n], u, bias, has_bias, y[n], r0, r1, tw, v, m)
+        winograd_rows(fn, kind, band, u, bias, has_bias, y[n, :, 2 * r0 : min(2 * r1, Ho)], 0, r1 - r0, tw, v, m)
 
     run_items(by_rows, items, threads)

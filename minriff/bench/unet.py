@@ -146,7 +146,7 @@ def run(args) -> int:
         threads = numba.get_num_threads()
     except ImportError:
         threads = os.cpu_count() or 1
-    torch = torch_or_none()
+    torch = None if getattr(args, "no_torch", False) else torch_or_none()
     child = None
     row = dict(backend=args.backend, batch=arrays[0].shape[0], latent=f"{hw}x{hw}", minriff_s=None,
                first_call_s=first_s, torch_s=None, ratio_torch_over_minriff=None, max_rel_diff_vs_torch=None)
