@@ -108,23 +108,28 @@ class Riffusion:
         self.seed = None if seed is None else check_seed(seed)
         self.quiet = quiet
         self.source = source
-        if backend == "cuda":
+        if backend == "cuda":  # the cuda kernels take float32 weights: float16-held ones are widened once here
             for m in (self.text_encoder, self.unet, self.vae):
-                m.apply_to_parameters(self.F.asarray)
+                m.apply_to_parameters(lambda a: self.F.asarray(a, dtype=np.float32) if a.dtype == np.float16
+                                      else self.F.asarray(a))
         self._text_cache: dict[str, np.ndarray] = {}
         self._lora = LoraStack()
         self.decoder, self.encoder = check_autoencoder(decoder, "decoder"), check_autoencoder(encoder, "encoder")
         self._taesd = taesd if taesd is None or isinstance(taesd, (str, os.PathLike)) else self._attach_taesd(taesd)
 
     @classmethod
-    def load(cls, path=None, backend: str = "cpu", quiet: bool = False, dtype=np.float32, **parts) -> Riffusion:
+    def load(cls, path=None, backend: str = "cpu", quiet: bool = False, dtype=None, **parts) -> Riffusion:
         """Load a converted weights file: `path`, else what `minriff.weights.find_weights()` finds, else (a
         first run) riffusion-model-v1 from the Hugging Face cache or the Hub, converted once into
-        ~/.cache/minriff (`minriff.weights.firstrun`). `dtype`: float32 (default), float16 or float64.
+        ~/.cache/minriff (`minriff.weights.firstrun`). `dtype`: the dtype the weights are held in; None
+        (default) keeps them as stored in the file (fp16 files: half the memory of float32, widened
+        where the ops use them; compute is float32 either way), float32, float16, or float64 (the
+        model then also computes in float64: reference-precision runs). The cuda backend holds
+        float16 weights as float32 copies on the device.
         `parts` as for the constructor (scheduler=, spectrogram=, seed=, or a model to use instead)."""
         if backend not in kernels.BACKENDS:
             raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(kernels.BACKENDS)}")
-        dtype = weights.compute_dtype(dtype)  # before anything is downloaded
+        dtype = None if dtype is None else weights.compute_dtype(dtype)  # before anything is downloaded
         file = ensure_weights(path, quiet=quiet)
         return cls(weights.load_models(file, dtype=dtype, quiet=quiet), backend=backend, quiet=quiet,
                    source=str(file), **parts)
@@ -498,7 +503,9 @@ class Riffusion:
         return out
 
     def set_parameters(self, vector) -> None:
-        """Set all parameters from one flat vector (the layout of `parameters()`)."""
+        """Set all parameters from one flat vector (the layout of `parameters()`). A float16-held
+        parameter stays float16 when its new values are all exact float16 values, else it becomes
+        float32 (never a silent rounding)."""
         v = np.asarray(vector)
         if v.ndim != 1 or v.shape[0] != self.parameter_count:
             raise InputError(f"set_parameters needs a 1-D vector of {self.parameter_count} values (this model's "
@@ -513,7 +520,7 @@ class Riffusion:
             model = getattr(self, comp)
             for key, p in list(model.named_parameters()):
                 n = int(np.prod(p.shape))
-                model._set(key, self.F.asarray(np.ascontiguousarray(v[i:i + n].reshape(p.shape), dtype=p.dtype)))
+                model._set(key, self.F.asarray(_held(v[i:i + n].reshape(p.shape), p.dtype)))
                 i += n
         self._text_cache.clear()
 
@@ -549,6 +556,17 @@ class Riffusion:
         source = {"type": "saved", "from": self.source}
         return write_weights(path, tensors, config_dicts(self.config), vocab, merges, self.scheduler_config, source,
                              dtype)
+
+
+def _held(values, dtype) -> np.ndarray:
+    """`values` as a parameter of `dtype`, or float32 when `dtype` is float16 and would round them."""
+    if dtype == np.float16:
+        half = np.ascontiguousarray(values, dtype=np.float16)
+        if np.array_equal(half, values):
+            return half
+        dtype = np.float32
+    return np.ascontiguousarray(values, dtype=dtype)
+
 
 
 def _finite(a: np.ndarray, what: str) -> np.ndarray:

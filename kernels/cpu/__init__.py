@@ -1,4 +1,5 @@
-"""The cpu backend: Numba kernels around BLAS, float32. Same signatures as ref.py; shapes are
+"""The cpu backend: Numba kernels around BLAS, float32. Weights (conv/linear/norm parameters) may
+also be float16: they are widened where they are used (half.py). Same signatures as ref.py; shapes are
 checked in front (checks.py). Kernels live in vecmath (vectorisable exp), elementwise, norm, conv
 (+ winograd, workspace), attention and blas (BLAS calls, the work-item thread pool); this module
 adapts arguments and layouts. README.md: the file map and how to write a CPU kernel.
@@ -17,7 +18,9 @@ from minriff.kernels.cpu import attention as cpu_attention
 from minriff.kernels.cpu import conv as cpu_conv
 from minriff.kernels.cpu import elementwise as ew
 from minriff.kernels.cpu import norm as cpu_norm
+from minriff.kernels.cpu import weightgemm
 from minriff.kernels.cpu.blas import gemm_into, run_items
+from minriff.kernels.cpu.half import as_float32, bits_or_float32
 
 xp = np
 
@@ -28,33 +31,42 @@ def _f32(a):
 
 
 def _param(a, n, fill):
-    return np.full(n, fill, np.float32) if a is None else _f32(a)
+    return np.full(n, fill, np.float32) if a is None else as_float32(a)
 
 
 def conv2d(x, w, b=None, stride=1, padding=0):
-    """x (N, C, H, W), w (O, C, kh, kw) -> (N, O, Ho, Wo)."""
-    bias = None if b is None else _f32(b)
-    return cpu_conv.conv2d(_f32(x), _f32(w), bias, int(stride), conv_padding(padding))
+    """x (N, C, H, W), w (O, C, kh, kw) -> (N, O, Ho, Wo). w may be float16 (widened where used)."""
+    bias = None if b is None else as_float32(b)
+    return cpu_conv.conv2d(_f32(x), bits_or_float32(w), bias, int(stride), conv_padding(padding))
 
 
 LINEAR_BAND_ROWS = 512  # rows per work item of a long linear (a multiple of 16; same for any thread count)
+WEIGHT_BLOCKS_MIN = 1 << 18  # weight elements from which a short linear runs in weight blocks (weightgemm)
 
 
 def linear(x, w, b=None):
-    """x (..., in), w (out, in) -> (..., out): GEMMs against wᵀ (no copy). Long inputs (the UNet's
-    4096 tokens) go in bands of LINEAR_BAND_ROWS rows on the run_items threads, each band's rows
-    first set to the bias and then accumulated into (beta = 1). In isolation that is no faster
-    than numpy's own threaded GEMM, but in a model step it was 4.5% faster overall: OpenBLAS's
-    pool then never spins beside the Numba and run_items threads of the next op."""
-    x2, w = _f32(x).reshape(-1, w.shape[1]), _f32(w)
+    """x (..., in), w (out, in) -> (..., out): GEMMs against wᵀ (no copy of a float32 w).
+    Long inputs (the UNet's 4096 tokens) go in bands of LINEAR_BAND_ROWS rows on the run_items
+    threads, each band's rows first set to the bias and then accumulated into (beta = 1). In
+    isolation that is no faster than numpy's own threaded GEMM, but in a model step it was 4.5%
+    faster overall: OpenBLAS's pool then never spins beside the Numba and run_items threads of
+    the next op. Short inputs with a big weight go in blocks of output features (weightgemm.py).
+    float16 weights are widened per call: by each block's thread, or once before the bands."""
+    K = w.shape[1]
+    x2 = _f32(x).reshape(-1, K)
     R, O = x2.shape[0], w.shape[0]
+    bias = None if b is None else as_float32(b)
     if R < 4 * LINEAR_BAND_ROWS:
-        y = x2 @ w.T
-        if b is not None:
-            ew.add_bias_rows(y, _f32(b))
+        if R and w.size >= WEIGHT_BLOCKS_MIN:
+            y = np.empty((R, O), np.float32)
+            weightgemm.x_wt(x2, bits_or_float32(w), y)
+        else:
+            y = x2 @ as_float32(w, "weight").T
+        if bias is not None:
+            ew.add_bias_rows(y, bias)
         return y.reshape(*x.shape[:-1], O)
+    w = as_float32(w, "weight")
     y = np.empty((R, O), np.float32)
-    bias = None if b is None else _f32(b)
 
     def band(r0):
         rows = slice(r0, min(r0 + LINEAR_BAND_ROWS, R))

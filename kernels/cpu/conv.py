@@ -28,9 +28,11 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from minriff.kernels.cpu import weightgemm
 from minriff.kernels.cpu import winograd as cpu_winograd
 from minriff.kernels.cpu.blas import gemm_into, run_items
 from minriff.kernels.cpu.elementwise import add_bias_channels
+from minriff.kernels.cpu.half import as_float32
 from minriff.kernels.cpu.vecmath import FMA_FLAGS
 from minriff.kernels.cpu.workspace import buffer, pad_flat
 
@@ -146,15 +148,18 @@ def choose_path(xshape, wshape, stride, pads) -> str:
 
 
 def conv2d(x, w, b, stride, pads):
-    """x (N, C, H, W) float32 contiguous, w (O, C, kh, kw), pads (top, bottom, left, right)."""
+    """x (N, C, H, W) float32 contiguous, w (O, C, kh, kw) float32 or float16 bits
+    (half.bits_or_float32), pads (top, bottom, left, right)."""
     N, C, H, W = x.shape
     O, _, kh, kw = w.shape
     top, bottom, left, right = pads
     Ho = (H + top + bottom - kh) // stride + 1
     Wo = (W + left + right - kw) // stride + 1
     y = np.empty((N, O, Ho * Wo), np.float32)
-    w2 = np.ascontiguousarray(w.reshape(O, C * kh * kw))
     path = choose_path(x.shape, w.shape, stride, pads)
+    # float16 weights: Winograd widens them as it transforms them, the batch path per block of
+    # rows; the others widen the whole weight first
+    w2 = None if path in ("winograd", "batch") else as_float32(w, "weight").reshape(O, C * kh * kw)
     if path == "1x1":
         x3 = x.reshape(N, C, H * W)
         items = [(n, c0, min(c0 + BAND_COLUMNS, H * W)) for n in range(N) for c0 in range(0, H * W, BAND_COLUMNS)]
@@ -170,21 +175,19 @@ def conv2d(x, w, b, stride, pads):
         for n in range(N):
             im2col(x[n], kh, kw, stride, top, left, 0, Wo, cols[:, n * P : (n + 1) * P])
         y2 = buffer("wide", O * N * P).reshape(O, N * P)
-        # one GEMM for the whole batch, K = 9C deep; with many output channels as two halves of
-        # the rows on single-threaded BLAS (8x8 layers, (1280, 11520) @ (11520, 128): 247 against
-        # 192 GFLOP/s for OpenBLAS's own split). Two halves whatever the thread count: same bits.
+        # one GEMM for the whole batch, K = 9C deep; with many output channels in blocks of rows
+        # on single-threaded BLAS (weightgemm; 8x8 layers, (1280, 11520) @ (11520, 128): 247 against
+        # 192 GFLOP/s for OpenBLAS's own split). Blocks fixed by the shape: same bits for any thread count.
         if O >= 512:
-            halves = [(0, O // 2), (O // 2, O)]
-            run_items(lambda r: gemm_into(w2[r[0] : r[1]], cols, y2[r[0] : r[1]], beta=0.0), halves,
-                      numba.get_num_threads())
+            weightgemm.w_x(w.reshape(O, K), cols, y2)
         else:
-            np.matmul(w2, cols, out=y2)
+            np.matmul(as_float32(w, "weight").reshape(O, K), cols, out=y2)
         y[:] = y2.reshape(O, N, P).transpose(1, 0, 2)
     elif path == "winograd":
         cpu_winograd.conv3x3(x, w, b, pads, y.reshape(N, O, Ho, Wo))
         return y.reshape(N, O, Ho, Wo)
     elif path == "taps":
-        _conv_taps(x, w, b, pads, y)
+        _conv_taps(x, w2.reshape(w.shape), b, pads, y)
         return y.reshape(N, O, Ho, Wo)
     else:
         K = C * kh * kw

@@ -16,14 +16,17 @@ per 4 outputs instead of 36: 2.25x fewer flops than a direct 3x3 conv, paid for 
 transforms, which are additions only (and halvings, exact in binary floating point, in G).
 
 Work items (cpu_blas.run_items threads, BLAS single-threaded), each one Numba kernel:
-- images with many tiles (32x32 px and up): a band of tile rows of one image. Input transform
-  into V, 16 sgemm calls, output transform (plus bias) straight into y; V and M stay in cache.
+- images with many tiles (32x32 px and up): a band of tile rows of one image. The band's input
+  rows zero-padded into a per-thread buffer (never a padded copy of the whole image: 270 MB at
+  the VAE's 512x512 layers), input transform into V, 16 sgemm calls, output transform (plus
+  bias) straight into y; V and M stay in cache.
 - small images (16x16: 64 tiles, 1280 channels): the whole batch's V is computed once, and an
   item is a block of output channels. Split by tiles, every item would stream all of U (16·O·C
   floats, 105 MB at 1280 channels) for a GEMM only 32 tiles wide.
 U itself is computed per call (1280x1280: 8 ms); caching it per weight array would cost 1.8x the
-weights' memory. Items depend on the shape only and each is computed the same way whichever
-thread runs it, so results do not depend on the thread count.
+weights' memory (3.6x for float16 weights). float16 weights are widened while U is computed.
+Items depend on the shape only and each is computed the same way whichever thread runs it, so
+results do not depend on the thread count.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from numba import njit, prange
 
 from minriff.kernels.cpu import blas as cpu_blas
 from minriff.kernels.cpu.blas import run_items, sgemm
+from minriff.kernels.cpu.half import widen
 from minriff.kernels.cpu.vecmath import FMA_FLAGS, prefer_wide_vectors
 from minriff.kernels.cpu.workspace import buffer, pad_flat
 
@@ -51,11 +55,12 @@ def _gg(a, b, c):
 
 @njit(inline="always", error_model="numpy", fastmath=FMA_FLAGS)
 def _transform_one(w, u, o, uo):
-    """u[:, uo, :] = G w[o, c] Gᵀ for every input channel c (a loop over c: vectorises)."""
+    """u[:, uo, :] = G w[o, c] Gᵀ for every input channel c (a loop over c: vectorises). w float32
+    or float16 bits (widened as read, half.py)."""
     for c in range(w.shape[1]):
-        t0 = _gg(w[o, c, 0, 0], w[o, c, 1, 0], w[o, c, 2, 0])  # G g, column by column
-        t1 = _gg(w[o, c, 0, 1], w[o, c, 1, 1], w[o, c, 2, 1])
-        t2 = _gg(w[o, c, 0, 2], w[o, c, 1, 2], w[o, c, 2, 2])
+        t0 = _gg(widen(w[o, c, 0, 0]), widen(w[o, c, 1, 0]), widen(w[o, c, 2, 0]))  # G g, column by column
+        t1 = _gg(widen(w[o, c, 0, 1]), widen(w[o, c, 1, 1]), widen(w[o, c, 2, 1]))
+        t2 = _gg(widen(w[o, c, 0, 2]), widen(w[o, c, 1, 2]), widen(w[o, c, 2, 2]))
         for r in range(4):
             e = _gg(t0[r], t1[r], t2[r])  # row r of (G g) Gᵀ
             u[4 * r, uo, c] = e[0]
@@ -66,7 +71,7 @@ def _transform_one(w, u, o, uo):
 
 @njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, parallel=True)
 def transform_weights(w, u):
-    """w (O, C, 3, 3) -> u (16, O, C): u[4r + s, o, c] = (G w[o, c] Gᵀ)[r, s]."""
+    """w (O, C, 3, 3) float32 or float16 bits -> u (16, O, C) float32: u[4r + s, o, c] = (G w[o, c] Gᵀ)[r, s]."""
     prefer_wide_vectors()
     for o in prange(w.shape[0]):
         _transform_one(w, u, o, o)
@@ -100,6 +105,22 @@ def _input_transform(xp, tr0, tr1, tw, cols, v):
                     v1[tj] = row[k + 1] + row[k + 2]
                     v2[tj] = row[k + 2] - row[k + 1]
                     v3[tj] = row[k + 1] - row[k + 3]
+
+
+@njit(cache=True, error_model="numpy", nogil=True)
+def pad_band(x, p0, top, left, out):
+    """out (C, Hb, Wp)[c, i, j] = x (C, H, W)[c, p0 + i - top, j - left], zeros outside x: rows
+    p0 .. p0 + Hb of the zero-padded image, for one work item (whole padded images of a 512x512
+    VAE layer would be another 270 MB)."""
+    C, H, W = x.shape
+    Hb = out.shape[1]
+    for c in range(C):
+        for i in range(Hb):
+            h = p0 + i - top
+            row = out[c, i]
+            row[:] = 0
+            if 0 <= h < H:
+                row[left : left + W] = x[c, h]
 
 
 @njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, nogil=True)
@@ -183,7 +204,8 @@ def tile_rows_per_item(th: int, tw: int, images: int) -> int:
 
 
 def conv3x3(x, w, b, pads, y):
-    """y (N, O, Ho, Wo) = conv of x (N, C, H, W) with w (O, C, 3, 3), float32 contiguous, stride 1,
+    """y (N, O, Ho, Wo) = conv of x (N, C, H, W) with w (O, C, 3, 3), float32 contiguous (w may be
+    float16 bits, half.bits_or_float32), stride 1,
     pads (top, bottom, left, right). Work items: bands of tile rows when the images have
     many tiles (>= SPLIT_TILES per image), else blocks of CHANNEL_BLOCK output channels over the
     whole batch's tiles."""
@@ -193,10 +215,6 @@ def conv3x3(x, w, b, pads, y):
     Ho, Wo = H + top + bottom - 2, W + left + right - 2
     th, tw = -(-Ho // 2), -(-Wo // 2)
     Hp, Wp = 2 * th + 2, 2 * tw + 2  # whole tiles: the last row/column of patches may read zeros
-    xp = buffer("padded", N * C * Hp * Wp).reshape(N, C, Hp * Wp)
-    for n in range(N):
-        pad_flat(x[n], top, left, Hp, Wp, xp[n])
-    xp = xp.reshape(N, C, Hp, Wp)
     u = np.empty((16, O, C), np.float32)
     transform_weights(w, u)
     has_bias = b is not None
@@ -204,6 +222,10 @@ def conv3x3(x, w, b, pads, y):
     threads = numba.get_num_threads()
     fn, kind = cpu_blas.SGEMM_ADDR, cpu_blas.SGEMM_KIND
     if th * tw < SPLIT_TILES:
+        xp = buffer("padded", N * C * Hp * Wp).reshape(N, C, Hp * Wp)
+        for n in range(N):
+            pad_flat(x[n], top, left, Hp, Wp, xp[n])
+        xp = xp.reshape(N, C, Hp, Wp)
         T = N * th * tw
         v = buffer("vall", 16 * C * T).reshape(16, C, T)
         cols = np.empty((4, Wp), np.float32)
@@ -222,10 +244,13 @@ def conv3x3(x, w, b, pads, y):
     ld = T + 16 if (4 * T) % 4096 == 0 else T  # rows 4 KiB apart would share L1 sets
     items = [(n, r0, min(r0 + rows, th)) for n in range(N) for r0 in range(0, th, rows)]
 
-    def by_rows(item):
+    def by_rows(item):  # each item pads its own band of input rows (2 rows overlap the next band's)
         n, r0, r1 = item
+        Hb = 2 * (r1 - r0) + 2
+        band = buffer("band", C * Hb * Wp).reshape(C, Hb, Wp)
+        pad_band(x[n], 2 * r0, top, left, band)
         v = buffer("v", 16 * C * ld).reshape(16, C, ld)
         m = buffer("m", 16 * O * ld).reshape(16, O, ld)
-        winograd_rows(fn, kind, xp[n], u, bias, has_bias, y[n], r0, r1, tw, v, m)
+        winograd_rows(fn, kind, band, u, bias, has_bias, y[n, :, 2 * r0 : min(2 * r1, Ho)], 0, r1 - r0, tw, v, m)
 
     run_items(by_rows, items, threads)

@@ -39,6 +39,12 @@ class command:  # the CLI's subcommand object
         p.add_argument("--profile", action="store_true",
                        help="unet/vae bench: after the timed rounds, one more call with every op timed "
                             "(table by op and shape)")
+        p.add_argument("--no-torch", action="store_true",
+                       help="unet/vae bench: no diffusers baseline (saves its memory: a full-size model in a child)")
+        p.add_argument("--weights-dtype", choices=("fp16", "fp32", "both"), default="fp16",
+                       help="unet/vae bench: weights held in fp16 (widened where used; the default) or fp32; "
+                            "both: time the two interleaved on the same (fp16-exact) values and report "
+                            "fp32_s / fp16_s")
 
     @staticmethod
     def run(args) -> int:

@@ -7,6 +7,12 @@ count, rounds interleaved with minriff's) when torch is installed, as a ratio to
 minriff_time (> 1: minriff is faster), and the largest difference between the two outputs; peak
 RSS of this process.
 
+`--weights-dtype`: the weights held in fp16 (the default: half the memory, widened where the ops
+use them) or fp32; `both` builds the fp16 model and its exact fp32 widening, times them in
+interleaved rounds and reports fp32_s / fp16_s (> 1: the fp16-held weights are faster) and their
+largest output difference (without the torch child: three full-size models at once were too
+much for a shared machine). torch runs on fp32 weights of the same values.
+
 Random weights come from `minriff.model_init.init_random`: fan-in scaling so activations stay O(1)
 through the network, values tiled from one random pool (generating 860 M normals would dominate
 the run).
@@ -29,8 +35,9 @@ from minriff.models.vae import AutoencoderKL
 from minriff.weights.taesd import load_taesd
 
 
-def _minriff_model(kind: str, weights_path):
-    """-> (model, config, source) for kind "unet", "vae" or "taesd": from a weights file, or random."""
+def _minriff_model(kind: str, weights_path, dtype=np.float16):
+    """-> (model, config, source) for kind "unet", "vae" or "taesd": from a weights file, or random;
+    UNet and VAE parameters held as `dtype` (TAESD's as its file or init gives them)."""
     if kind == "taesd":
         if weights_path:
             model = load_taesd(weights_path)
@@ -42,9 +49,15 @@ def _minriff_model(kind: str, weights_path):
         from minriff.models import nn
         wf = weights.WeightsFile(weights_path)
         model = model_cls(cfg_of(wf.config))
-        return nn.load(model, wf.component(kind), what=kind.upper()), cfg_of(wf.config), f"file {weights_path}"
+        model = nn.load(model, wf.component(kind).cast(dtype), what=kind.upper(), dtype=dtype)
+        return model, cfg_of(wf.config), f"file {weights_path}"
     cfg = cfg_of(configs.SD15)
-    return init_random(model_cls(cfg)), cfg, "random sd15 shapes"
+    return init_random(model_cls(cfg), dtype=dtype), cfg, "random sd15 shapes"
+
+
+def _widened(model):
+    """`model` with every parameter as float32 (a float16 model's exact values), in place."""
+    return model.apply_to_parameters(lambda a: np.asarray(a, dtype=np.float32))
 
 
 def _inputs(kind: str, cfg, quick: bool) -> tuple:
@@ -72,7 +85,7 @@ def _torch_model(kind: str, torch, model, cfg):
     kw = {k: v for k, v in cfg.to_dict().items() if k not in ("num_attention_heads",) or v is not None}
     with torch.device("meta"):
         tm = TorchModel(**kw)
-    state = {k: torch.from_numpy(np.asarray(v)) for k, v in model.named_parameters()}
+    state = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in model.named_parameters()}
     tm.load_state_dict(state, strict=True, assign=True)
     return tm.eval()
 
@@ -82,14 +95,15 @@ def _call(kind: str, model, arrays):
     return model(*arrays) if kind == "unet" else model.decode(*arrays)
 
 
-def _torch_step(kind: str, weights_path, quick: bool, threads=None) -> dict:
+def _torch_step(kind: str, weights_path, quick: bool, dtype="float16", threads=None) -> dict:
     """ChildTimer factory: diffusers' model on the same weights (rebuilt in the child: the same
-    file, or init_random's deterministic values) and the same inputs."""
+    file, or init_random's deterministic values, rounded to `dtype` as in the parent; torch computes
+    on them widened to float32) and the same inputs."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    model, cfg, _ = _minriff_model(kind, weights_path)
+    model, cfg, _ = _minriff_model(kind, weights_path, np.dtype(dtype))
     tm = _torch_model(kind, torch, model, cfg)
     arrays = tuple(torch.from_numpy(a) for a in _inputs(kind, cfg, quick))
     out = {}
@@ -108,23 +122,38 @@ def run(args) -> int:
     F = kernels.ops()
     t0 = time.perf_counter()
     kind = "taesd" if args.target == "vae" and getattr(args, "decoder", "full") == "taesd" else args.target
-    model, cfg, source = _minriff_model(kind, args.weights)
+    mode = getattr(args, "weights_dtype", None) or "fp16"
+    dtype = np.float32 if mode == "fp32" else np.float16
+    model, cfg, source = _minriff_model(kind, args.weights, dtype)
+    if args.backend == "cuda":  # float32 copies on the device, as Riffusion makes them
+        model.apply_to_parameters(lambda a: F.asarray(a, dtype=np.float32))
     build_s = time.perf_counter() - t0
     arrays = _inputs(kind, cfg, quick)
     hw = arrays[0].shape[-1]
     on_device = tuple(F.asarray(a) if a.ndim > 1 else a for a in arrays)
+    wide = None
+    if mode == "both":  # the same values held in float32 (a second model)
+        wide = _widened(_minriff_model(kind, args.weights, dtype)[0])
+        if args.backend == "cuda":
+            wide.apply_to_parameters(lambda a: F.asarray(a, dtype=np.float32))
 
-    out = None
+    out = wide_out = None
 
     def step():
         nonlocal out
         out = _call(kind, model, on_device)
 
+    def wide_step():
+        nonlocal wide_out
+        wide_out = _call(kind, wide, on_device)
+
     t0 = time.perf_counter()
     step()  # first call: kernel compilation / caches (reported, not in the median)
     first_s = time.perf_counter() - t0
+    if wide is not None:
+        wide_step()
     # TAESD: the full VAE's decode of the same latents, timed in the same rounds (random sd15 weights)
-    full_vae = _minriff_model("vae", None)[0] if kind == "taesd" else None
+    full_vae = _minriff_model("vae", None, dtype)[0] if kind == "taesd" else None
     if full_vae is not None:
         _call("vae", full_vae, on_device)
     try:
@@ -132,23 +161,31 @@ def run(args) -> int:
         threads = numba.get_num_threads()
     except ImportError:
         threads = os.cpu_count() or 1
-    torch = torch_or_none()
+    torch = None if getattr(args, "no_torch", False) else torch_or_none()
     child = None
     row = dict(backend=args.backend, batch=arrays[0].shape[0], latent=f"{hw}x{hw}", minriff_s=None,
                first_call_s=first_s, torch_s=None, ratio_torch_over_minriff=None, max_rel_diff_vs_torch=None)
-    if torch is not None:
+    row = dict(weights_dtype=mode, **row)
+    if wide is not None:
+        row.update(fp32_s=None, ratio_fp32_over_fp16=None, max_rel_diff_fp16_vs_fp32=None)
+    if torch is not None and wide is None:  # both: two models here already; no third in a child
         try:
-            child = ChildTimer(_torch_step, (kind, args.weights, quick), threads)
+            child = ChildTimer(_torch_step, (kind, args.weights, quick, np.dtype(dtype).name), threads)
         except RuntimeError as e:
             row["torch_s"] = f"unavailable: {e}"
-    # interleaved rounds (minriff step, torch step), so machine load hits both alike
-    ours, theirs, full = [], [], []
+    # interleaved rounds (minriff step, [fp32-held step,] [full VAE,] torch step): load hits all alike
+    ours, wides, theirs, full = [], [], [], []
     try:
         for _ in range(repeat):
             time.sleep(SETTLE_S)
             t0 = time.perf_counter()
             step()
             ours.append(time.perf_counter() - t0)
+            if wide is not None:
+                time.sleep(SETTLE_S)
+                t0 = time.perf_counter()
+                wide_step()
+                wides.append(time.perf_counter() - t0)
             if full_vae is not None:
                 time.sleep(SETTLE_S)
                 t0 = time.perf_counter()
@@ -165,6 +202,11 @@ def run(args) -> int:
         if child is not None:
             child.close()
     row["minriff_s"] = statistics.median(ours)
+    if wides:
+        got, ref = F.to_host(out), F.to_host(wide_out)
+        row["fp32_s"] = statistics.median(wides)
+        row["ratio_fp32_over_fp16"] = row["fp32_s"] / row["minriff_s"]
+        row["max_rel_diff_fp16_vs_fp32"] = float(np.abs(got - ref).max() / np.abs(ref).max())
     if theirs:
         row["torch_s"] = statistics.median(theirs)
         row["ratio_torch_over_minriff"] = row["torch_s"] / row["minriff_s"]

@@ -23,7 +23,9 @@ class CLIPTextEmbeddings(nn.Module):
 
     def __call__(self, ids):  # (B, T) int -> (B, T, C)
         T = ids.shape[1]
-        return self.token_embedding(ids) + self.position_embedding.weight[None, :T]
+        x = self.token_embedding(ids)  # (B, T, C) in the activation dtype
+        x += self.position_embedding.weight[None, :T]  # (float16 positions widen as they are added)
+        return x
 
 
 class CLIPAttention(nn.Module):

@@ -32,9 +32,10 @@ def build_models(config: ModelConfig) -> dict:
 POOL_SIZE = 1 << 24  # normals drawn per init_random call at most (64 MB of float32)
 
 
-def init_random(module, seed=0, std: float | None = None, pool_size: int = POOL_SIZE):
-    """Fill every parameter of `module` (an nn.Module) in place with random float32 values and
-    return it: weights (2-D and up) ~ N(0, 1/fan_in) (fan_in = inputs per output: in_features, or
+def init_random(module, seed=0, std: float | None = None, pool_size: int = POOL_SIZE, dtype=np.float32):
+    """Fill every parameter of `module` (an nn.Module) with random values held as `dtype` (float32, or
+    float16: the float32 values rounded, tensor by tensor, never a float32 model) and return it:
+    weights (2-D and up) ~ N(0, 1/fan_in) (fan_in = inputs per output: in_features, or
     C_in·kh·kw) so activations stay O(1) through a deep network, or N(0, std²) if `std` is given;
     norm weights 1 + N(0, 0.05²); biases N(0, 0.05²). `seed`: anything np.random.default_rng takes.
 
@@ -66,7 +67,7 @@ def init_random(module, seed=0, std: float | None = None, pool_size: int = POOL_
         else:
             fan_in = max(1, n // max(1, p.shape[0]))
             value = vals * np.float32(std if std is not None else 1.0 / np.sqrt(fan_in))
-        module._set(name, np.ascontiguousarray(value, dtype=np.float32))
+        module._set(name, np.ascontiguousarray(value, dtype=dtype))
     return module
 
 

@@ -8,6 +8,11 @@ parameter-free layers such as Dropout). So the attribute path *is* the checkpoin
 Parameters start as unallocated placeholders (`np.empty`, which touches no memory) with the
 right shape; `load(module, tensors)` fills them, checking every key and shape and reporting all
 mismatches at once.
+
+Parameters may be held in float16, float32 or float64; activations are float32 (float64 when the
+parameters are: reference-precision runs). float16 parameters are widened by the ops where they
+are used (kernels/cpu/half.py), so a model held in float16 takes half the memory and computes the
+same float32 arithmetic on the same values as that model widened to float32 at load.
 """
 from __future__ import annotations
 
@@ -21,6 +26,15 @@ from minriff.errors import WeightsError
 
 def param(*shape) -> np.ndarray:
     return np.empty(shape, dtype=np.float32)
+
+
+PARAM_DTYPES = (np.float16, np.float32, np.float64)
+
+
+def activation_dtype(param_dtype) -> np.dtype:
+    """The dtype a model computes in, from its parameters': float64 for float64, else float32
+    (float16 parameters are storage only)."""
+    return np.dtype(np.float64) if np.dtype(param_dtype) == np.float64 else np.dtype(np.float32)
 
 
 class Module:
@@ -87,7 +101,8 @@ def fit_report(expected: Mapping[str, tuple], tensors: Mapping[str, object]) -> 
 
 def load(module: Module, tensors: Mapping[str, object], *, what: str = "model", dtype=np.float32,
          ignore: Callable[[str], bool] = lambda k: False) -> Module:
-    """Fill every parameter of `module` from `tensors` (name -> array-like with .shape).
+    """Fill every parameter of `module` from `tensors` (name -> array-like with .shape), cast to
+    `dtype`; dtype None keeps float16 and float32 tensors as they are (other dtypes become float32).
     Missing keys, unexpected keys and shape mismatches are all reported in one WeightsError."""
     expected = module.parameter_shapes()
     kept = {k: tensors[k] for k in tensors.keys() if not ignore(k)}
@@ -95,7 +110,9 @@ def load(module: Module, tensors: Mapping[str, object], *, what: str = "model", 
     if report:
         raise WeightsError(f"weights do not fit the {what}: {report}")
     for k in expected:
-        module._set(k, np.ascontiguousarray(np.asarray(kept[k]), dtype=dtype))
+        a = np.asarray(kept[k])
+        want = dtype if dtype is not None else (a.dtype if a.dtype in (np.float16, np.float32) else np.float32)
+        module._set(k, np.ascontiguousarray(a, dtype=want))
     return module
 
 
@@ -145,8 +162,8 @@ class Embedding(Module):
     def __init__(self, num: int, dim: int):
         self.weight = param(num, dim)
 
-    def __call__(self, ids):  # (B, T) int -> (B, T, dim)
-        return self.weight[ids]
+    def __call__(self, ids):  # (B, T) int -> (B, T, dim), in the activation dtype
+        return self.weight[ids].astype(activation_dtype(self.weight.dtype), copy=False)
 
 
 def split_heads(x, heads: int):

@@ -16,7 +16,7 @@ from minriff import kernels
 from minriff.configs import UNetConfig
 from minriff.errors import ConfigError, InputError
 from minriff.models.blocks import Attention, Downsample2D, ResnetBlock2D, Upsample2D
-from minriff.models.nn import Conv2d, GroupNorm, LayerNorm, Linear, Module
+from minriff.models.nn import Conv2d, GroupNorm, LayerNorm, Linear, Module, activation_dtype
 
 
 class GEGLUFeedForward(Module):
@@ -198,7 +198,7 @@ class UNet2DConditionModel(Module):
         states -> predicted noise (B, out, h, w). `trace`, when given, receives each block's output
         under its diffusers module name (for layer-by-layer comparisons)."""
         F = kernels.ops()
-        dtype = self.conv_in.weight.dtype
+        dtype = activation_dtype(self.conv_in.weight.dtype)
         x, t, context = self._check_inputs(F, x, t, context, dtype)
         rec = (lambda name, v: trace.__setitem__(name, F.to_host(v).copy())) if trace is not None else (lambda *a: None)
 

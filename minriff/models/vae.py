@@ -13,7 +13,7 @@ from minriff import kernels
 from minriff.configs import VAEConfig
 from minriff.errors import ConfigError, InputError
 from minriff.models.blocks import Attention, Downsample2D, ResnetBlock2D, Upsample2D
-from minriff.models.nn import Conv2d, GroupNorm, Module
+from minriff.models.nn import Conv2d, GroupNorm, Module, activation_dtype
 
 EPS = 1e-6
 
@@ -176,7 +176,7 @@ class AutoencoderKL(Module):
         return self.decoder(z, rec)
 
     def _check(self, F, x, channels, what, multiple):
-        x = F.asarray(x, dtype=self.quant_conv.weight.dtype)
+        x = F.asarray(x, dtype=activation_dtype(self.quant_conv.weight.dtype))
         if x.ndim != 4 or x.shape[1] != channels:
             raise InputError(f"VAE: {what} must be (B, {channels}, H, W), got shape {tuple(x.shape)}")
         H, W = x.shape[2:]

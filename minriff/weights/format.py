@@ -5,14 +5,16 @@ transformers state-dict key. `__metadata__` values are JSON-encoded strings: `fo
 `config` ({"text_encoder": ..., "unet": ..., "vae": ...}, the diffusers config.json values),
 `tokenizer_vocab` (dict or null), `tokenizer_merges` (list or null), `scheduler_config`, `source`.
 
-Tensors are stored fp16 by default and cast to the compute dtype one at a time while the models
-are filled (`nn.load`), so peak memory stays near the fp32 model, never fp16 file + fp32 copy.
+Tensors are stored fp16 by default and kept in the dtype they are stored in (load_models' default:
+fp16 weights are widened to float32 where the ops use them, half the memory of a float32 model),
+or cast to a given dtype one at a time while the models are filled (`nn.load`), so peak memory
+stays near the model's size, never file + copy.
 
-    load_models(path)        -> dict(text_encoder, unet, vae, tokenizer, scheduler_config, config)
+    load_models(path, dtype=None) -> dict(text_encoder, unet, vae, tokenizer, scheduler_config, config)
     find_weights(path=None)  the file to load: a path, $MINRIFF_WEIGHTS, the newest in ./weights/ or in
                              minriff's home (~/.cache/minriff); `firstrun.ensure_weights` adds the download
                              (files holding only TAESD, weights/taesd.py, are skipped)
-    compute_dtype(dtype)     float32 / float16 / float64, else InputError
+    compute_dtype(dtype)     a dtype to hold weights in: float32 (also for None) / float16 / float64, else InputError
     check_vocab(...)         tokenizer ids must index the text encoder's embedding
     write_weights(...)       the one writer (convert, init-random and Riffusion.save use it)
 """
@@ -67,21 +69,24 @@ class Component(Mapping):
         return self._st.dtype_name(self._prefix + key)
 
     def cast(self, dtype, on_read=None) -> Mapping:
-        """The same keys; each value reads as a `dtype` copy and releases its file pages afterwards
-        (then calls `on_read()`, e.g. a progress bar's update)."""
-        return {k: _CastOnRead(self._st, self._prefix + k, np.dtype(dtype), on_read) for k in self._keys}
+        """The same keys; each value reads as a `dtype` copy (dtype None: float16 and float32 as stored,
+        others as float32) and releases its file pages afterwards (then calls `on_read()`, e.g. a
+        progress bar's update). Copies, not views of the file: parameters are writable (a LoRA merge
+        writes them) and the file's pages are not kept."""
+        dt = None if dtype is None else np.dtype(dtype)
+        return {k: _CastOnRead(self._st, self._prefix + k, dt, on_read) for k in self._keys}
 
 
 class _CastOnRead:
-    def __init__(self, st: SafetensorsFile, name: str, dtype: np.dtype, on_read=None):
+    def __init__(self, st: SafetensorsFile, name: str, dtype: np.dtype | None, on_read=None):
         self._st, self._name, self._dtype, self._on_read = st, name, dtype, on_read
         self.shape = st.shape(name)
 
     def __array__(self, dtype=None, copy=None):
         a = self._st[self._name]
-        if a.dtype != self._dtype:
-            a = a.astype(self._dtype)
-            self._st.release(self._name)
+        want = self._dtype or (a.dtype if a.dtype in (np.float16, np.float32) else np.dtype(np.float32))
+        a = a.astype(want)  # a copy, also of a view of the file in the same dtype
+        self._st.release(self._name)
         if self._on_read is not None:
             self._on_read()
         return a if dtype is None else a.astype(dtype, copy=False)
@@ -190,10 +195,11 @@ def compute_dtype(dtype) -> np.dtype:
     return dt
 
 
-def load_models(path, dtype=np.float32, quiet: bool = True) -> dict:
-    """Build the three models from a converted file's configs and fill them (cast per tensor);
+def load_models(path, dtype=None, quiet: bool = True) -> dict:
+    """Build the three models from a converted file's configs and fill them: tensors held as stored
+    (dtype None: float16 and float32 tensors as they are) or cast to `dtype` per tensor;
     `quiet=False` shows one progress bar per component ("loading unet [###...] 686/686 2.1s")."""
-    dtype = compute_dtype(dtype)
+    dtype = None if dtype is None else compute_dtype(dtype)
     wf = WeightsFile(path)
     models = build_models(wf.config)
     for name, model in models.items():

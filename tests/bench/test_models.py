@@ -29,10 +29,10 @@ def test_bench_vae_taesd_quick_times_the_full_vae_too(capsys, monkeypatch):
 
     real = bench_models._minriff_model
 
-    def tiny_full_vae(kind, weights_path):  # the full VAE only as the second row: tiny, to stay fast
+    def tiny_full_vae(kind, weights_path, dtype):  # the full VAE only as the second row: tiny, to stay fast
         if kind != "vae":
-            return real(kind, weights_path)
-        return init_random(AutoencoderKL(configs.TINY.vae)), configs.TINY.vae, "tiny"
+            return real(kind, weights_path, dtype)
+        return init_random(AutoencoderKL(configs.TINY.vae), dtype=dtype), configs.TINY.vae, "tiny"
 
     monkeypatch.setattr(bench_models, "_minriff_model", tiny_full_vae)
     assert main(["bench", "vae", "--decoder", "taesd", "--quick", "--json", "--repeat", "3", "--profile"]) == 0
