@@ -24,6 +24,9 @@ class command:  # the CLI's subcommand object
         p.add_argument("--repeat", type=int, default=None, help="timed repetitions (median reported)")
         p.add_argument("--quick", action="store_true", help="smaller shapes / fewer repeats (smoke run)")
         p.add_argument("--weights", default=None, help="weights file (unet/vae bench; default: random sd15 shapes)")
+        p.add_argument("--cache-branch", type=int, nargs="+", metavar="B",
+                       help="unet bench: time DeepCache cached steps of these branches (e.g. 0 1 2 3) against a "
+                            "full step of the same run, instead of comparing with torch")
         p.add_argument("--profile", action="store_true",
                        help="unet/vae bench: after the timed rounds, one more call with every op timed "
                             "(table by op and shape)")
