@@ -61,8 +61,9 @@ def test_interpolate_and_riffuse_take_the_cache_flags(tiny, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command, flags, message", [
-    ("generate", ["--cache-branch", 1], "--cache-branch needs --cache-interval N"),
-    ("interpolate", ["--cache-schedule", "quadratic"], "--cache-schedule needs --cache-interval N"),
+    ("generate", ["--cache-branch", 1], "--cache-branch has no effect without --cache-interval"),
+    ("interpolate", ["--cache-schedule", "quadratic"], "--cache-schedule has no effect without --cache-interval"),
+    ("riffuse", ["--cache-branch", 0], "--cache-branch has no effect without --cache-interval"),
     ("generate", ["--cache-interval", 0], "cache interval must be an integer >= 1, got 0"),
     ("riffuse", ["--cache-interval", 2, "--cache-branch", -2], "cache branch must be an integer >= 0, got -2"),
     ("generate", ["--cache-interval", 2, "--cache-branch", 4], "cache branch must be from 0 to 3 for this UNet, got 4"),
@@ -95,3 +96,8 @@ def test_bench_unet_cache_branches(tiny, capsys):
         assert row["ratio_to_full"] == pytest.approx(row["seconds"] / report["rows"][0]["seconds"])
     code, err = run(capsys, "bench", "unet", "--quick", "--weights", tiny, "--cache-branch", "9")
     assert code == 2 and "--cache-branch 9: this UNet has branches 0 to 3" in err
+    for argv, message in ((["bench", "vae", "--cache-branch", "0"], "--cache-branch has no effect on `bench vae`"),
+                          (["bench", "unet", "--cache-branch", "0", "--profile"],
+                           "--profile has no effect with --cache-branch")):
+        code, err = run(capsys, *argv, "--quick", "--weights", tiny)
+        assert code == 2 and message in err and err.count("\n") == 1, err
