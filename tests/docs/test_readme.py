@@ -114,6 +114,8 @@ def test_readme_deepcache_example_runs(workdir, monkeypatch):
     env: dict = {}
     exec(compile(code.replace("steps=30", "steps=4"), "README.md", "exec"), env)
     assert env["image"].shape == (512, 512, 3)
+
+
 def test_readme_taesd_example_runs(workdir, monkeypatch):
     code = next(b for b in blocks(section("Python API"), "python") if "decode_preview" in b)
     monkeypatch.chdir(workdir)
