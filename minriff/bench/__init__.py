@@ -30,15 +30,18 @@ class command:  # the CLI's subcommand object
         p.add_argument("--backend", default="cpu", help="kernel backend to time (cpu, ref, cuda)")
         p.add_argument("--repeat", type=int_arg, default=None, help="timed repetitions, 1 to 1000 (median reported)")
         p.add_argument("--quick", action="store_true", help="smaller shapes / fewer repeats (smoke run)")
-        p.add_argument("--weights", default=None, help="weights file (unet/vae/lora bench; default: random sd15 "
-                                                       "shapes; with --decoder taesd a TAESD file)")
-        p.add_argument("--rank", type=int_arg, default=None,
-                       help="lora bench: LoRA rank, 1 to 1024 (default 128; 4 with --quick)")
         p.add_argument("--decoder", choices=("full", "taesd"), default="full",
                        help="vae bench: the full VAE (default) or TAESD (then also the full VAE, same rounds)")
         p.add_argument("--profile", action="store_true",
                        help="unet/vae bench: after the timed rounds, one more call with every op timed "
                             "(table by op and shape)")
+        p.add_argument("--cache-branch", type=int_arg, nargs="+", metavar="B",
+                       help="unet bench: time DeepCache cached steps of these branches (e.g. 0 1 2 3) against a "
+                            "full step of the same run, instead of comparing with torch")
+        p.add_argument("--weights", default=None, help="weights file (unet/vae/lora bench; default: random sd15 "
+                                                       "shapes; with --decoder taesd a TAESD file)")
+        p.add_argument("--rank", type=int_arg, default=None,
+                       help="lora bench: LoRA rank, 1 to 1024 (default 128; 4 with --quick)")
         p.add_argument("--no-torch", action="store_true",
                        help="unet/vae bench: no diffusers baseline (saves its memory: a full-size model in a child)")
         p.add_argument("--weights-dtype", choices=("fp16", "fp32", "both"), default="fp16",
@@ -52,8 +55,13 @@ class command:  # the CLI's subcommand object
             values.integer(args.repeat, "--repeat", 1, 1000)
         if args.rank is not None:
             values.integer(args.rank, "--rank", 1, 1024)
-        for flag, where in (("weights", ("unet", "vae", "lora")), ("profile", ("unet", "vae")), ("rank", ("lora",))):
-            if flag in getattr(args, "given", ()) and args.target not in where:  # elsewhere it would be ignored
-                raise InputError(f"--{flag} has no effect on `bench {args.target}` (only {' and '.join(where)})")
+        given = getattr(args, "given", ())
+        for flag, where in (("weights", ("unet", "vae", "lora")), ("profile", ("unet", "vae")), ("rank", ("lora",)),
+                            ("cache_branch", ("unet",))):
+            if flag in given and args.target not in where:  # elsewhere it would be ignored
+                name = flag.replace("_", "-")
+                raise InputError(f"--{name} has no effect on `bench {args.target}` (only {' and '.join(where)})")
+        if "cache_branch" in given and "profile" in given:
+            raise InputError("--profile has no effect with --cache-branch")
         mod = importlib.import_module(f"minriff.bench.{MODULES.get(args.target, args.target)}")
         return mod.run(args)

@@ -6,6 +6,8 @@ also runs in diffusers/torch on the same weights and inputs (in a child process,
 count, rounds interleaved with minriff's) when torch is installed, as a ratio torch_time /
 minriff_time (> 1: minriff is faster), and the largest difference between the two outputs; peak
 RSS of this process.
+`bench unet --cache-branch B [B ...]`: DeepCache's cached steps against a full step instead
+(bench/deepcache.py).
 
 `--weights-dtype`: the weights held in fp16 (the default: half the memory, widened where the ops
 use them) or fp32; `both` builds the fp16 model and its exact fp32 widening, times them in
@@ -29,6 +31,7 @@ from minriff import configs, kernels
 from minriff.bench.common import ChildTimer, emit, peak_rss_mb, torch_or_none
 from minriff.bench.ops import SETTLE_S
 from minriff.configs import TAESDConfig
+from minriff.errors import InputError
 from minriff.models.init import init_random, random_taesd
 from minriff.models.unet import UNet2DConditionModel
 from minriff.models.vae import AutoencoderKL
@@ -129,6 +132,12 @@ def run(args) -> int:
         model.apply_to_parameters(lambda a: F.asarray(a, dtype=np.float32))
     build_s = time.perf_counter() - t0
     arrays = _inputs(kind, cfg, quick)
+    if getattr(args, "cache_branch", None) is not None:
+        if kind != "unet":
+            raise InputError("--cache-branch is for `minriff bench unet`")
+        from minriff.bench import deepcache
+
+        return deepcache.run(args, model, cfg, source, arrays)
     hw = arrays[0].shape[-1]
     on_device = tuple(F.asarray(a) if a.ndim > 1 else a for a in arrays)
     wide = None

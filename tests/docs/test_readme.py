@@ -143,6 +143,15 @@ def test_readme_few_step_example_runs(workdir, monkeypatch):
     assert type(env["fast"].scheduler).__name__ == "LCMScheduler"
 
 
+def test_readme_deepcache_example_runs(workdir, monkeypatch):
+    code = next(b for b in blocks(section("Python API"), "python") if "cache_interval" in b)
+    monkeypatch.chdir(workdir)
+    monkeypatch.delenv("MINRIFF_WEIGHTS", raising=False)
+    env: dict = {}
+    exec(compile(code.replace("steps=30", "steps=4"), "README.md", "exec"), env)
+    assert env["image"].shape == (512, 512, 3)
+
+
 def test_readme_taesd_example_runs(workdir, monkeypatch):
     code = next(b for b in blocks(section("Python API"), "python") if "decode_preview" in b)
     monkeypatch.chdir(workdir)

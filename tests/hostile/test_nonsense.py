@@ -193,7 +193,8 @@ def test_every_declared_option_rule_is_enforced(tmp_path, monkeypatch, capsys):
                    "riffuse": ["-o", "o.wav"]}
     sample = {"init_image": "i.png", "seed_image": "s.png", "json": "r.json", "output": "o.wav", "format": "wav",
               "method": "nnls", "seed_images": ".", "start_prompt": "a", "end_prompt": "b", "negative": "n",
-              "mask": "m.png", "steps": "3", "start_seed": "1", "end_seed": "2"}
+              "mask": "m.png", "steps": "3", "start_seed": "1", "end_seed": "2", "cache_branch": "1",
+              "cache_schedule": "quadratic"}
     checked = 0
     for name, (target, _) in COMMANDS.items():
         command, parser = _resolve(target), build_parser(only=name)
