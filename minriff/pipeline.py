@@ -31,6 +31,11 @@ denoising step (index 0 .. total_steps - 1; total_steps is the number of steps a
 than `steps` for image-to-image); `latents` (1, 4, 64, W/8) is a read-only view, so copy it to keep
 it (`latents.copy()`). The return value is ignored; an exception raised in it stops the run.
 
+All three take `cache_interval=N` (DeepCache, `minriff.deepcache`; off by default): the UNet runs
+fully every N steps and only its shallow branch `cache_branch` (0 = the least) in between, from the
+deep feature of the last full step; `cache_schedule="quadratic"` places the full steps
+non-uniformly. Faster per step, approximate; interval 1 changes nothing.
+
 Image geometry and the duration limit: `minriff.inputs`.
 """
 from __future__ import annotations
@@ -41,7 +46,7 @@ import os
 
 import numpy as np
 
-from minriff import atomic, kernels, prompt_weighting, schedulers, values, weights
+from minriff import atomic, deepcache, kernels, prompt_weighting, schedulers, values, weights
 from minriff.audio.spectrogram import SpectrogramParams, audio_to_image, image_to_audio
 from minriff.configs import SD15_SCHEDULER, ModelConfig
 from minriff.errors import InputError, NumericsError, WeightsError
@@ -131,12 +136,14 @@ class Riffusion:
 
     # ---- the sampling loop ----------------------------------------------------------------------
     def _sample(self, sched, timesteps, latents, context, guidance, label, after_step=None, generator=None,
-                callback=None):
-        """Denoise `latents` over `timesteps`: the UNet predicts the noise, the scheduler steps."""
+                callback=None, cache=None):
+        """Denoise `latents` over `timesteps`: the UNet predicts the noise, the scheduler steps.
+        `cache`: a `deepcache.DeepCache` (most steps then run only the UNet's shallow branch)."""
         bar = Progress(len(timesteps), label, self.quiet)
+        unet = self.unet if cache is None else cache.bind(self.unet, sched.timesteps, timesteps)
         for i, t in enumerate(timesteps):
             x_in = sched.scale_model_input(latents, t)
-            eps = self._eps(np.asarray(x_in, dtype=np.float32), t, context, guidance)
+            eps = self._eps(np.asarray(x_in, dtype=np.float32), t, context, guidance, unet)
             latents = np.asarray(sched.step(eps, t, latents, generator=generator), dtype=np.float32)
             if after_step is not None:
                 latents = after_step(latents, t)
@@ -147,12 +154,14 @@ class Riffusion:
             bar.update()
         return latents
 
-    def _eps(self, x: np.ndarray, t, context, guidance: float) -> np.ndarray:
-        """Noise prediction with classifier-free guidance (batch [uncond, cond]) when guidance > 1."""
+    def _eps(self, x: np.ndarray, t, context, guidance: float, unet=None) -> np.ndarray:
+        """Noise prediction with classifier-free guidance (batch [uncond, cond]) when guidance > 1;
+        `unet`: the UNet or what stands for it (deepcache.CachedUNet), default self.unet."""
         F = self._ops()
         cfg = guidance > 1.0
         x_in = np.concatenate([x, x]) if cfg else x
-        eps = np.asarray(F.to_host(self.unet(F.asarray(x_in), t, context)), dtype=np.float32)
+        unet = self.unet if unet is None else unet
+        eps = np.asarray(F.to_host(unet(F.asarray(x_in), t, context)), dtype=np.float32)
         if not cfg:
             return eps
         uncond, cond = eps[:1], eps[1:]
@@ -288,14 +297,18 @@ class Riffusion:
     def generate_spectrogram(self, prompt: str, negative_prompt: str | None = None, duration_s: float = 5.0,
                              steps: int = 30, guidance: float = 7.0, seed: int | None = None,
                              scheduler=None, init_image=None, strength: float = 0.75,
-                             callback=None, decoder: str | None = None, encoder: str | None = None) -> np.ndarray:
+                             callback=None, decoder: str | None = None, encoder: str | None = None,
+                             cache_interval: int | None = None, cache_branch: int = 0,
+                             cache_schedule: str = "uniform") -> np.ndarray:
         """Text -> (512, W, 3) uint8 spectrogram. With `init_image` (a 512-px-high spectrogram) this is
         image-to-image at `strength` (diffusers' img2img schedule) and the width is the image's.
         scheduler: a name or object (default: the one given at construction, else dpmpp2m).
         `callback(step_index, total_steps, timestep, latents)` after each step (module docstring).
-        decoder / encoder: "full" (the VAE) or "taesd" (default: the construction's). The seed used is
-        kept in `self.last_seed`."""
+        decoder / encoder: "full" (the VAE) or "taesd" (default: the construction's).
+        cache_interval / cache_branch / cache_schedule: DeepCache (module docstring; off by default).
+        The seed used is kept in `self.last_seed`."""
         check_prompt(prompt)
+        cache = deepcache.options(self.unet, cache_interval, cache_branch, cache_schedule)
         decoder = self._autoencoder(decoder, "decoder")
         check_autoencoder(self.encoder if encoder is None else encoder, "encoder")  # (used with init_image)
         check_negative_prompt(negative_prompt)
@@ -323,19 +336,24 @@ class Riffusion:
             noise = gen.randn(z.shape)
             latents = np.asarray(sched.add_noise(z, noise, timesteps[0]), dtype=np.float32)
         latents = self._sample(sched, timesteps, latents.astype(np.float32), context, guidance,
-                               "denoising", generator=gen, callback=callback)
+                               "denoising", generator=gen, callback=callback, cache=cache)
         return fit_width(self.decode_latents(latents, decoder), width)
 
     def interpolate_styles(self, prompt_a: str, prompt_b: str, alpha: float, seed_a: int | None = None,
                            seed_b: int | None = None, negative_prompt: str | None = None,
                            duration_s: float = 5.0, steps: int = 30, guidance: float = 7.0,
                            scheduler=None, seed_image=None, denoising: float = 0.75,
-                           callback=None, decoder: str | None = None, encoder: str | None = None) -> np.ndarray:
+                           callback=None, decoder: str | None = None, encoder: str | None = None,
+                           cache_interval: int | None = None, cache_branch: int = 0,
+                           cache_schedule: str = "uniform") -> np.ndarray:
         """A spectrogram between two prompts: text states lerped, the two seeds' noises slerped, at
         `alpha` (0 = A, 1 = B). With `seed_image` it is exactly `riffuse` (img2img at `denoising`).
         seed_a: default the construction seed, else 42; seed_b: default seed_a.
         scheduler: default the construction one, else dpmpp2m from noise, pndm (the original's) with a
-        seed image. `callback(step_index, total_steps, timestep, latents)` after each step."""
+        seed image. `callback(step_index, total_steps, timestep, latents)` after each step.
+        cache_interval / cache_branch / cache_schedule: DeepCache, as in `generate_spectrogram`."""
+        cache_kw = dict(cache_interval=cache_interval, cache_branch=cache_branch, cache_schedule=cache_schedule)
+        cache = deepcache.options(self.unet, cache_interval, cache_branch, cache_schedule)
         scheduler = self._scheduler_or(scheduler, "pndm" if seed_image is not None else "dpmpp2m")
         alpha = check_alpha(alpha)
         check_callback(callback)
@@ -345,7 +363,7 @@ class Riffusion:
             a = PromptInput(prompt_a, seed_a, negative_prompt, denoising, guidance)
             b = PromptInput(prompt_b, seed_b, negative_prompt, denoising, guidance)
             return self.riffuse(a, b, alpha, seed_image, steps=steps, scheduler=scheduler, callback=callback,
-                                decoder=decoder, encoder=encoder)
+                                decoder=decoder, encoder=encoder, **cache_kw)
         check_prompt(prompt_a, "prompt A")
         check_prompt(prompt_b, "prompt B")
         check_negative_prompt(negative_prompt)
@@ -361,11 +379,13 @@ class Riffusion:
         sched = self.make_scheduler(scheduler, steps)
         latents = noise * np.float32(sched.init_noise_sigma)
         latents = self._sample(sched, list(sched.timesteps), latents, context, guidance, "denoising", generator=gen,
-                               callback=callback)
+                               callback=callback, cache=cache)
         return self.decode_latents(latents, decoder)
 
     def riffuse(self, start, end, alpha: float, seed_image, mask=None, steps: int = 50,
-                scheduler=None, callback=None, decoder: str | None = None, encoder: str | None = None) -> np.ndarray:
+                scheduler=None, callback=None, decoder: str | None = None, encoder: str | None = None,
+                cache_interval: int | None = None, cache_branch: int = 0,
+                cache_schedule: str = "uniform") -> np.ndarray:
         """One request of the original Riffusion server (reference/riffusion.md §2.3-2.5).
 
         start/end: `riffuse.PromptInput` or dicts with its fields. Text states, guidance and denoising
@@ -377,7 +397,9 @@ class Riffusion:
         than PNDM the noise level and steps follow diffusers' img2img instead.
         `callback(step_index, total_steps, timestep, latents)` after each step (module docstring; with
         a mask it sees the blended latents). decoder / encoder: "full" or "taesd" (TAESD encodes
-        without sampling, so start.seed then only seeds the noise)."""
+        without sampling, so start.seed then only seeds the noise). cache_*: DeepCache, as in
+        `generate_spectrogram`."""
+        cache = deepcache.options(self.unet, cache_interval, cache_branch, cache_schedule)
         start = start if isinstance(start, PromptInput) else PromptInput.from_dict(start, "start")
         end = end if isinstance(end, PromptInput) else PromptInput.from_dict(end, "end")
         alpha = check_alpha(alpha)
@@ -426,7 +448,8 @@ class Riffusion:
             return kept * keep + x * (1.0 - keep)
 
         latents = self._sample(sched, timesteps, latents, context, guidance, "riffusing",
-                               after_step=blend if keep is not None else None, generator=gen_a, callback=callback)
+                               after_step=blend if keep is not None else None, generator=gen_a, callback=callback,
+                               cache=cache)
         return fit_width(self.decode_latents(latents, decoder), width)
 
     # ---- spectrogram <-> audio ------------------------------------------------------------------

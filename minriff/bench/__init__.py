@@ -35,6 +35,9 @@ class command:  # the CLI's subcommand object
                        help="lora bench: LoRA rank, 1 to 1024 (default 128; 4 with --quick)")
         p.add_argument("--decoder", choices=("full", "taesd"), default="full",
                        help="vae bench: the full VAE (default) or TAESD (then also the full VAE, same rounds)")
+        p.add_argument("--cache-branch", type=int, nargs="+", metavar="B",
+                       help="unet bench: time DeepCache cached steps of these branches (e.g. 0 1 2 3) against a "
+                            "full step of the same run, instead of comparing with torch")
         p.add_argument("--profile", action="store_true",
                        help="unet/vae bench: after the timed rounds, one more call with every op timed "
                             "(table by op and shape)")

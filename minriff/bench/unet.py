@@ -6,6 +6,7 @@ also runs in diffusers/torch on the same weights and inputs (in a child process,
 count, rounds interleaved with minriff's) when torch is installed, as a ratio torch_time /
 minriff_time (> 1: minriff is faster), and the largest difference between the two outputs; peak
 RSS of this process.
+`--cache-branch B [B ...]`: DeepCache's cached steps against a full step instead (bench/deepcache.py).
 
 Random weights come from `minriff.model_init.init_random`: fan-in scaling so activations stay O(1)
 through the network, values tiled from one random pool (generating 860 M normals would dominate
@@ -23,6 +24,7 @@ from minriff import configs, kernels
 from minriff.bench.common import ChildTimer, emit, peak_rss_mb, torch_or_none
 from minriff.bench.ops import SETTLE_S
 from minriff.configs import TAESDConfig
+from minriff.errors import InputError
 from minriff.models.init import init_random, random_taesd
 from minriff.models.unet import UNet2DConditionModel
 from minriff.models.vae import AutoencoderKL
@@ -111,6 +113,12 @@ def run(args) -> int:
     model, cfg, source = _minriff_model(kind, args.weights)
     build_s = time.perf_counter() - t0
     arrays = _inputs(kind, cfg, quick)
+    if getattr(args, "cache_branch", None) is not None:
+        if kind != "unet":
+            raise InputError("--cache-branch is for `minriff bench unet`")
+        from minriff.bench import deepcache
+
+        return deepcache.run(args, model, cfg, source, arrays)
     hw = arrays[0].shape[-1]
     on_device = tuple(F.asarray(a) if a.ndim > 1 else a for a in arrays)
 

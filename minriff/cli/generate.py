@@ -35,6 +35,15 @@ def _common(p, steps: int, scheduler: str):
                         "few-step samplers for LCM-LoRA / TCD-LoRA weights (2-8 steps, --guidance 1)")
     p.add_argument("--tcd-gamma", type=float,
                    help="TCD's gamma (diffusers' eta): 0 deterministic .. 1 most noise (default 0.3)")
+    p.add_argument("--cache-interval", type=int, metavar="N",
+                   help="DeepCache: run the whole UNet every N steps and only its shallow branch in between, from "
+                        "the cached deep features (faster, approximate; default off; 1 = every step whole)")
+    p.add_argument("--cache-branch", type=int, metavar="B",
+                   help="DeepCache's shallow branch: 0 (default) recomputes the least, higher recomputes more "
+                        "(0-11 for SD 1.5)")
+    p.add_argument("--cache-schedule", choices=("uniform", "quadratic"),
+                   help="where DeepCache's whole-UNet steps fall: every N (uniform, default) or ceil(steps/N) "
+                        "steps, denser at 30%% of the run and sparser towards its end (quadratic)")
     p.add_argument("--format", choices=FORMATS, help="audio format (default: from the -o suffix, else wav)")
     p.add_argument("--method", choices=("nnls", "sgd"), default="nnls",
                    help="inverse mel: nnls (exact, default) or sgd (the original's, for parity)")
@@ -71,7 +80,7 @@ def _check_flags(args, prompts: dict) -> None:
     inputs.check_guidance(args.guidance)
     if args.scheduler is not None:
         inputs.check_scheduler(args.scheduler)
-    _scheduler(args)
+    _scheduler(args), _cache(args)
     for flag in ("seed", "seed_b"):
         if getattr(args, flag, None) is not None:
             inputs.check_seed(getattr(args, flag), "--" + flag.replace("_", "-"))
@@ -102,6 +111,18 @@ def _apply_preset(args, request_flags: bool = True) -> None:
         if key in given or (not request_flags and key in ("steps", "guidance")):
             continue
         setattr(args, key, value)
+def _cache(args) -> dict:
+    """--cache-interval/--cache-branch/--cache-schedule as the pipeline's keyword arguments, checked
+    (the branch's upper bound needs the UNet and is checked by the pipeline)."""
+    from minriff.deepcache import DeepCache
+
+    if args.cache_interval is None:
+        for flag, value in (("--cache-branch", args.cache_branch), ("--cache-schedule", args.cache_schedule)):
+            if value is not None:
+                raise InputError(f"{flag} needs --cache-interval N (DeepCache is off without it)")
+        return {}
+    cache = DeepCache(args.cache_interval, args.cache_branch or 0, args.cache_schedule or "uniform")
+    return dict(cache_interval=cache.interval, cache_branch=cache.branch, cache_schedule=cache.schedule)
 
 
 def _load(args):
@@ -207,7 +228,7 @@ class _Generate:
         image = riff.generate_spectrogram(
             args.prompt, negative_prompt=args.negative, duration_s=args.seconds, steps=args.steps,
             guidance=args.guidance, seed=seed, scheduler=_scheduler(args, riff), init_image=init,
-            strength=args.strength)
+            strength=args.strength, **_cache(args))
         _write(args, riff, image, args.output, args.image)
         return 0
 
@@ -258,7 +279,7 @@ class _Interpolate:
                 args.prompt_a, args.prompt_b, float(alpha), seed_a=args.seed, seed_b=args.seed_b,
                 negative_prompt=args.negative, duration_s=args.seconds, steps=args.steps,
                 guidance=args.guidance, scheduler=scheduler, seed_image=seed_image,
-                denoising=args.denoising))
+                denoising=args.denoising, **_cache(args)))
         # Seamless join: the clips' spectrograms side by side, turned into audio in one pass, so the
         # phase (Griffin-Lim) runs continuously across every boundary instead of restarting per clip
         # (past 4096 px: long overlapping pieces, crossfaded; see Riffusion.spectrogram_to_audio).
@@ -320,7 +341,7 @@ class _Riffuse:
         _check_outputs(args, "output", "image", "output_json")
         if args.scheduler is not None:
             check_scheduler(args.scheduler)
-        _scheduler(args)
+        _scheduler(args), _cache(args)
         req = self.request(args)
         paths_ok = not args.json  # ids from a JSON request are never paths (the server takes the same JSON)
         seed_image = open_model_image(resolve_image(req.seed_image_id, "seed image", args.seed_images,
@@ -331,7 +352,7 @@ class _Riffuse:
                                                   allow_path=paths_ok), "mask image")
         riff = _load(args)
         image = riff.riffuse(req.start, req.end, req.alpha, seed_image, mask=mask,
-                             steps=req.num_inference_steps, scheduler=_scheduler(args, riff))
+                             steps=req.num_inference_steps, scheduler=_scheduler(args, riff), **_cache(args))
         _write(args, riff, image, args.output, args.image)
         if args.output_json:
             self.write_json(args, riff, image)

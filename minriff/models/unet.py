@@ -9,8 +9,15 @@
 
 Heads per block come from `cfg.heads()` (diffusers calls the head *count* attention_head_dim);
 the mid block uses the last down block's value and the up blocks the reversed list.
+
+DeepCache: `deep_cache_full` (a full step that also returns the deep feature) and `deep_cache_step`
+(only a shallow branch, fed that feature); the comment above them says which skip tensors are
+recomputed and where the cached feature enters. The sampling loop decides which steps are which
+(minriff.deepcache).
 """
 from __future__ import annotations
+
+import numpy as np
 
 from minriff import kernels
 from minriff.configs import UNetConfig
@@ -93,14 +100,19 @@ class DownBlock(Module):
         self.attentions = [_transformer(cfg, cout, heads) for _ in range(cfg.layers_per_block)] if cross else []
         self.downsamplers = [] if last else [Downsample2D(cout, cfg.downsample_padding)]
 
-    def __call__(self, x, temb_act, context):
+    def __call__(self, x, temb_act, context, limit: int | None = None):
+        """-> (output, skips). `limit`: stop once that many skips are made (DeepCache's shallow branch)."""
         skips = []
         for i, resnet in enumerate(self.resnets):
+            if len(skips) == limit:
+                return x, skips
             x = resnet(x, temb_act)
             if self.attentions:
                 x = self.attentions[i](x, context)
             skips.append(x)
         for down in self.downsamplers:
+            if len(skips) == limit:
+                return x, skips
             x = down(x)
             skips.append(x)
         return x, skips
@@ -120,15 +132,18 @@ class UpBlock(Module):
         self.attentions = [_transformer(cfg, cout, heads) for _ in range(n)] if cross else []
         self.upsamplers = [] if last else [Upsample2D(cout)]
 
-    def __call__(self, x, skips: list, temb_act, context):
+    def __call__(self, x, skips: list, temb_act, context, start: int = 0, stop: int | None = None):
+        """Resnets start .. stop-1 only, and the upsampler only when running to the end: DeepCache
+        stops a full step where the cached feature is taken and starts a cached step there."""
         xp = kernels.ops().xp
-        for i, resnet in enumerate(self.resnets):
+        for i in range(start, len(self.resnets) if stop is None else stop):
             x = xp.concatenate([x, skips.pop()], axis=1)  # pop: the skip is freed once used
-            x = resnet(x, temb_act)
+            x = self.resnets[i](x, temb_act)
             if self.attentions:
                 x = self.attentions[i](x, context)
-        for up in self.upsamplers:
-            x = up(x)
+        if stop is None:
+            for up in self.upsamplers:
+                x = up(x)
         return x
 
 
@@ -198,18 +213,8 @@ class UNet2DConditionModel(Module):
         states -> predicted noise (B, out, h, w). `trace`, when given, receives each block's output
         under its diffusers module name (for layer-by-layer comparisons)."""
         F = kernels.ops()
-        dtype = self.conv_in.weight.dtype
-        x, t, context = self._check_inputs(F, x, t, context, dtype)
         rec = (lambda name, v: trace.__setitem__(name, F.to_host(v).copy())) if trace is not None else (lambda *a: None)
-
-        c = self.config
-        t_emb = F.timestep_embedding(t, c.block_out_channels[0], c.flip_sin_to_cos, float(c.freq_shift))
-        temb = self.time_embedding(t_emb.astype(dtype, copy=False))
-        rec("time_embedding", temb)
-        temb_act = F.silu(temb)  # every ResNet applies SiLU to temb first: do it once
-
-        if c.center_input_sample:
-            x = 2 * x - 1.0
+        x, context, temb_act = self._prepare(x, t, context, rec)
         x = self.conv_in(x)
         rec("conv_in", x)
         skips = [x]
@@ -222,9 +227,105 @@ class UNet2DConditionModel(Module):
         for i, block in enumerate(self.up_blocks):
             x = block(x, skips, temb_act, context)
             rec(f"up_blocks.{i}", x)
-        x = self.conv_out(self.conv_norm_out(x, silu=True))
+        x = self._head(x)
         rec("conv_out", x)
         return x
+
+    def _prepare(self, x, t, context, rec=lambda *a: None):
+        """Checked inputs (centred if the config says so) and SiLU(time embedding) (B, 4·C0)."""
+        F = kernels.ops()
+        dtype = self.conv_in.weight.dtype
+        x, t, context = self._check_inputs(F, x, t, context, dtype)
+        c = self.config
+        t_emb = F.timestep_embedding(t, c.block_out_channels[0], c.flip_sin_to_cos, float(c.freq_shift))
+        temb = self.time_embedding(t_emb.astype(dtype, copy=False))
+        rec("time_embedding", temb)
+        if c.center_input_sample:
+            x = 2 * x - 1.0
+        return x, context, F.silu(temb)  # every ResNet applies SiLU to temb first: do it once
+
+    def _head(self, x):  # (B, C0, h, w) -> (B, out, h, w)
+        return self.conv_out(self.conv_norm_out(x, silu=True))
+
+    # ---- DeepCache (Ma et al. 2023): reuse the deep features between denoising steps -------------
+    # Number the skip tensors in the order the down path makes them: 0 = conv_in's output, then per
+    # down block its (resnet [+ transformer]) outputs and its downsampler's; the up resnets take them
+    # back newest first. Branch b keeps skips 0..b fresh: a cached step runs conv_in and the down
+    # layers that make skips 1..b, then the up resnets that take skips b..0 (with their transformers
+    # and upsamplers) and the output head. The first of those up resnets takes as its running input
+    # the feature cached by the last full step, which stands for everything deeper: the rest of the
+    # down path, the mid block and the deeper up layers. For SD 1.5 (layers_per_block 2) b is the
+    # DeepCache package's cache_branch_id (0..11).
+
+    @property
+    def deep_cache_branches(self) -> int:
+        """How many DeepCache branches this UNet has (= skip tensors; 12 for SD 1.5)."""
+        return len(self.down_blocks) * (self.config.layers_per_block + 1)
+
+    def deep_cache_full(self, x, t, context, branch: int):
+        """A full step that also returns the cache -> (eps (B, out, h, w), feature): the running
+        input of the up resnet that takes skip `branch`, which `deep_cache_step` starts from."""
+        x, context, temb_act = self._prepare(x, t, context)
+        block_i, resnet_i = self._cache_entry(branch)
+        h = self.conv_in(x)
+        skips = [h]
+        for block in self.down_blocks:
+            h, s = block(h, temb_act, context)
+            skips += s
+        h = self.mid_block(h, temb_act, context)
+        for block in self.up_blocks[:block_i]:
+            h = block(h, skips, temb_act, context)
+        feature = self.up_blocks[block_i](h, skips, temb_act, context, stop=resnet_i)
+        # skips 0..branch are left, as in a cached step
+        return self._shallow_up(feature, skips, temb_act, context, block_i, resnet_i), feature
+
+    def deep_cache_step(self, x, t, context, branch: int, feature):
+        """A cached step: only the shallow branch `branch`, entered with a full step's `feature`
+        (the same branch; the batch it was made at, e.g. doubled for guidance) -> eps (B, out, h, w).
+        On the inputs of that full step it returns the full step's eps exactly."""
+        x, context, temb_act = self._prepare(x, t, context)
+        block_i, resnet_i = self._cache_entry(branch)
+        feature = self._check_feature(feature, x, block_i, resnet_i)
+        h = self.conv_in(x)
+        skips = [h]  # skips 0..branch, made fresh
+        for block in self.down_blocks:
+            if len(skips) > branch:
+                break
+            h, s = block(h, temb_act, context, limit=branch + 1 - len(skips))
+            skips += s
+        return self._shallow_up(feature, skips, temb_act, context, block_i, resnet_i)
+
+    def _shallow_up(self, h, skips, temb_act, context, block_i: int, resnet_i: int):
+        """The up path from resnet `resnet_i` of up block `block_i` on, then the output head."""
+        h = self.up_blocks[block_i](h, skips, temb_act, context, start=resnet_i)
+        for block in self.up_blocks[block_i + 1:]:
+            h = block(h, skips, temb_act, context)
+        return self._head(h)
+
+    def _cache_entry(self, branch) -> tuple[int, int]:
+        """(up block, resnet) that takes skip `branch`: counting every up resnet in order, the k-th
+        takes skip (branches - 1 - k)."""
+        n = self.deep_cache_branches
+        if isinstance(branch, bool) or not isinstance(branch, (int, np.integer)) or not 0 <= branch < n:
+            raise InputError(f"DeepCache branch must be an integer from 0 to {n - 1} for this UNet "
+                             f"({len(self.down_blocks)} blocks of {self.config.layers_per_block} layers), "
+                             f"got {branch!r}")
+        return divmod(n - 1 - int(branch), self.config.layers_per_block + 1)
+
+    def _check_feature(self, feature, x, block_i: int, resnet_i: int):
+        """The cached feature as a backend array, refused unless it has the shape a full step of
+        the same branch leaves for these latents: (B, C, h/s, w/s) at up block `block_i`'s scale."""
+        F = kernels.ops()
+        rch = self.config.block_out_channels[::-1]
+        channels = rch[max(block_i - 1, 0)] if resnet_i == 0 else rch[block_i]
+        scale = 2 ** (len(rch) - 1 - block_i)
+        B, _, h, w = x.shape
+        want = (B, channels, h // scale, w // scale)
+        got = tuple(getattr(feature, "shape", ()))
+        if got != want:
+            raise InputError(f"DeepCache feature has shape {got}, but this branch and these latents need {want}: "
+                             "pass the feature that deep_cache_full returned for the same branch and batch")
+        return F.asarray(feature, dtype=x.dtype)
 
     def _check_inputs(self, F, x, t, context, dtype):
         xp, c = F.xp, self.config

@@ -148,3 +148,10 @@ def test_readme_taesd_example_runs(workdir, monkeypatch):
     assert len(env["frames"]) == 2 and env["frames"][0].shape == (512, 512, 3)
     assert env["fast"].decoder == env["fast"].encoder == "taesd"
     assert not (env["draft"] == env["image"]).all()  # TAESD's picture is not the VAE's
+def test_readme_deepcache_example_runs(workdir, monkeypatch):
+    code = next(b for b in blocks(section("Python API"), "python") if "cache_interval" in b)
+    monkeypatch.chdir(workdir)
+    monkeypatch.delenv("MINRIFF_WEIGHTS", raising=False)
+    env: dict = {}
+    exec(compile(code.replace("steps=30", "steps=4"), "README.md", "exec"), env)
+    assert env["image"].shape == (512, 512, 3)
