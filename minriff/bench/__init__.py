@@ -15,6 +15,8 @@ TARGETS = {
     "vae": "one VAE decode (64x64 latents -> 512x512 image, full-size random weights) vs torch/diffusers; "
            "--decoder taesd: TAESD's",
     "audio": "spectrogram image -> audio: inverse mel + Griffin-Lim vs librosa",
+    "clip": "one 5.11 s clip, prompt to WAV, by stage (text, denoise, decode, audio), real-time factor; "
+            "--preset quality|fast; vs diffusers running the same preset",
     "lora": "a rank-128 LoRA over UNet + text encoder: load+merge, set-weight, unload, memory; vs diffusers+peft",
 }
 
@@ -38,6 +40,10 @@ class command:  # the CLI's subcommand object
         p.add_argument("--cache-branch", type=int, nargs="+", metavar="B",
                        help="unet bench: time DeepCache cached steps of these branches (e.g. 0 1 2 3) against a "
                             "full step of the same run, instead of comparing with torch")
+        p.add_argument("--preset", choices=("quality", "fast"), default=None,
+                       help="clip bench: the preset to time (default quality; see `minriff generate --help`)")
+        p.add_argument("--rounds", type=int_arg, default=None,
+                       help="clip bench: timed clips on each side, 1 to 100 (default 2; median reported)")
         p.add_argument("--profile", action="store_true",
                        help="unet/vae bench: after the timed rounds, one more call with every op timed "
                             "(table by op and shape)")
@@ -48,8 +54,11 @@ class command:  # the CLI's subcommand object
             values.integer(args.repeat, "--repeat", 1, 1000)
         if args.rank is not None:
             values.integer(args.rank, "--rank", 1, 1024)
-        for flag, where in (("weights", ("unet", "vae", "lora")), ("profile", ("unet", "vae")), ("rank", ("lora",))):
+        if args.rounds is not None:
+            values.integer(args.rounds, "--rounds", 1, 100)
+        for flag, where in (("weights", ("unet", "vae", "lora", "clip")), ("profile", ("unet", "vae")),
+                            ("rank", ("lora",)), ("preset", ("clip",)), ("rounds", ("clip",))):
             if flag in getattr(args, "given", ()) and args.target not in where:  # elsewhere it would be ignored
-                raise InputError(f"--{flag} has no effect on `bench {args.target}` (only {' and '.join(where)})")
+                raise InputError(f"--{flag} has no effect on `bench {args.target}` (only {', '.join(where)})")
         mod = importlib.import_module(f"minriff.bench.{MODULES.get(args.target, args.target)}")
         return mod.run(args)
