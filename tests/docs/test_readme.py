@@ -155,3 +155,15 @@ def test_readme_deepcache_example_runs(workdir, monkeypatch):
     env: dict = {}
     exec(compile(code.replace("steps=30", "steps=4"), "README.md", "exec"), env)
     assert env["image"].shape == (512, 512, 3)
+
+
+def test_readme_presets_example_runs(workdir, monkeypatch):
+    code = next(b for b in blocks(section("Python API"), "python") if "presets.options" in b)
+    monkeypatch.chdir(workdir)
+    monkeypatch.delenv("MINRIFF_WEIGHTS", raising=False)
+    monkeypatch.delenv("MINRIFF_TAESD", raising=False)
+    env: dict = {}
+    exec(compile(code, "README.md", "exec"), env)
+    assert env["fast"].shape == env["six"].shape == env["clip"].shape == (512, 512, 3)
+    assert not (env["fast"] == env["six"]).all()
+    assert env["opts"]["decoder"] == "taesd" and "guidance" not in env["opts"]
