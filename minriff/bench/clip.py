@@ -73,6 +73,9 @@ def build(weights_path, quick: bool, lora_dir):
                   if t.component == "unet" and t.module.endswith(LCM_LORA_UNET)]
         write_random_lora(path, layers, rank)
     riff.load_lora(path)
+    # The bench never unloads: drop the originals kept for unloading (at SD 1.5 size ~3.4 GB of
+    # float32 UNet tensors; diffusers' fuse_lora keeps none), so memory is that of a fused model.
+    riff._lora = type(riff._lora)()
     return riff, f"{source}, random rank-{rank} LoRA in LCM-LoRA's shape merged, random TAESD"
 
 
