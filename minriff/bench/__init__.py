@@ -16,6 +16,8 @@ TARGETS = {
            "--decoder taesd: TAESD's",
     "audio": "spectrogram image -> audio: inverse mel + Griffin-Lim vs librosa",
     "batch": "minriff batch overheads (tiny model): jobs/s sequential vs --workers 2 vs --ray with 2 actors",
+    "clip": "one 5.11 s clip, prompt to WAV, by stage (text, denoise, decode, audio), real-time factor; "
+            "--preset quality|fast; vs diffusers running the same preset",
     "lora": "a rank-128 LoRA over UNet + text encoder: load+merge, set-weight, unload, memory; vs diffusers+peft",
 }
 
@@ -48,6 +50,10 @@ class command:  # the CLI's subcommand object
                        help="unet/vae bench: weights held in fp16 (widened where used; the default) or fp32; "
                             "both: time the two interleaved on the same (fp16-exact) values and report "
                             "fp32_s / fp16_s")
+        p.add_argument("--preset", choices=("quality", "fast"), default=None,
+                       help="clip bench: the preset to time (default quality; see `minriff generate --help`)")
+        p.add_argument("--rounds", type=int_arg, default=None,
+                       help="clip bench: timed clips on each side, 1 to 100 (default 2; median reported)")
 
     @staticmethod
     def run(args) -> int:
@@ -55,12 +61,15 @@ class command:  # the CLI's subcommand object
             values.integer(args.repeat, "--repeat", 1, 1000)
         if args.rank is not None:
             values.integer(args.rank, "--rank", 1, 1024)
+        if args.rounds is not None:
+            values.integer(args.rounds, "--rounds", 1, 100)
         given = getattr(args, "given", ())
-        for flag, where in (("weights", ("unet", "vae", "lora")), ("profile", ("unet", "vae")), ("rank", ("lora",)),
-                            ("cache_branch", ("unet",))):
+        for flag, where in (("weights", ("unet", "vae", "lora", "clip")), ("profile", ("unet", "vae")),
+                            ("rank", ("lora",)), ("cache_branch", ("unet",)), ("preset", ("clip",)),
+                            ("rounds", ("clip",))):
             if flag in given and args.target not in where:  # elsewhere it would be ignored
                 name = flag.replace("_", "-")
-                raise InputError(f"--{name} has no effect on `bench {args.target}` (only {' and '.join(where)})")
+                raise InputError(f"--{name} has no effect on `bench {args.target}` (only {', '.join(where)})")
         if "cache_branch" in given and "profile" in given:
             raise InputError("--profile has no effect with --cache-branch")
         mod = importlib.import_module(f"minriff.bench.{MODULES.get(args.target, args.target)}")

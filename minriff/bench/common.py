@@ -116,8 +116,9 @@ class ChildTimer:
         except EOFError:
             return "error", f"child process exited (code {self._proc.exitcode})"
 
-    def time(self, key) -> float:
-        return self._ask("time", key)
+    def time(self, key, warm: bool = True) -> float:
+        """warm: warm_time (an untimed call first); False: one timed call (for long, stateful stages)."""
+        return self._ask("time" if warm else "once", key)
 
     def value(self, key):
         """Run the callable once more and return its result (pickled across)."""
@@ -155,6 +156,11 @@ def _child_main(conn, factory, args, threads):
         try:
             if what == "value":
                 conn.send(("value", fns[key]()))
+                continue
+            if what == "once":
+                t0 = time.perf_counter()
+                fns[key]()
+                conn.send(("once", time.perf_counter() - t0))
                 continue
             conn.send(("time", warm_time(fns[key])))
         except Exception as e:

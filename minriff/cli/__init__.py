@@ -39,7 +39,7 @@ COMMANDS = {
     "init-random": ("minriff.cli.weights:init_random",
                     "write random weights with real (sd15) or tiny shapes (or TAESD's), for benchmarks and tests"),
     "lora": ("minriff.cli.lora:command", "LoRA files: `minriff lora info FILE` (format, ranks, alphas, targets)"),
-    "bench": ("minriff.bench:command", "benchmarks: ops, unet, vae, audio (ratios to same-run baselines)"),
+    "bench": ("minriff.bench:command", "benchmarks: ops, unet, vae, audio, lora, clip (ratios to same-run baselines)"),
 }
 
 

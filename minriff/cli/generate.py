@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minriff import atomic
+from minriff import atomic, presets
 from minriff.cli import int_arg
 from minriff.cli.lora import add_lora_argument, apply_loras, check_lora_files
 from minriff.errors import InputError
@@ -21,6 +21,14 @@ CACHE_NEEDS = {"cache_branch": "cache_interval", "cache_schedule": "cache_interv
 
 
 def _common(p, steps: int, scheduler: str):
+    p.add_argument("--preset", choices=presets.NAMES,
+                   help="quality: the defaults below (best output, slowest). fast: --scheduler lcm --steps 4 "
+                        f"--guidance 1 --cache-interval {presets.FAST_CACHE_INTERVAL} --cache-branch "
+                        f"{presets.FAST_CACHE_BRANCH} --decoder taesd: a clip in a fraction of the time, but rougher "
+                        "(DeepCache's approximate steps, TAESD's approximate decode), and LCM's 4 steps give good "
+                        "images only with an LCM-LoRA (--lora) merged; whether one suits Riffusion is not measured "
+                        "here. Without TAESD weights, fast decodes with the full VAE (one-line note). "
+                        "Flags you give override the preset's")
     p.add_argument("--steps", type=int_arg, default=steps, help=f"denoising steps (default {steps}, at most 1000)")
     default = scheduler or "dpmpp2m, pndm with --seed-image"
     p.add_argument("--scheduler", default=scheduler,
@@ -92,6 +100,18 @@ def _scheduler(args, riff=None):
     return None if riff is None else TCDScheduler(riff.scheduler_config, gamma=args.tcd_gamma)
 
 
+# the preset keys are the flags' dests
+def _apply_preset(args, request_flags: bool = True) -> None:
+    """--preset NAME: every preset option whose flag was not typed takes the preset's value (typed
+    flags win). `quality` is the flags' own defaults, so it changes nothing. request_flags=False
+    (riffuse --json): steps and guidance stay the request's."""
+    if getattr(args, "preset", None) in (None, "quality"):
+        return
+    given = getattr(args, "given", set())
+    for key, value in presets.options(args.preset).items():
+        if key in given or (not request_flags and key in ("steps", "guidance")):
+            continue
+        setattr(args, key, value)
 def _cache(args) -> dict:
     """--cache-interval/--cache-branch/--cache-schedule as the pipeline's keyword arguments, checked
     (the branch's upper bound needs the UNet and is checked by the pipeline; without --cache-interval
@@ -110,8 +130,22 @@ def _load(args):
     check_lora_files(args.lora)
     riff = Riffusion.load(args.weights, backend=args.backend, quiet=args.quiet, taesd=args.taesd,
                           decoder=args.decoder, encoder=args.encoder)
+    typed = getattr(args, "given", set())
+    if args.decoder == "taesd" and getattr(args, "preset", None) and not {"decoder", "taesd"} & typed:
+        _fall_back_without_taesd(args, riff)
     apply_loras(riff, args.lora, lambda msg: _say(args, msg))
     return riff
+
+
+def _fall_back_without_taesd(args, riff) -> None:
+    """A preset's TAESD decoder with no TAESD file anywhere: the full VAE instead, and a note (a
+    preset must not fail for want of an optional 5 MB file). A typed --decoder taesd still fails."""
+    from minriff.weights import taesd as taesd_weights
+
+    if taesd_weights.find_taesd(beside=riff.source or None) is None:
+        print(f"minriff: no TAESD weights found, so --preset {args.preset} decodes with the full VAE (slower); "
+              "get TAESD with `minriff download --taesd`", file=sys.stderr)
+        args.decoder = riff.decoder = "full"
 
 
 def _audio_format(path: str, fmt: str | None) -> str:
@@ -176,6 +210,7 @@ class _Generate:
     def run(self, args) -> int:
         from minriff.inputs import check_duration, check_strength, open_model_image, random_seed
 
+        _apply_preset(args)
         if not (args.output or args.image):
             raise InputError("nothing to write: give -o AUDIO and/or --image PNG")
         _check_outputs(args, "output", "image")
@@ -221,6 +256,7 @@ class _Interpolate:
     def run(self, args) -> int:
         from minriff.inputs import check_duration, check_frames, check_strength, open_model_image
 
+        _apply_preset(args)
         check_frames(args.frames, "--frames")
         _check_outputs(args, "output", "image")
         _check_flags(args, {"prompt A": args.prompt_a, "prompt B": args.prompt_b})
@@ -298,6 +334,7 @@ class _Riffuse:
         from minriff.inputs import check_scheduler, open_model_image
         from minriff.riffuse import resolve_image
 
+        _apply_preset(args, request_flags=not args.json)
         if not (args.output or args.output_json or args.image):
             raise InputError("nothing to write: give -o AUDIO, --image IMAGE and/or --output-json FILE")
         _check_outputs(args, "output", "image", "output_json")

@@ -29,7 +29,7 @@ FORBIDDEN = {
 }
 # the small shared modules at the top of minriff/ sit below everything that is not the pipeline
 for leaf in ("minriff.errors", "minriff.atomic", "minriff.configs", "minriff.rng", "minriff.progress",
-             "minriff.values", "minriff.images", "minriff.deepcache"):
+             "minriff.values", "minriff.images", "minriff.deepcache", "minriff.presets"):
     FORBIDDEN[leaf] = FORBIDDEN["minriff.models"] + ["minriff.kernels", "minriff.models"]
 
 

@@ -143,15 +143,6 @@ def test_readme_few_step_example_runs(workdir, monkeypatch):
     assert type(env["fast"].scheduler).__name__ == "LCMScheduler"
 
 
-def test_readme_deepcache_example_runs(workdir, monkeypatch):
-    code = next(b for b in blocks(section("Python API"), "python") if "cache_interval" in b)
-    monkeypatch.chdir(workdir)
-    monkeypatch.delenv("MINRIFF_WEIGHTS", raising=False)
-    env: dict = {}
-    exec(compile(code.replace("steps=30", "steps=4"), "README.md", "exec"), env)
-    assert env["image"].shape == (512, 512, 3)
-
-
 def test_readme_taesd_example_runs(workdir, monkeypatch):
     code = next(b for b in blocks(section("Python API"), "python") if "decode_preview" in b)
     monkeypatch.chdir(workdir)
@@ -163,3 +154,22 @@ def test_readme_taesd_example_runs(workdir, monkeypatch):
     assert len(env["frames"]) == 2 and env["frames"][0].shape == (512, 512, 3)
     assert env["fast"].decoder == env["fast"].encoder == "taesd"
     assert not (env["draft"] == env["image"]).all()  # TAESD's picture is not the VAE's
+def test_readme_deepcache_example_runs(workdir, monkeypatch):
+    code = next(b for b in blocks(section("Python API"), "python") if "cache_interval" in b)
+    monkeypatch.chdir(workdir)
+    monkeypatch.delenv("MINRIFF_WEIGHTS", raising=False)
+    env: dict = {}
+    exec(compile(code.replace("steps=30", "steps=4"), "README.md", "exec"), env)
+    assert env["image"].shape == (512, 512, 3)
+
+
+def test_readme_presets_example_runs(workdir, monkeypatch):
+    code = next(b for b in blocks(section("Python API"), "python") if "presets.options" in b)
+    monkeypatch.chdir(workdir)
+    monkeypatch.delenv("MINRIFF_WEIGHTS", raising=False)
+    monkeypatch.delenv("MINRIFF_TAESD", raising=False)
+    env: dict = {}
+    exec(compile(code, "README.md", "exec"), env)
+    assert env["fast"].shape == env["six"].shape == env["clip"].shape == (512, 512, 3)
+    assert not (env["fast"] == env["six"]).all()
+    assert env["opts"]["decoder"] == "taesd" and "guidance" not in env["opts"]
