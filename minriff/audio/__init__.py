@@ -1,5 +1,5 @@
 """Audio: mel spectrogram <-> waveform, and audio files. Knows no model (imports only numpy,
-numba, scipy, PIL and minriff's errors/rng).
+numba, scipy, PIL and minriff's errors/rng/progress/atomic).
 
     spectrogram.py  Riffusion's SpectrogramParams, audio <-> mel <-> 8-bit image (+ EXIF)
     stft.py         STFT / least-squares iSTFT with torch.stft's conventions
@@ -7,7 +7,9 @@ numba, scipy, PIL and minriff's errors/rng).
     invmel.py       mel -> linear magnitude: NNLS (exact) or the original's SGD
     griffinlim.py   fast Griffin-Lim (momentum 0.99) as torchaudio
     phaseinit.py    peak-locked phase initialisation for Griffin-Lim
-    io.py           read/write WAV/FLAC/OGG/MP3, resampling, the original's loudness stage
+    io.py           read/write WAV/FLAC/OGG/MP3 (whole or a part), resampling, the original's loudness stage
+    join.py         long spectrograms -> audio in overlapping pieces (bounded memory), crossfades
+    seams.py        how audible a join is: a spectral-flux seam measure (long pieces, remixes)
 
 The file functions are re-exported here: `minriff.audio.read_audio(path)`.
 """

@@ -172,3 +172,43 @@ def riffusion_int16(waveform: np.ndarray) -> np.ndarray:
 def loudness_riffusion(waveform: np.ndarray) -> np.ndarray:
     """riffusion_int16 as float32 (C, N) = int16 / 32768 (written back to 16-bit files exactly)."""
     return (riffusion_int16(waveform).astype(np.float32) / np.float32(32768.0))
+
+
+# --- part of a file (remix --start/--end, `minriff clips`) --------------------------------------
+
+def audio_info(path) -> tuple[int, int, int]:
+    """(frames, sample_rate, channels) of an audio file, with the same checks and errors as read_audio
+    (missing, unreadable, not audio, empty), but no length limit: parts are read with read_frames."""
+    sf = _soundfile()
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"no such audio file: {path}")
+    try:
+        with open(path, "rb") as f:
+            empty = not f.read(1)
+    except OSError as e:
+        raise AudioError(f"cannot read {path}: {e.strerror}") from None
+    if empty:
+        raise AudioError(f"{path} is empty (0 bytes): not an audio file")
+    try:
+        info = sf.info(str(path))
+    except Exception as e:
+        raise AudioError(f"cannot read {path}: not a readable WAV/FLAC/OGG/MP3 file ({_first_line(e)})") from e
+    if info.frames <= 0 or info.channels <= 0 or info.samplerate <= 0:
+        raise AudioError(f"{path} contains no audio samples")
+    return int(info.frames), int(info.samplerate), int(info.channels)
+
+
+def read_frames(path, start: int, stop: int) -> np.ndarray:
+    """Sample frames [start, stop) of a file -> (C, stop - start) float32 in [-1, 1] (only those are
+    decoded, so a part of a long file takes memory for the part only)."""
+    sf = _soundfile()
+    try:
+        data, _ = sf.read(str(path), start=int(start), stop=int(stop), dtype="float32", always_2d=True)
+    except Exception as e:
+        raise AudioError(f"cannot decode {path}: {_first_line(e)}") from e
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: no audio samples between frames {start} and {stop}")
+    if not np.all(np.isfinite(data)):
+        raise AudioError(f"{path} contains NaN or infinite samples")
+    return np.ascontiguousarray(data.T)

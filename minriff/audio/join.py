@@ -1,5 +1,6 @@
 """Joining audio made in pieces: long spectrograms are converted in overlapping windows and the
-waveforms crossfaded, so memory stays bounded while the result has no seam at the joins."""
+waveforms crossfaded, so memory stays bounded while the result has no seam at the joins
+(`image_to_wave`; the pipeline's `spectrogram_to_audio` uses it)."""
 from __future__ import annotations
 
 import numpy as np
@@ -36,3 +37,23 @@ def crossfade(pieces: list, length: int) -> np.ndarray:
         out[:, start + overlap:start + n] = wave[:, overlap:]
         end_prev = start + n
     return out
+
+
+def image_to_wave(rgb: np.ndarray, params=None, method: str = "nnls", seed: int = 0, quiet: bool = False,
+                  link_channels: bool = False) -> np.ndarray:
+    """(512, W, 3) uint8 spectrogram of any width -> raw waveform (C, (W - 1) * hop) float32 (no
+    loudness stage): pieces of CHUNK_PX columns converted one after the other, crossfaded over
+    OVERLAP_PX. params: `SpectrogramParams` (default: from the pixels). A progress bar per stage
+    unless quiet."""
+    from PIL import Image
+
+    from minriff.audio.spectrogram import SpectrogramParams, image_to_audio
+    from minriff.progress import StageProgress
+
+    hop = (params or SpectrogramParams()).hop_length
+    pieces = []
+    for a, b in chunks(rgb.shape[1]):
+        wave = image_to_audio(Image.fromarray(np.ascontiguousarray(rgb[:, a:b])), params, method=method, seed=seed,
+                              loudness=None, progress=StageProgress(quiet), link_channels=link_channels)
+        pieces.append((a * hop, wave))
+    return crossfade(pieces, (rgb.shape[1] - 1) * hop)

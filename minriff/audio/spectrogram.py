@@ -149,12 +149,14 @@ def audio_to_mel(waveform: np.ndarray, params: SpectrogramParams | None = None) 
     return mel
 
 
-def mel_to_image(mel: np.ndarray, power: float = 0.25) -> tuple[Image.Image, float]:
-    """mel (C, M, T), C in {1, 2} -> (RGB image M x T, max value). Loud = dark; row 0 = top bin."""
+def mel_to_image(mel: np.ndarray, power: float = 0.25, max_value: float | None = None) -> tuple[Image.Image, float]:
+    """mel (C, M, T), C in {1, 2} -> (RGB image M x T, max value). Loud = dark; row 0 = top bin.
+    max_value: the amplitude that becomes black (default: the largest in `mel`; give the largest of a
+    whole signal to make images of its parts that fit together)."""
     if mel.ndim != 3 or mel.shape[0] not in (1, 2):
         raise InputError(f"mel must be (1 or 2, mels, frames), got {mel.shape}")
-    max_value = float(np.max(mel))
-    x = mel / max_value if max_value > 0 else np.zeros_like(mel)
+    max_value = float(np.max(mel)) if max_value is None else float(max_value)
+    x = np.minimum(mel / max_value, 1.0) if max_value > 0 else np.zeros_like(mel)
     data = (255.0 - 255.0 * np.power(x, power)).astype(np.uint8)  # truncation, as the original
     data = data[:, ::-1, :]  # flip: high frequencies on top
     if data.shape[0] == 1:
@@ -226,7 +228,7 @@ def image_to_mel(image: Image.Image, params: SpectrogramParams | None = None,
 
 def image_to_audio(image: Image.Image, params: SpectrogramParams | None = None, method: str = "nnls",
                    seed: int = 0, n_iter: int | None = None, loudness: str | None = "riffusion",
-                   phase: str = "random", progress=None) -> np.ndarray:
+                   phase: str = "random", progress=None, link_channels: bool = False) -> np.ndarray:
     """Spectrogram image -> waveform (C, (W-1)*hop) float32 in [-1, 1].
 
     method: "nnls" (exact non-negative least squares, default) or "sgd" (the original's 200-step
@@ -234,6 +236,7 @@ def image_to_audio(image: Image.Image, params: SpectrogramParams | None = None, 
     loudness: "riffusion" (the original's post-processing, §1.8), "peak" (peak to -0.1 dBFS) or None
     (raw Griffin-Lim output). phase: Griffin-Lim start, "random" (the original) or "peaks"
     (peak-locked phase-vocoder start: better spectral convergence at equal iterations).
+    link_channels: stereo channels start from one random phase (`griffinlim.griffin_lim`).
     progress: optional callable(stage: str, done: int, total: int)."""
     from minriff.audio import io as audio_mod
     from minriff.audio.griffinlim import griffin_lim
@@ -256,7 +259,7 @@ def image_to_audio(image: Image.Image, params: SpectrogramParams | None = None, 
     rng = Generator(seed)
     mag = inverse_mel(mel, banded, method=method, rng=rng, max_iter=p.max_mel_iters, progress=progress)
     wave = griffin_lim(mag, plan, n_iter=p.num_griffin_lim_iters if n_iter is None else n_iter,
-                       rng=rng, phase_init=phase, progress=progress)
+                       rng=rng, phase_init=phase, progress=progress, link_channels=link_channels)
     if loudness == "riffusion":
         return audio_mod.loudness_riffusion(wave)
     return audio_mod.peak_normalize(wave) if loudness == "peak" else wave
