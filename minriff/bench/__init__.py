@@ -10,6 +10,7 @@ TARGETS = {
     "unet": "one UNet step (batch 2, 64x64 latents, full-size random weights) vs torch/diffusers",
     "vae": "one VAE decode (64x64 latents -> 512x512 image, full-size random weights) vs torch/diffusers",
     "audio": "spectrogram image -> audio: inverse mel + Griffin-Lim vs librosa",
+    "seams": "how audible the joins of long pieces and remixes are (a report: flux ratios, no timing)",
 }
 
 MODULES = {"vae": "unet"}  # target -> module, where one module serves several targets
@@ -23,7 +24,8 @@ class command:  # the CLI's subcommand object
         p.add_argument("--backend", default="cpu", help="kernel backend to time (cpu, ref, cuda)")
         p.add_argument("--repeat", type=int, default=None, help="timed repetitions (median reported)")
         p.add_argument("--quick", action="store_true", help="smaller shapes / fewer repeats (smoke run)")
-        p.add_argument("--weights", default=None, help="weights file (unet/vae bench; default: random sd15 shapes)")
+        p.add_argument("--weights", default=None,
+                       help="weights file (unet/vae bench; default: random sd15 shapes; seams: the tiny random model)")
         p.add_argument("--profile", action="store_true",
                        help="unet/vae bench: after the timed rounds, one more call with every op timed "
                             "(table by op and shape)")
