@@ -114,6 +114,15 @@ def silu(x):
 
 
 @op
+def relu(x, residual=None):
+    _array("relu", x)
+    if residual is not None:
+        _array("relu", residual)
+    if residual is not None and tuple(residual.shape) != tuple(x.shape):
+        raise ValueError(f"relu: residual shape {tuple(residual.shape)} differs from x shape {tuple(x.shape)}")
+
+
+@op
 def gelu(x):
     _array("gelu", x)
 

@@ -83,6 +83,13 @@ def silu(x):
     return silu_(x)
 
 
+def relu(x, residual=None):
+    """max(x, 0), or max(x + residual, 0): the residual add before the ReLU fused (TAESD's blocks)."""
+    if residual is not None:
+        x = x + residual
+    return np.maximum(x, 0).astype(x.dtype, copy=False)
+
+
 def gelu(x):
     """Exact GELU: x · Φ(x) with the erf form."""
     return (0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))).astype(x.dtype, copy=False)

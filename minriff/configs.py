@@ -6,7 +6,8 @@ values outside `LIMITS`, unknown block types and activations. `check_model_confi
 check of the three component configs a weights file carries (convert and load both call it): each
 `from_dict`, plus what the pipeline needs of them together. Presets: `SD15` (Stable Diffusion
 v1.5 = Riffusion shapes) and `TINY` (a few-thousand-parameter model with the same structure, for
-tests: it still decodes 64-row latents to 512-px-high spectrograms).
+tests: it still decodes 64-row latents to 512-px-high spectrograms). `TAESDConfig` is the tiny
+autoencoder's (diffusers' AutoencoderTiny), with presets in `TAESD_PRESETS` ("taesd", "tiny").
 """
 from __future__ import annotations
 
@@ -29,6 +30,10 @@ LIMITS = {
     "VAE": dict(in_channels=(1, 16), out_channels=(1, 16), latent_channels=(1, 64), block_out_channels=(1, 8192),
                 layers_per_block=(1, 16), norm_num_groups=(1, 1024), sample_size=(1, 16384),
                 scaling_factor=(1e-6, 1e6)),
+    "TAESD": dict(in_channels=(1, 16), out_channels=(1, 16), encoder_block_out_channels=(1, 4096),
+                  decoder_block_out_channels=(1, 4096), latent_channels=(1, 64), upsampling_scaling_factor=(1, 8),
+                  num_encoder_blocks=(0, 64), num_decoder_blocks=(0, 64), latent_magnitude=(1e-6, 1e6),
+                  latent_shift=(-1e6, 1e6), scaling_factor=(1e-6, 1e6), shift_factor=(-1e6, 1e6)),
 }
 MAX_BLOCKS = 8
 
@@ -221,6 +226,60 @@ class VAEConfig:
 
 
 @dataclass(frozen=True)
+class TAESDConfig:
+    """diffusers' `AutoencoderTiny` config.json values; the defaults are madebyollin/taesd's (SD v1.x
+    latents). `latent_magnitude`, `latent_shift` and `shift_factor` are kept for the round trip only:
+    StableDiffusionPipeline never uses them, and neither does minriff."""
+    in_channels: int = 3
+    out_channels: int = 3
+    encoder_block_out_channels: tuple = (64, 64, 64, 64)
+    decoder_block_out_channels: tuple = (64, 64, 64, 64)
+    act_fn: str = "relu"
+    upsample_fn: str = "nearest"
+    latent_channels: int = 4
+    upsampling_scaling_factor: int = 2
+    num_encoder_blocks: tuple = (1, 3, 3, 3)
+    num_decoder_blocks: tuple = (3, 3, 3, 1)
+    latent_magnitude: float = 3.0
+    latent_shift: float = 0.5
+    scaling_factor: float = 1.0
+    shift_factor: float = 0.0
+    force_upcast: bool = False
+
+    @classmethod
+    def from_dict(cls, d):
+        return _from_dict(cls, d, "TAESD")
+
+    def to_dict(self):
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @property
+    def downscale(self) -> int:
+        return 2 ** (len(self.decoder_block_out_channels) - 1)
+
+    def validate(self):
+        if self.act_fn != "relu" or self.upsample_fn != "nearest" or self.upsampling_scaling_factor != 2:
+            raise ConfigError(f"TAESD: only act_fn 'relu', upsample_fn 'nearest' and upsampling_scaling_factor 2 are "
+                              f"supported (every TAESD release), got {self.act_fn!r}, {self.upsample_fn!r}, "
+                              f"{self.upsampling_scaling_factor!r}")
+        for side in ("encoder", "decoder"):
+            channels, blocks = getattr(self, f"{side}_block_out_channels"), getattr(self, f"num_{side}_blocks")
+            if not channels or len(channels) != len(blocks):
+                raise ConfigError(f"TAESD: {side}_block_out_channels {channels} and num_{side}_blocks {blocks} must "
+                                  "be non-empty and of one length")
+            if len(set(channels)) != 1 or not isinstance(channels[0], int) or channels[0] < 1:
+                # diffusers' stride-2 and upsample convs keep block_out_channels[i] in and out, so
+                # only equal entries make a model that runs
+                raise ConfigError(f"TAESD: {side}_block_out_channels must be equal positive integers, got {channels}")
+            if any(not isinstance(n, int) or n < 0 for n in blocks):
+                raise ConfigError(f"TAESD: num_{side}_blocks must be non-negative integers, got {blocks}")
+        if len(self.encoder_block_out_channels) != len(self.decoder_block_out_channels):
+            raise ConfigError("TAESD: the encoder and decoder must have as many stages (one downscale factor)")
+        if not self.scaling_factor > 0:
+            raise ConfigError(f"TAESD: scaling_factor must be > 0, got {self.scaling_factor!r}")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     text_encoder: CLIPTextConfig = field(default_factory=CLIPTextConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
@@ -266,6 +325,10 @@ TINY = ModelConfig(
 )
 
 PRESETS = {"sd15": SD15, "tiny": TINY}
+
+# TAESD for the tiny model above (same stages and block counts as madebyollin/taesd, 8 channels)
+TAESD_PRESETS = {"taesd": TAESDConfig(),
+                 "tiny": TAESDConfig(encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4)}
 
 # Riffusion's / SD v1.5's scheduler/scheduler_config.json (reference/riffusion.md §2.6)
 SD15_SCHEDULER = {"_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012,

@@ -5,6 +5,11 @@ Image geometry: height is the number of mel bins (512); width follows the durati
 pixel, rounded *up* to a multiple of 64 px (`image_width`): 5 s -> 512 px, which converts to
 (512 - 1) * 10 ms = 5.11 s of audio. 64 px = 8 latent columns is what the Stable Diffusion v1 UNet
 needs (three 2x downsamplings of the latent). Durations are capped at MAX_SECONDS (see there).
+
+Every limit is a constant here (README "Limits" lists them with the memory each needs): clip
+length, steps, guidance, prompt length, interpolation frames, seed/init image size. The primitive
+checks (numbers of any Python/NumPy type, text, JSON) are `minriff.values`; images are opened by
+`minriff.images`. The server's request is parsed by `minriff.riffuse.InferenceInput` with these.
 """
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import os
 
 import numpy as np
 
-from minriff import schedulers
+from minriff import images, schedulers, values
 from minriff.errors import InputError
 
 HEIGHT = 512
@@ -24,34 +29,71 @@ WIDTH_MULTIPLE = 64
 # laptop CPU at full size), and the model was trained on 512-px images. Longer music: `interpolate`
 # or several clips.
 MAX_SECONDS = 30.0
+MAX_STEPS = 1000  # the schedulers' 1000 training timesteps: more steps would repeat timesteps
+MAX_GUIDANCE = 100.0  # Riffusion uses 7; far above ~30 the noise prediction is extrapolated into noise
+MAX_PROMPT_CHARS = 1000  # CLIP reads 75 tokens (~300 characters); BPE cost grows with word length squared
+MAX_FRAMES = 100  # `interpolate` clips: 100 x 5 s = 8.5 minutes of music, ~11 h of CPU at full size
 
 
 def image_width(duration_s: float) -> int:
     """Spectrogram width in pixels for a clip of `duration_s` seconds (see the module docstring)."""
-    check_duration(duration_s)
+    duration_s = check_duration(duration_s)
     px = duration_s * 1000.0 / MS_PER_PIXEL
     return max(1, math.ceil(px / WIDTH_MULTIPLE - 1e-9)) * WIDTH_MULTIPLE
 
 
-def check_duration(duration_s) -> None:
-    if not isinstance(duration_s, (int, float)) or not math.isfinite(duration_s) or duration_s <= 0:
-        raise InputError(f"duration must be a positive number of seconds, got {duration_s!r}")
+def check_duration(duration_s) -> float:
+    try:
+        duration_s = values.number(duration_s, "duration", 0.0, lo_open=True)
+    except InputError:
+        raise InputError(f"duration must be a positive number of seconds, got {values.show(duration_s)}") from None
     if duration_s > MAX_SECONDS:
         raise InputError(
-            f"duration {duration_s} s is above the limit of {MAX_SECONDS:g} s per clip (UNet attention "
-            f"cost grows with width squared); use `minriff interpolate` to chain clips")
+            f"duration {duration_s:g} s is above the limit of {MAX_SECONDS:g} s per clip (UNet attention "
+            f"cost grows with width squared); longer music grows clip by clip: `Riffusion.generate_long` "
+            f"(`minriff generate --seconds` above {MAX_SECONDS:g})")
+    return duration_s
 
 
-def check_steps(steps) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise InputError(f"steps must be an integer >= 1, got {steps!r}")
-    return int(steps)
+# seed, init and mask images: 512 px high, at most as wide as the longest clip (3008 px)
+MAX_IMAGE_WIDTH = image_width(MAX_SECONDS)
 
 
-def check_guidance(guidance) -> float:
-    if not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or guidance < 0:
-        raise InputError(f"guidance must be a number >= 0, got {guidance!r}")
-    return float(guidance)
+def check_image_size(width: int, height: int, what: str = "seed image") -> None:
+    """A seed/init/mask image must be a 512-px-high spectrogram no wider than MAX_IMAGE_WIDTH (its
+    width sets the clip length, and the UNet's cost grows with its square)."""
+    if height != HEIGHT or not 2 <= width <= MAX_IMAGE_WIDTH:
+        raise InputError(
+            f"{what} is {width:,}x{height:,} px; it must be {HEIGHT} px high (a Riffusion spectrogram, e.g. from "
+            f"`minriff audio2image`) and 2 to {MAX_IMAGE_WIDTH} px wide ({MAX_SECONDS:g} s)")
+
+
+def open_model_image(path, what: str = "seed image"):
+    """A seed/init/mask image file -> (512, W, 3) uint8, its size checked from the header before decoding."""
+    image = images.open_image(path, what, max_width=MAX_IMAGE_WIDTH, max_height=HEIGHT)
+    check_image_size(*image.size, what)
+    return images.rgb8(image, what)
+
+
+def model_image(image, what: str = "seed image"):
+    """A seed/init/mask image given as a PIL image or an array -> (512, W, 3) uint8, its size
+    checked before any conversion (a lazily opened PIL image is not decoded when refused)."""
+    shape = (image.size[1], image.size[0]) if isinstance(image, images.Image.Image) else np.shape(image)
+    if len(shape) >= 2:
+        check_image_size(shape[1], shape[0], what)
+    return images.rgb8(image, what)
+
+
+def check_steps(steps, what="steps") -> int:
+    return values.integer(steps, what, 1, MAX_STEPS)
+
+
+def check_guidance(guidance, what="guidance") -> float:
+    return values.number(guidance, what, 0.0, MAX_GUIDANCE)
+
+
+def check_frames(frames, what="frames") -> int:
+    return values.integer(frames, what, 2, MAX_FRAMES)
 
 
 def check_scheduler(scheduler):
@@ -59,7 +101,7 @@ def check_scheduler(scheduler):
     methods of `schedulers.Scheduler` (a class of your own works)."""
     if isinstance(scheduler, str):
         if scheduler not in schedulers.NAMES:
-            raise InputError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(schedulers.NAMES)} "
+            raise InputError(f"unknown scheduler {scheduler[:40]!r}; choose one of {', '.join(schedulers.NAMES)} "
                              f"or pass a scheduler object")
         return scheduler
     missing = [m for m in ("set_timesteps", "scale_model_input", "step") if not callable(getattr(scheduler, m, None))]
@@ -69,22 +111,38 @@ def check_scheduler(scheduler):
     return scheduler
 
 
+AUTOENCODERS = ("full", "taesd")
+
+
+def check_autoencoder(name, what="decoder") -> str:
+    """"full" (the Stable Diffusion VAE) or "taesd" (the tiny autoencoder), for decoding or encoding."""
+    if name not in AUTOENCODERS:
+        raise InputError(f"{what} must be one of {', '.join(AUTOENCODERS)}, got {name!r}")
+    return name
+
+
 def check_prompt(prompt, what="prompt") -> str:
-    if not isinstance(prompt, str) or not prompt.strip():
+    if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
         raise InputError(f"{what} is empty: describe the music, e.g. \"jazz piano solo\"")
-    return prompt
+    return values.text(prompt, what, MAX_PROMPT_CHARS)
 
 
-def check_alpha(alpha) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-        raise InputError(f"alpha must be a number in [0, 1], got {alpha!r}")
-    return float(alpha)
+def check_negative_prompt(prompt, what="negative prompt") -> str | None:
+    """None or text (empty allowed: no negative prompt)."""
+    return None if prompt is None else values.text(prompt, what, MAX_PROMPT_CHARS, allow_empty=True)
+
+
+def check_alpha(alpha, what="alpha") -> float:
+    return values.number(alpha, what, 0.0, 1.0)
 
 
 def check_strength(strength, what="denoising strength") -> float:
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 < strength <= 1.0:
-        raise InputError(f"{what} must be a number in (0, 1], got {strength!r}")
-    return float(strength)
+    return values.number(strength, what, 0.0, 1.0, lo_open=True)
+
+
+def check_seed(seed, what="seed") -> int:
+    """Seeds as torch.Generator.manual_seed takes them: integers from -2^63 to 2^64 - 1."""
+    return values.integer(seed, what, -(2**63), 2**64 - 1)
 
 
 def check_callback(callback):
@@ -110,14 +168,15 @@ CLIPS_MAX_COUNT = 10000
 
 def piece_width(duration_s) -> int:
     """Spectrogram width of a long piece: like `image_width` (rounded up to 64 px), up to LONG_MAX_SECONDS."""
-    check_long_duration(duration_s)
+    duration_s = check_long_duration(duration_s)
     return max(1, math.ceil(duration_s * 1000.0 / MS_PER_PIXEL / WIDTH_MULTIPLE - 1e-9)) * WIDTH_MULTIPLE
 
 
 def check_long_duration(duration_s) -> float:
-    if isinstance(duration_s, bool) or not isinstance(duration_s, (int, float)) or not math.isfinite(duration_s) \
-            or duration_s <= 0:
-        raise InputError(f"duration must be a positive number of seconds, got {duration_s!r}")
+    try:
+        duration_s = values.number(duration_s, "duration", 0.0, lo_open=True)
+    except InputError:
+        raise InputError(f"duration must be a positive number of seconds, got {values.show(duration_s)}") from None
     if duration_s > LONG_MAX_SECONDS:
         raise InputError(f"duration {duration_s:g} s is above the limit of {LONG_MAX_SECONDS:g} s for one long piece")
     return float(duration_s)
@@ -128,8 +187,9 @@ def check_clip_geometry(clip_px, overlap_px) -> tuple[int, int]:
     previous clip). Both on the 64-px grid (8 latent columns; Riffusion's seed images have a beat
     every 64 px), so the beat grid of a seed image carries through every clip."""
     for name, v in (("clip width", clip_px), ("overlap", overlap_px)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0 or v % WIDTH_MULTIPLE:
-            raise InputError(f"{name} must be a positive multiple of {WIDTH_MULTIPLE} px, got {v!r}")
+        if not values.is_number(v) or isinstance(v, (float, np.floating)) or v <= 0 or v % WIDTH_MULTIPLE:
+            raise InputError(f"{name} must be a positive multiple of {WIDTH_MULTIPLE} px, got {values.show(v)}")
+    clip_px, overlap_px = int(clip_px), int(overlap_px)
     if clip_px > LONG_MAX_CLIP_PX:
         raise InputError(f"clip width {clip_px} px is above the limit of {LONG_MAX_CLIP_PX} px")
     if overlap_px > clip_px - WIDTH_MULTIPLE:
@@ -162,9 +222,9 @@ def check_prompt_schedule(schedule, duration_s: float) -> list[tuple[float, str]
             raise InputError(f"a prompt schedule entry must be (seconds, prompt), got {item!r}")
         t, prompt = item
         t = parse_time(t) if isinstance(t, str) else t
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0 < t < duration_s:
-            raise InputError(f"prompt time {t!r} must lie inside the piece, between 0 and {duration_s:g} s "
-                             "(the main prompt holds at 0 s)")
+        if not values.is_number(t) or not math.isfinite(t) or not 0 < t < duration_s:
+            raise InputError(f"prompt time {values.show(t)} must lie inside the piece, between 0 and "
+                             f"{duration_s:g} s (the main prompt holds at 0 s)")
         out.append((float(t), check_prompt(prompt, f"prompt at {t:g} s")))
     out.sort(key=lambda e: e[0])
     for (a, _), (b, _) in zip(out, out[1:]):
@@ -175,9 +235,10 @@ def check_prompt_schedule(schedule, duration_s: float) -> list[tuple[float, str]
 
 def check_remix_strength(strength) -> float:
     """Remix strength in [0, 1]: 0 returns the input's own spectrogram round trip."""
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
-        raise InputError(f"remix strength must be a number in [0, 1], got {strength!r}")
-    return float(strength)
+    try:
+        return values.number(strength, "remix strength", 0.0, 1.0)
+    except InputError:
+        raise InputError(f"remix strength must be a number in [0, 1], got {values.show(strength)}") from None
 
 
 def check_time_range(start_s, end_s, file_s: float, limit_s: float = REMIX_MAX_SECONDS) -> tuple[float, float]:
@@ -185,8 +246,8 @@ def check_time_range(start_s, end_s, file_s: float, limit_s: float = REMIX_MAX_S
     clamped to) the end of the file; start must lie inside it and before end; at most `limit_s` long."""
     start = 0.0 if start_s is None else start_s
     for name, v in (("start", start), ("end", end_s)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0):
-            raise InputError(f"{name} must be a number of seconds >= 0, got {v!r}")
+        if v is not None and (not values.is_number(v) or not math.isfinite(v) or v < 0):
+            raise InputError(f"{name} must be a finite number of seconds >= 0, got {values.show(v)}")
     if end_s is not None and end_s <= start:
         raise InputError(f"end ({end_s:g} s) must come after start ({start:g} s)")
     if start >= file_s:
@@ -200,9 +261,13 @@ def check_time_range(start_s, end_s, file_s: float, limit_s: float = REMIX_MAX_S
 
 def check_clip_request(count, seconds) -> tuple[int, float]:
     """`minriff clips`: a number of clips >= 1 and a positive length (whole milliseconds, as the original)."""
-    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or not 1 <= count <= CLIPS_MAX_COUNT:
-        raise InputError(f"number of clips must be an integer from 1 to {CLIPS_MAX_COUNT}, got {count!r}")
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) \
-            or seconds < 0.001 or seconds > 3600:
-        raise InputError(f"clip length must be between 0.001 and 3600 seconds, got {seconds!r}")
-    return int(count), float(seconds)
+    try:
+        count = values.integer(count, "number of clips", 1, CLIPS_MAX_COUNT)
+    except InputError:
+        raise InputError(f"number of clips must be an integer from 1 to {CLIPS_MAX_COUNT}, "
+                         f"got {values.show(count)}") from None
+    try:
+        seconds = values.number(seconds, "clip length", 0.001, 3600.0)
+    except InputError:
+        raise InputError(f"clip length must be between 0.001 and 3600 seconds, got {values.show(seconds)}") from None
+    return count, seconds

@@ -24,6 +24,10 @@ Guidance > 1 is classifier-free guidance (UNet batch [negative, prompt]); at gui
 three, the UNet runs at batch 1 on the prompt alone and the negative prompt is never encoded, as in
 diffusers: the few-step schedulers (`lcm`, `tcd`, with an LCM-/TCD-LoRA) run at guidance 1.
 
+All three take `decoder=` ("full": the VAE, the default; "taesd": the tiny autoencoder, ~9x faster
+and rougher) and `encoder=` for seed/init images; `decode_preview(latents)` is TAESD's quick look
+for step callbacks.
+
 All three take `callback=fn`: `fn(step_index, total_steps, timestep, latents)` runs after every
 denoising step (index 0 .. total_steps - 1; total_steps is the number of steps actually run, fewer
 than `steps` for image-to-image); `latents` (1, 4, 64, W/8) is a read-only view, so copy it to keep
@@ -35,34 +39,39 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 
 import numpy as np
 
-from minriff import atomic, kernels, longform, prompt_weighting, schedulers, weights
+from minriff import atomic, kernels, longform, prompt_weighting, schedulers, values, weights
 from minriff import remix as remix_mod
-from minriff.audio import io as audio_io
-from minriff.audio import join
-from minriff.audio.spectrogram import SpectrogramParams, audio_to_image
+from minriff.audio.spectrogram import SpectrogramParams, audio_to_image, image_to_audio
 from minriff.configs import SD15_SCHEDULER, ModelConfig
-from minriff.errors import InputError
+from minriff.errors import InputError, NumericsError, WeightsError
 from minriff.inputs import (
     HEIGHT,
+    MAX_PROMPT_CHARS,
     WIDTH_MULTIPLE,
     check_alpha,
+    check_autoencoder,
     check_callback,
     check_guidance,
+    check_negative_prompt,
     check_prompt,
     check_scheduler,
+    check_seed,
     check_steps,
     check_strength,
     image_width,
+    model_image,
     random_seed,
 )
 from minriff.latents import as_rgb_array, fit_width, image_to_model, lerp, mask_to_latent, model_to_image, slerp
 from minriff.models.init import COMPONENTS
-from minriff.progress import Progress
+from minriff.progress import Progress, StageProgress
 from minriff.riffuse import PromptInput
 from minriff.rng import Generator
+from minriff.weights import taesd as taesd_weights
 from minriff.weights.firstrun import ensure_weights
 from minriff.weights.format import MissingTokenizer, config_dicts, write_weights
 
@@ -75,7 +84,8 @@ class Riffusion:
 
     def __init__(self, models: dict | None = None, *, unet=None, vae=None, text_encoder=None, tokenizer=None,
                  scheduler=None, spectrogram: SpectrogramParams | None = None, seed: int | None = None,
-                 backend: str = "cpu", quiet: bool = False, weights_path=None, source: str = ""):
+                 backend: str = "cpu", quiet: bool = False, weights_path=None, source: str = "",
+                 taesd=None, decoder: str = "full", encoder: str = "full"):
         if backend not in kernels.BACKENDS:
             raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(kernels.BACKENDS)}")
         parts = {"text_encoder": text_encoder, "unet": unet, "vae": vae, "tokenizer": tokenizer}
@@ -97,13 +107,15 @@ class Riffusion:
         if spectrogram is not None and not isinstance(spectrogram, SpectrogramParams):
             raise InputError(f"spectrogram must be a SpectrogramParams, got {type(spectrogram).__name__}")
         self.spectrogram = spectrogram
-        self.seed = None if seed is None else _check_seed(seed)
+        self.seed = None if seed is None else check_seed(seed)
         self.quiet = quiet
         self.source = source
         if backend == "cuda":
             for m in (self.text_encoder, self.unet, self.vae):
                 m.apply_to_parameters(self.F.asarray)
         self._text_cache: dict[str, np.ndarray] = {}
+        self.decoder, self.encoder = check_autoencoder(decoder, "decoder"), check_autoencoder(encoder, "encoder")
+        self._taesd = taesd if taesd is None or isinstance(taesd, (str, os.PathLike)) else self._attach_taesd(taesd)
 
     @classmethod
     def load(cls, path=None, backend: str = "cpu", quiet: bool = False, dtype=np.float32, **parts) -> Riffusion:
@@ -171,7 +183,7 @@ class Riffusion:
 
     def _seed_or_random(self, seed) -> int:
         if seed is not None:
-            return _check_seed(seed)
+            return check_seed(seed)
         return self.seed if self.seed is not None else random_seed()
 
     # ---- models: text, image <-> latents --------------------------------------------------------
@@ -196,8 +208,9 @@ class Riffusion:
     def encode_prompt(self, prompt: str) -> np.ndarray:
         """(1, 77, C) text states of a prompt with the original's (word:1.5) weighting syntax; cached."""
         if prompt not in self._text_cache:
+            values.text(prompt, "prompt", MAX_PROMPT_CHARS, allow_empty=True)
             states = prompt_weighting.weighted_embeddings(self.tokenizer, self._run_text_encoder, prompt)
-            self._text_cache[prompt] = np.asarray(states, dtype=np.float32)
+            self._text_cache[prompt] = _finite(np.asarray(states, dtype=np.float32), f"text states of {prompt[:60]!r}")
         return self._text_cache[prompt]
 
     def _run_text_encoder(self, ids: np.ndarray) -> np.ndarray:
@@ -205,21 +218,24 @@ class Riffusion:
         return np.asarray(self.F.to_host(self.text_encoder(self.F.asarray(ids))), dtype=np.float32)
 
     def check_image(self, image, what="seed image") -> np.ndarray:
-        """(512, W, 3) uint8 of a seed/init/mask image. Height must be 512 (the mel bins); a width
-        that is not a multiple of 64 px is stretched (bicubic) to the next multiple, as the
-        original's audio-to-audio page did; `fit_width` stretches results back."""
-        rgb = as_rgb_array(image)
-        h, w = rgb.shape[:2]
-        if h != HEIGHT or w < 2:
-            raise InputError(
-                f"{what} is {w}x{h} px; it must be {HEIGHT} px high (a Riffusion spectrogram, e.g. from "
-                f"`minriff audio2image`) and at least 2 px wide")
-        return fit_width(rgb, math.ceil(w / WIDTH_MULTIPLE) * WIDTH_MULTIPLE)
+        """(512, W, 3) uint8 of a seed/init/mask image (PIL or array). Height must be 512 (the mel
+        bins), the width 2 to `inputs.MAX_IMAGE_WIDTH` px (checked before any conversion)."""
+        return model_image(image, what)
 
-    def encode_image(self, rgb: np.ndarray, generator, progress=None) -> np.ndarray:
-        """(H, W, 3) uint8 -> scaled latents z * scaling_factor, sampled with `generator`.
+    @staticmethod
+    def _model_width(rgb: np.ndarray) -> np.ndarray:
+        """A width that is not a multiple of 64 px is stretched (bicubic) to the next multiple, as
+        the original's audio-to-audio page did; `fit_width` stretches results back."""
+        return fit_width(rgb, math.ceil(rgb.shape[1] / WIDTH_MULTIPLE) * WIDTH_MULTIPLE)
+
+    def encode_image(self, rgb: np.ndarray, generator, encoder: str | None = None, progress=None) -> np.ndarray:
+        """(H, W, 3) uint8 -> scaled latents z * scaling_factor, sampled with `generator` (full VAE), or
+        TAESD's latents as they are: no sampling and no draw from `generator` (diffusers' `.latents`).
         progress: a function called once per VAE stage (default: a bar of its own)."""
         F = self._ops()
+        if self._autoencoder(encoder, "encoder") == "taesd":
+            z = F.to_host(self.taesd.encode(F.asarray(image_to_model(rgb))))
+            return np.asarray(z, dtype=np.float32) * np.float32(self.taesd.config.scaling_factor)
         progress = progress or Progress(self.vae.stages, "encoding (VAE)", self.quiet).update
         mean, logvar = self.vae.encode(F.asarray(image_to_model(rgb)), progress=progress)
         mean, logvar = F.to_host(mean), F.to_host(logvar)
@@ -227,55 +243,101 @@ class Riffusion:
         z = F.to_host(self.vae.sample(F.asarray(mean), F.asarray(logvar), F.asarray(eps)))
         return np.asarray(z, dtype=np.float32) * np.float32(self.config.vae.scaling_factor)
 
-    def decode_latents(self, latents: np.ndarray, progress=None) -> np.ndarray:
-        """Scaled latents (1, 4, 64, W/8) -> (512, W, 3) uint8. progress: as for encode_image."""
-        z = latents / np.float32(self.config.vae.scaling_factor)
+    def decode_latents(self, latents: np.ndarray, decoder: str | None = None, progress=None) -> np.ndarray:
+        """Latents (1, 4, h, w) -> (8h, 8w, 3) uint8 with the full VAE or TAESD (default: the
+        `decoder=` given at construction, "full" unless set). progress: as for encode_image."""
+        vae = self.taesd if self._autoencoder(decoder, "decoder") == "taesd" else self.vae
+        z = _finite(latents, "denoised latents") / np.float32(vae.config.scaling_factor)
         self._ops()
-        # ~30 s at 512x512 on a CPU
-        progress = progress or Progress(self.vae.stages, "decoding (VAE)", self.quiet).update
-        return model_to_image(self.F.to_host(self.vae.decode(self.F.asarray(z.astype(np.float32)),
-                                                             progress=progress)))
+        if vae is self.vae:  # ~30 s at 512x512 on a CPU
+            progress = progress or Progress(self.vae.stages, "decoding (VAE)", self.quiet).update
+            out = vae.decode(self.F.asarray(z.astype(np.float32)), progress=progress)
+        else:  # TAESD: a second or two
+            out = vae.decode(self.F.asarray(z.astype(np.float32)))
+            if progress is not None:
+                for _ in range(self.vae.stages):  # the caller counted the full VAE's stages
+                    progress()
+        return model_to_image(self.F.to_host(out))
+
+    def decode_preview(self, latents: np.ndarray) -> np.ndarray:
+        """A quick look at latents mid-run (e.g. from a step callback): TAESD's decode, (8h, 8w, 3) uint8."""
+        return self.decode_latents(np.asarray(latents, dtype=np.float32), decoder="taesd")
+
+    # ---- TAESD, the tiny autoencoder (models/taesd.py, weights/taesd.py) -------------------------
+    @property
+    def taesd(self):
+        """AutoencoderTiny, loaded on first use: the `taesd=` of the constructor (a model or a file),
+        else the file `weights.taesd.find_taesd` finds ($MINRIFF_TAESD, beside the weights, ./weights/)."""
+        if self._taesd is None or isinstance(self._taesd, (str, os.PathLike)):
+            path = self._taesd or taesd_weights.find_taesd(beside=self.source or None)
+            if path is None:
+                raise WeightsError(f"no TAESD weights found ($MINRIFF_TAESD, beside the weights file, ./weights/); "
+                                   f"{taesd_weights.HOW_TO_GET}")
+            self._taesd = self._attach_taesd(taesd_weights.load_taesd(path))
+        return self._taesd
+
+    def _attach_taesd(self, model):
+        if model.config.latent_channels != self.latent_channels or model.downscale != self.latent_downscale:
+            raise WeightsError(f"this TAESD makes {model.config.latent_channels}-channel latents at "
+                               f"1/{model.downscale} size; the model needs {self.latent_channels} channels at "
+                               f"1/{self.latent_downscale} (madebyollin/taesd is the one for SD v1.x and Riffusion)")
+        return model.apply_to_parameters(self.F.asarray) if self.backend == "cuda" else model
+
+    def _autoencoder(self, name: str | None, what: str) -> str:
+        """The checked decoder/encoder choice of a call (None: the construction default); TAESD is
+        loaded now, so a missing file is reported before the denoising, not after it."""
+        name = check_autoencoder(getattr(self, what) if name is None else name, what)
+        if name == "taesd":
+            _ = self.taesd
+        return name
 
     # ---- text -> spectrogram --------------------------------------------------------------------
     def generate_spectrogram(self, prompt: str, negative_prompt: str | None = None, duration_s: float = 5.0,
                              steps: int = 30, guidance: float = 7.0, seed: int | None = None,
                              scheduler=None, init_image=None, strength: float = 0.75,
-                             callback=None) -> np.ndarray:
+                             callback=None, decoder: str | None = None, encoder: str | None = None) -> np.ndarray:
         """Text -> (512, W, 3) uint8 spectrogram. With `init_image` (a 512-px-high spectrogram) this is
         image-to-image at `strength` (diffusers' img2img schedule) and the width is the image's.
         scheduler: a name or object (default: the one given at construction, else dpmpp2m).
         `callback(step_index, total_steps, timestep, latents)` after each step (module docstring).
-        The seed used is kept in `self.last_seed`."""
+        decoder / encoder: "full" (the VAE) or "taesd" (default: the construction's). The seed used is
+        kept in `self.last_seed`."""
         check_prompt(prompt)
+        decoder = self._autoencoder(decoder, "decoder")
+        check_autoencoder(self.encoder if encoder is None else encoder, "encoder")  # (used with init_image)
+        check_negative_prompt(negative_prompt)
         steps, guidance = check_steps(steps), check_guidance(guidance)
         scheduler = check_scheduler(self._scheduler_or(scheduler, "dpmpp2m"))
+        rgb = None
+        if init_image is None:
+            width = image_width(duration_s)
+        else:
+            strength = check_strength(strength)
+            rgb = model_image(init_image, "init image")
+            width = rgb.shape[1]
         check_callback(callback)
         seed = self.last_seed = self._seed_or_random(seed)
         gen = Generator(seed)
         cond = self.encode_prompt(prompt)
         context = self._context(cond, lambda: self.encode_prompt(negative_prompt or ""), guidance)
         sched = self.make_scheduler(scheduler, steps)
-        if init_image is None:
-            shape = self.latent_shape(image_width(duration_s))
-            latents = gen.randn(shape) * np.float32(sched.init_noise_sigma)
+        if rgb is None:
+            latents = gen.randn(self.latent_shape(width)) * np.float32(sched.init_noise_sigma)
             timesteps = list(sched.timesteps)
         else:
-            strength = check_strength(strength)
-            width = as_rgb_array(init_image).shape[1]
-            z = self.encode_image(self.check_image(init_image, "init image"), gen)
+            z = self.encode_image(self._model_width(rgb), gen, encoder)
             timesteps = list(schedulers.img2img_timesteps(sched, steps, strength))
             noise = gen.randn(z.shape)
             latents = np.asarray(sched.add_noise(z, noise, timesteps[0]), dtype=np.float32)
         latents = self._sample(sched, timesteps, latents.astype(np.float32), context, guidance,
                                "denoising", generator=gen, callback=callback)
-        image = self.decode_latents(latents)
-        return image if init_image is None else fit_width(image, width)
+        return fit_width(self.decode_latents(latents, decoder), width)
 
     def interpolate_styles(self, prompt_a: str, prompt_b: str, alpha: float, seed_a: int | None = None,
                            seed_b: int | None = None, negative_prompt: str | None = None,
                            duration_s: float = 5.0, steps: int = 30, guidance: float = 7.0,
                            scheduler=None, seed_image=None, denoising: float = 0.75,
-                           callback=None) -> np.ndarray:
+                           callback=None, decoder: str | None = None, encoder: str | None = None) -> np.ndarray:
         """A spectrogram between two prompts: text states lerped, the two seeds' noises slerped, at
         `alpha` (0 = A, 1 = B). With `seed_image` it is exactly `riffuse` (img2img at `denoising`).
         seed_a: default the construction seed, else 42; seed_b: default seed_a.
@@ -284,16 +346,20 @@ class Riffusion:
         scheduler = self._scheduler_or(scheduler, "pndm" if seed_image is not None else "dpmpp2m")
         alpha = check_alpha(alpha)
         check_callback(callback)
-        seed_a = _check_seed(seed_a) if seed_a is not None else (self.seed if self.seed is not None else 42)
-        seed_b = seed_a if seed_b is None else _check_seed(seed_b)
+        seed_a = check_seed(seed_a, "seed A") if seed_a is not None else (self.seed if self.seed is not None else 42)
+        seed_b = seed_a if seed_b is None else check_seed(seed_b, "seed B")
         if seed_image is not None:
             a = PromptInput(prompt_a, seed_a, negative_prompt, denoising, guidance)
             b = PromptInput(prompt_b, seed_b, negative_prompt, denoising, guidance)
-            return self.riffuse(a, b, alpha, seed_image, steps=steps, scheduler=scheduler, callback=callback)
+            return self.riffuse(a, b, alpha, seed_image, steps=steps, scheduler=scheduler, callback=callback,
+                                decoder=decoder, encoder=encoder)
         check_prompt(prompt_a, "prompt A")
         check_prompt(prompt_b, "prompt B")
+        check_negative_prompt(negative_prompt)
         steps, guidance = check_steps(steps), check_guidance(guidance)
         scheduler = check_scheduler(scheduler)
+        decoder = self._autoencoder(decoder, "decoder")
+        check_autoencoder(self.encoder if encoder is None else encoder, "encoder")  # (used with seed_image)
         shape = self.latent_shape(image_width(duration_s))
         gen = Generator(seed_a)
         noise = slerp(alpha, gen.randn(shape), Generator(seed_b).randn(shape))
@@ -303,10 +369,10 @@ class Riffusion:
         latents = noise * np.float32(sched.init_noise_sigma)
         latents = self._sample(sched, list(sched.timesteps), latents, context, guidance, "denoising", generator=gen,
                                callback=callback)
-        return self.decode_latents(latents)
+        return self.decode_latents(latents, decoder)
 
     def riffuse(self, start, end, alpha: float, seed_image, mask=None, steps: int = 50,
-                scheduler=None, callback=None) -> np.ndarray:
+                scheduler=None, callback=None, decoder: str | None = None, encoder: str | None = None) -> np.ndarray:
         """One request of the original Riffusion server (reference/riffusion.md §2.3-2.5).
 
         start/end: `riffuse.PromptInput` or dicts with its fields. Text states, guidance and denoising
@@ -317,24 +383,29 @@ class Riffusion:
         scheduler: default the construction one, else pndm (the original's). With a scheduler other
         than PNDM the noise level and steps follow diffusers' img2img instead.
         `callback(step_index, total_steps, timestep, latents)` after each step (module docstring; with
-        a mask it sees the blended latents)."""
+        a mask it sees the blended latents). decoder / encoder: "full" or "taesd" (TAESD encodes
+        without sampling, so start.seed then only seeds the noise)."""
         start = start if isinstance(start, PromptInput) else PromptInput.from_dict(start, "start")
         end = end if isinstance(end, PromptInput) else PromptInput.from_dict(end, "end")
         alpha = check_alpha(alpha)
         check_callback(callback)
         steps = check_steps(steps)
         scheduler = check_scheduler(self._scheduler_or(scheduler, "pndm"))
-        for p, name in ((start, "start"), (end, "end")):
+        decoder, encoder = self._autoencoder(decoder, "decoder"), self._autoencoder(encoder, "encoder")
+        for p, name in ((start, "start"), (end, "end")):  # the fields may have changed since construction
             check_prompt(p.prompt, f"{name} prompt")
-            check_guidance(p.guidance)
+            check_negative_prompt(p.negative_prompt, f"{name} negative prompt")
+            check_seed(p.seed, f"{name} seed")
+            check_guidance(p.guidance, f"{name} guidance")
             check_strength(p.denoising, f"{name} denoising")
         guidance = float(lerp(start.guidance, end.guidance, alpha))
         strength = float(lerp(start.denoising, end.denoising, alpha))
-        width = as_rgb_array(seed_image).shape[1]
-        rgb = self.check_image(seed_image)
+        seed_rgb = self.check_image(seed_image)
+        width = seed_rgb.shape[1]
+        rgb = self._model_width(seed_rgb)
         keep = None
         if mask is not None:
-            mask_rgb = as_rgb_array(mask)
+            mask_rgb = self.check_image(mask, "mask image")
             if mask_rgb.shape[:2] != (HEIGHT, width):
                 raise InputError(f"mask image is {mask_rgb.shape[1]}x{mask_rgb.shape[0]} px but the seed image is "
                                  f"{width}x{HEIGHT} px; they must match")
@@ -345,7 +416,7 @@ class Riffusion:
         context = self._context(cond, lambda: lerp(self.encode_prompt(start.negative_prompt or ""),
                                                    self.encode_prompt(end.negative_prompt or ""), np.float32(alpha)),
                                 guidance)
-        z = self.encode_image(rgb, Generator(start.seed))
+        z = self.encode_image(rgb, Generator(start.seed), encoder)
         sched = self.make_scheduler(scheduler, steps)
         if isinstance(sched, schedulers.PNDMScheduler):
             t0, timesteps = schedulers.riffusion_img2img_schedule(sched, steps, strength)
@@ -363,7 +434,7 @@ class Riffusion:
 
         latents = self._sample(sched, timesteps, latents, context, guidance, "riffusing",
                                after_step=blend if keep is not None else None, generator=gen_a, callback=callback)
-        return fit_width(self.decode_latents(latents), width)
+        return fit_width(self.decode_latents(latents, decoder), width)
 
     # ---- longer music: clip by clip, and audio-to-audio ----------------------------------------------
     def generate_long(self, prompt: str, duration_s: float = 60.0, *, negative_prompt: str | None = None,
@@ -407,18 +478,18 @@ class Riffusion:
         """Spectrogram image -> waveform (C, (W - 1) * 441) float32 at 44.1 kHz (`audio.spectrogram`,
         then the original's loudness stage on the whole), with a progress bar per conversion stage.
         Parameters: the `spectrogram=` given at construction, else Riffusion's (stereo guessed from
-        the pixels). Images wider than `join.CHUNK_PX` are converted in overlapping pieces crossfaded
-        over `join.OVERLAP_PX` (memory grows with width: ~1.9 GB peak at 4096 px), so any length
-        takes bounded memory for the conversion (plus the waveform itself)."""
-        return audio_io.loudness_riffusion(self.spectrogram_to_wave(image, method=method, seed=seed))
+        the pixels). Images wider than `join.chunk_width` (4096 px mono) are converted in overlapping
+        pieces crossfaded over `join.OVERLAP_PX`, so memory stays ~2 GB whatever the width."""
+        return image_to_audio(as_rgb_array(image, "spectrogram image"), self.spectrogram, method=method, seed=seed,
+                              loudness="riffusion", progress=StageProgress(self.quiet))
 
     def spectrogram_to_wave(self, image, method: str = "nnls", seed: int = 0, params: SpectrogramParams | None = None,
                             link_channels: bool = False) -> np.ndarray:
         """`spectrogram_to_audio` without the loudness stage. params: default as there.
         link_channels: both channels of a stereo image start Griffin-Lim from the same random phase,
         so equal channels give equal audio and similar ones stay in phase (`audio.spectrogram`)."""
-        return join.image_to_wave(as_rgb_array(image), params or self.spectrogram, method=method, seed=seed,
-                                   quiet=self.quiet, link_channels=link_channels)
+        return image_to_audio(as_rgb_array(image, "spectrogram image"), params or self.spectrogram, method=method,
+                              seed=seed, loudness=None, progress=StageProgress(self.quiet), link_channels=link_channels)
 
     def audio_to_spectrogram(self, waveform: np.ndarray, sample_rate: int = 44100) -> np.ndarray:
         """Waveform (C, N) -> (512, W, 3) uint8 spectrogram with this pipeline's parameters."""
@@ -481,6 +552,7 @@ class Riffusion:
         for comp in COMPONENTS:
             setattr(new, comp, copy.deepcopy(getattr(self, comp)))
         new.tokenizer = copy.deepcopy(self.tokenizer)
+        new._taesd = copy.deepcopy(self._taesd)
         new.scheduler = copy.deepcopy(self.scheduler)
         new.scheduler_config = copy.deepcopy(self.scheduler_config)
         new._text_cache = dict(self._text_cache)
@@ -507,8 +579,9 @@ class Riffusion:
                              dtype)
 
 
-def _check_seed(seed) -> int:
-    """Seeds as torch.Generator.manual_seed takes them: integers from -2^63 to 2^64 - 1."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not -(2**63) <= seed < 2**64:
-        raise InputError(f"seed must be an integer that fits in 64 bits, got {seed!r}")
-    return int(seed)
+def _finite(a: np.ndarray, what: str) -> np.ndarray:
+    """Nothing made from NaN or infinity is written: refuse it where it first shows."""
+    if not np.all(np.isfinite(a)):
+        raise NumericsError(f"{what} contain NaN or infinity (inputs at the edge of their ranges, or broken "
+                            f"weights); nothing was written")
+    return a

@@ -223,9 +223,7 @@ def remix(riff, audio, prompt: str, strength: float = 0.55, *, sample_rate: int 
         else:
             bar.update()
         if join == "audio":
-            from PIL import Image
-
-            piece = image_to_audio(Image.fromarray(_channels_rgb(pixels)), params, method=method, loudness=None,
+            piece = image_to_audio(_channels_rgb(pixels), params, method=method, loudness=None,
                                    progress=StageProgress(True), link_channels=True)
             pieces.append((a * hop, piece))
             continue
@@ -239,5 +237,6 @@ def remix(riff, audio, prompt: str, strength: float = 0.55, *, sample_rate: int 
     if join == "audio":
         raw = audio_join.crossfade(pieces, (width - 1) * hop)
     else:
-        raw = audio_join.image_to_wave(_channels_rgb(out), params, method=method, quiet=quiet, link_channels=True)
+        raw = image_to_audio(_channels_rgb(out), params, method=method, loudness=None,
+                             progress=StageProgress(quiet), link_channels=True)
     return audio_io.loudness_riffusion(raw[:, :n]), SAMPLE_RATE

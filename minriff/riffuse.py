@@ -1,8 +1,10 @@
 """The original Riffusion server's request and response (reference/riffusion.md §3.2), checked.
 
-`InferenceInput.from_dict(d)` accepts the JSON the web app posts to `/run_inference/`. Unlike the
-original (dacite, strict types) an integer is accepted where a float is declared (`"guidance": 7`).
-Every problem is an InputError naming the field.
+`InferenceInput.from_json(body)` parses what the web app posts to `/run_inference/` (bytes or str;
+limits in `minriff.values.parse_json`), `InferenceInput.from_dict(d)` checks a parsed object.
+Unlike the original (dacite) an integer is accepted where a float is declared (`"guidance": 7`),
+NumPy scalars are accepted from Python callers, and an unknown field is an error (dacite ignored a
+misspelt "guidence"). Every problem is an InputError naming the field.
 
 Image ids (`seed_image_id`, `mask_image_id`) name PNGs inside the seed-image folders and nothing
 else: `resolve_image_id` refuses folders, absolute paths and symlinks that lead outside, with the
@@ -15,27 +17,41 @@ import json
 import os
 import re
 import stat
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import numpy as np
+
+from minriff import values
 from minriff.errors import InputError
+from minriff.inputs import (
+    check_alpha,
+    check_guidance,
+    check_negative_prompt,
+    check_prompt,
+    check_seed,
+    check_steps,
+    check_strength,
+)
 
 SEED_IMAGES_ENV = "MINRIFF_SEED_IMAGES"
 IMAGE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")  # a file name in a seed-image folder, without .png
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MAX_ID_CHARS = 255  # a seed/mask image id is a file name
 
 
 def _number(d: dict, key: str, where: str, default=None, integer=False):
+    """The field's value if it has the right type (ranges: the dataclasses' checks)."""
     if key not in d or d[key] is None:
         if default is None:
             raise InputError(f"{where}: missing required field {key!r}")
         return default
     v = d[key]
-    ok = isinstance(v, int) if integer else isinstance(v, (int, float))
-    if isinstance(v, bool) or not ok:
+    ok = values.is_number(v) and (not integer or isinstance(v, (int, np.integer)))
+    if not ok:
         kind = "an integer" if integer else "a number"
-        raise InputError(f"{where}: field {key!r} must be {kind}, got {v!r}")
-    return int(v) if integer else float(v)
+        raise InputError(f"{where}: field {key!r} must be {kind}, got {values.show(v)}")
+    return v
 
 
 def _string(d: dict, key: str, where: str, default=..., optional=False):
@@ -45,33 +61,60 @@ def _string(d: dict, key: str, where: str, default=..., optional=False):
         return default
     v = d[key]
     if not isinstance(v, str):
-        raise InputError(f"{where}: field {key!r} must be a string, got {v!r}")
+        raise InputError(f"{where}: field {key!r} must be a string, got {values.show(v)}")
     return v
+
+
+def _known_fields(d: dict, cls, where: str) -> None:
+    """A misspelt field ("guidence") must not be ignored silently."""
+    known = [f.name for f in fields(cls)]
+    unknown = [k for k in d if k not in known]
+    if unknown:
+        raise InputError(f"{where}: unknown field {values.show(unknown[0])} (fields: {', '.join(known)})")
+
+
+def _where(where: str, make):
+    """Build a dataclass, its checks' messages prefixed with where it sits in the request."""
+    try:
+        return make()
+    except InputError as e:
+        raise InputError(f"{where} {e}") from None
 
 
 @dataclass
 class PromptInput:
+    """One end of a request. Constructing it checks every field (`minriff.inputs`)."""
+
     prompt: str
     seed: int
     negative_prompt: str | None = None
     denoising: float = 0.75
     guidance: float = 7.0
 
+    def __post_init__(self):
+        self.prompt = check_prompt(self.prompt)
+        self.seed = check_seed(self.seed)
+        self.negative_prompt = check_negative_prompt(self.negative_prompt)
+        self.denoising = check_strength(self.denoising, "denoising")
+        self.guidance = check_guidance(self.guidance)
+
     @classmethod
     def from_dict(cls, d, where: str) -> PromptInput:
         if not isinstance(d, dict):
-            raise InputError(f"{where} must be a JSON object, got {d!r}")
-        return cls(
-            prompt=_string(d, "prompt", where),
-            seed=_number(d, "seed", where, integer=True),
-            negative_prompt=_string(d, "negative_prompt", where, default=None, optional=True),
-            denoising=_number(d, "denoising", where, default=0.75),
-            guidance=_number(d, "guidance", where, default=7.0),
-        )
+            raise InputError(f"{where} must be a JSON object, got {values.show(d)}")
+        _known_fields(d, cls, where)
+        kw = dict(prompt=_string(d, "prompt", where), seed=_number(d, "seed", where, integer=True),
+                  negative_prompt=_string(d, "negative_prompt", where, default=None, optional=True),
+                  denoising=_number(d, "denoising", where, default=0.75),
+                  guidance=_number(d, "guidance", where, default=7.0))
+        return _where(where, lambda: cls(**kw))
 
 
 @dataclass
 class InferenceInput:
+    """The server's request. Constructing it checks every field; `from_json` is the one parser of
+    request bodies (size, depth, encoding and number limits: `minriff.values.parse_json`)."""
+
     start: PromptInput
     end: PromptInput
     alpha: float
@@ -79,29 +122,36 @@ class InferenceInput:
     seed_image_id: str = "og_beat"
     mask_image_id: str | None = None
 
+    def __post_init__(self):
+        for name in ("start", "end"):
+            if not isinstance(getattr(self, name), PromptInput):
+                raise InputError(f"{name} must be a PromptInput, got {type(getattr(self, name)).__name__}")
+        self.alpha = check_alpha(self.alpha)
+        self.num_inference_steps = check_steps(self.num_inference_steps, "num_inference_steps")
+        self.seed_image_id = values.text(self.seed_image_id, "seed_image_id", MAX_ID_CHARS)
+        if self.mask_image_id is not None:
+            self.mask_image_id = values.text(self.mask_image_id, "mask_image_id", MAX_ID_CHARS)
+
     @classmethod
     def from_dict(cls, d) -> InferenceInput:
         if not isinstance(d, dict):
             raise InputError(f"request must be a JSON object, got {type(d).__name__}")
+        _known_fields(d, cls, "request")
         for key in ("start", "end"):
             if key not in d:
                 raise InputError(f"request: missing required field {key!r}")
-        return cls(
-            start=PromptInput.from_dict(d["start"], "start"),
-            end=PromptInput.from_dict(d["end"], "end"),
-            alpha=_number(d, "alpha", "request"),
-            num_inference_steps=_number(d, "num_inference_steps", "request", default=50, integer=True),
-            seed_image_id=_string(d, "seed_image_id", "request", default="og_beat", optional=True),
-            mask_image_id=_string(d, "mask_image_id", "request", default=None, optional=True),
-        )
+        start = PromptInput.from_dict(d["start"], "start")
+        end = PromptInput.from_dict(d["end"], "end")
+        kw = dict(alpha=_number(d, "alpha", "request"),
+                  num_inference_steps=_number(d, "num_inference_steps", "request", default=50, integer=True),
+                  seed_image_id=_string(d, "seed_image_id", "request", default="og_beat", optional=True),
+                  mask_image_id=_string(d, "mask_image_id", "request", default=None, optional=True))
+        return _where("request:", lambda: cls(start=start, end=end, **kw))
 
     @classmethod
-    def from_json(cls, text: str) -> InferenceInput:
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(f"malformed JSON request: {e}") from None
-        return cls.from_dict(d)
+    def from_json(cls, data) -> InferenceInput:
+        """A request body (bytes as received, or str) -> checked request, or InputError."""
+        return cls.from_dict(values.parse_json(data, "JSON request"))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -111,6 +111,16 @@ def silu(x):
     return _map(ew.silu_flat, x)
 
 
+def relu(x, residual=None):
+    """max(x, 0); with `residual`, max(x + residual, 0) in one pass."""
+    if residual is None:
+        return _map(ew.relu_flat, x)
+    xf, rf = _f32(x), _f32(residual)
+    out = np.empty_like(xf)
+    ew.add_relu_flat(xf.reshape(-1), rf.reshape(-1), out.reshape(-1))
+    return out
+
+
 def gelu(x):
     return _map(ew.gelu_flat, x)
 

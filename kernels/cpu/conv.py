@@ -2,9 +2,10 @@
 
 - 1x1, stride 1, no padding: GEMMs (O, C) @ (C, band of H*W) on the input itself, no copy.
 - 3x3, stride 1, >= WINOGRAD_MIN_CHANNELS input channels, images of 16x16 and up (SD's 16, 32
-  and 64 px layers, the VAE's): Winograd F(2x2, 3x3), winograd.py, 2.25x fewer multiplies.
-  Measured against the paths it replaced (2 threads): 1.4-1.7x the taps path at 32 and 64 px,
-  1.3-1.5x the batch path at 16 px.
+  and 64 px layers, the VAE's, TAESD's 64-channel ones): Winograd F(2x2, 3x3), winograd.py, 2.25x
+  fewer multiplies. Measured against the paths it replaced (2 threads): 1.4-1.7x the taps path at
+  32 and 64 px, 1.3-1.5x the batch path at 16 px; at 64 channels (TAESD, 64-512 px, one thread,
+  CPU time) 1.1-1.35x the taps path.
 - small images (at most BATCH_COLUMNS output pixels in the whole batch: SD's 8x8 layers, and
   16x16 ones with few channels): im2col of the whole batch and one GEMM (O, 9C) @ (9C, N*Ho*Wo).
   The weights are the big operand there (118 MB for 2560 -> 1280 channels); per-tap GEMMs on
@@ -37,7 +38,7 @@ COLS_LIMIT_BYTES = 64 << 20
 BAND_COLUMNS = 2048  # output pixels (padded width) per GEMM work item
 TAPS_MIN_CHANNELS = 64  # below this a K = C GEMM per tap is too thin; im2col's K = 9C wins
 BATCH_COLUMNS = 512  # at most this many output pixels in the whole batch: one im2col GEMM
-WINOGRAD_MIN_CHANNELS = 128  # input channels; and >= 4 output channels (VAE's 128 -> 3 is faster by taps)
+WINOGRAD_MIN_CHANNELS = 64  # input channels; and >= 4 output channels (VAE's 128 -> 3 is faster by taps)
 WINOGRAD_MIN_PIXELS = 256  # output pixels per image (16x16); at 8x8 the batch path was 1.0-1.3x faster
 PATHS = ("1x1", "batch", "winograd", "taps", "im2col")
 FORCE_PATH = None  # tests: one of PATHS to run every conv it applies to through that path

@@ -1,5 +1,5 @@
-"""Numba elementwise kernels: activations, GEGLU, nearest upsample, bias rows, timestep
-embedding. Pure maps: any thread split gives the same bits."""
+"""Numba elementwise kernels: activations (ReLU with a fused residual add), GEGLU, nearest
+upsample, bias rows, timestep embedding. Pure maps: any thread split gives the same bits."""
 from __future__ import annotations
 
 import math
@@ -30,6 +30,23 @@ def quick_gelu_flat(x, out):
     for i in prange(x.size):
         prefer_wide_vectors()
         out[i] = x[i] * sigmoidf(np.float32(1.702) * x[i])
+
+
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, parallel=True)
+def relu_flat(x, out):
+    for i in prange(x.size):
+        prefer_wide_vectors()
+        v = x[i]
+        out[i] = np.float32(0) if v < 0 else v  # (not v > 0: NaN stays NaN, as in torch)
+
+
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, parallel=True)
+def add_relu_flat(x, r, out):
+    """out = max(x + r, 0): a residual block's skip add and its ReLU in one pass over memory."""
+    for i in prange(x.size):
+        prefer_wide_vectors()
+        v = x[i] + r[i]
+        out[i] = np.float32(0) if v < 0 else v
 
 
 @njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, parallel=True)

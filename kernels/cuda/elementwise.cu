@@ -1,4 +1,4 @@
-// Elementwise ops: activations, bias adds and the scheduler's linear combinations.
+// Elementwise ops: activations (ReLU with a fused residual add), bias adds and the scheduler's linear combinations.
 // Launch shape for every kernel here: grid (min(ceil(n / 256), max_grid)), block (256), max_grid
 // filling the device (32 blocks per SM on a GPU); each thread
 // walks a grid-stride loop, so any n fits any grid.
@@ -10,6 +10,21 @@ __device__ __forceinline__ float gelu_f(float v) { return 0.5f * v * (1.0f + erf
 extern "C" __global__ void silu(const float* __restrict__ x, float* __restrict__ y, long long n) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
         y[i] = silu_f(x[i]);
+}
+
+// y[i] = max(x[i], 0); NaN stays NaN (as torch.relu)
+extern "C" __global__ void relu(const float* __restrict__ x, float* __restrict__ y, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        y[i] = x[i] < 0.0f ? 0.0f : x[i];
+}
+
+// y[i] = max(x[i] + r[i], 0): a residual block's skip add and ReLU in one pass (TAESD)
+extern "C" __global__ void add_relu(const float* __restrict__ x, const float* __restrict__ r, float* __restrict__ y,
+                                    long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        float v = x[i] + r[i];
+        y[i] = v < 0.0f ? 0.0f : v;
+    }
 }
 
 // y[i] = x[i] * Phi(x[i]), the exact (erf) GELU

@@ -65,6 +65,17 @@ def silu(x):
     return _unary("silu", x)
 
 
+def relu(x, residual=None):
+    """max(x, 0); with `residual`, max(x + residual, 0) in one kernel."""
+    if residual is None:
+        return _unary("relu", x)
+    x, r = _f32(x), _f32(residual)
+    y = xp.empty_like(x)
+    if x.size:
+        _k("elementwise", "add_relu")(_grid(x.size), THREADS, (x, r, y, x.size))
+    return y
+
+
 def gelu(x):
     return _unary("gelu", x)
 

@@ -1,9 +1,11 @@
 """`minriff bench unet`: one UNet step (batch 2 = classifier-free guidance pair, 64×64 latents,
 77 text tokens) with full-size weights, median of >= 3 runs; `minriff bench vae`: one VAE decode
-of a 64×64 latent (a 512×512 spectrogram). Each also runs in diffusers/torch on
-the same weights and inputs (in a child process, same thread count, rounds interleaved with
-minriff's) when torch is installed, as a ratio torch_time / minriff_time (> 1: minriff is
-faster), and the largest difference between the two outputs; peak RSS of this process.
+of a 64×64 latent (a 512×512 spectrogram); `bench vae --decoder taesd`: the same with TAESD
+(diffusers' AutoencoderTiny as the baseline), and minriff's full VAE in the same rounds. Each
+also runs in diffusers/torch on the same weights and inputs (in a child process, same thread
+count, rounds interleaved with minriff's) when torch is installed, as a ratio torch_time /
+minriff_time (> 1: minriff is faster), and the largest difference between the two outputs; peak
+RSS of this process.
 
 Random weights come from `minriff.model_init.init_random`: fan-in scaling so activations stay O(1)
 through the network, values tiled from one random pool (generating 860 M normals would dominate
@@ -20,13 +22,20 @@ import numpy as np
 from minriff import configs, kernels
 from minriff.bench.common import ChildTimer, emit, peak_rss_mb, torch_or_none
 from minriff.bench.ops import SETTLE_S
-from minriff.models.init import init_random
+from minriff.configs import TAESDConfig
+from minriff.models.init import init_random, random_taesd
 from minriff.models.unet import UNet2DConditionModel
 from minriff.models.vae import AutoencoderKL
+from minriff.weights.taesd import load_taesd
 
 
 def _minriff_model(kind: str, weights_path):
-    """-> (model, config, source) for kind "unet" or "vae": from a weights file, or random."""
+    """-> (model, config, source) for kind "unet", "vae" or "taesd": from a weights file, or random."""
+    if kind == "taesd":
+        if weights_path:
+            model = load_taesd(weights_path)
+            return model, model.config, f"file {weights_path}"
+        return random_taesd("taesd"), TAESDConfig(), "random madebyollin/taesd shapes"
     model_cls, cfg_of = (UNet2DConditionModel, lambda c: c.unet) if kind == "unet" else (AutoencoderKL, lambda c: c.vae)
     if weights_path:
         from minriff import weights
@@ -43,7 +52,7 @@ def _inputs(kind: str, cfg, quick: bool) -> tuple:
     vae: latents (1, C, hw, hw) to decode."""
     hw = 32 if quick else 64
     rng = np.random.default_rng(1)
-    if kind == "vae":
+    if kind in ("vae", "taesd"):
         return (rng.standard_normal((1, cfg.latent_channels, hw, hw), dtype=np.float32),)
     x = rng.standard_normal((2, cfg.in_channels, hw, hw), dtype=np.float32)
     t = np.array([981.0, 981.0], dtype=np.float32)
@@ -55,6 +64,8 @@ def _torch_model(kind: str, torch, model, cfg):
     """diffusers' UNet or VAE sharing minriff's parameter arrays (no copy; built on the meta device)."""
     if kind == "unet":
         from diffusers import UNet2DConditionModel as TorchModel
+    elif kind == "taesd":
+        from diffusers import AutoencoderTiny as TorchModel
     else:
         from diffusers import AutoencoderKL as TorchModel
 
@@ -67,7 +78,7 @@ def _torch_model(kind: str, torch, model, cfg):
 
 
 def _call(kind: str, model, arrays):
-    """One step: the UNet's noise prediction, or the VAE's decoded image (either library)."""
+    """One step: the UNet's noise prediction, or the VAE's / TAESD's decoded image (either library)."""
     return model(*arrays) if kind == "unet" else model.decode(*arrays)
 
 
@@ -96,7 +107,7 @@ def run(args) -> int:
     kernels.backend(args.backend)
     F = kernels.ops()
     t0 = time.perf_counter()
-    kind = args.target
+    kind = "taesd" if args.target == "vae" and getattr(args, "decoder", "full") == "taesd" else args.target
     model, cfg, source = _minriff_model(kind, args.weights)
     build_s = time.perf_counter() - t0
     arrays = _inputs(kind, cfg, quick)
@@ -112,6 +123,10 @@ def run(args) -> int:
     t0 = time.perf_counter()
     step()  # first call: kernel compilation / caches (reported, not in the median)
     first_s = time.perf_counter() - t0
+    # TAESD: the full VAE's decode of the same latents, timed in the same rounds (random sd15 weights)
+    full_vae = _minriff_model("vae", None)[0] if kind == "taesd" else None
+    if full_vae is not None:
+        _call("vae", full_vae, on_device)
     try:
         import numba
         threads = numba.get_num_threads()
@@ -127,13 +142,18 @@ def run(args) -> int:
         except RuntimeError as e:
             row["torch_s"] = f"unavailable: {e}"
     # interleaved rounds (minriff step, torch step), so machine load hits both alike
-    ours, theirs = [], []
+    ours, theirs, full = [], [], []
     try:
         for _ in range(repeat):
             time.sleep(SETTLE_S)
             t0 = time.perf_counter()
             step()
             ours.append(time.perf_counter() - t0)
+            if full_vae is not None:
+                time.sleep(SETTLE_S)
+                t0 = time.perf_counter()
+                _call("vae", full_vae, on_device)
+                full.append(time.perf_counter() - t0)
             if child is not None:
                 time.sleep(SETTLE_S)
                 theirs.append(child.time("step"))
@@ -148,6 +168,9 @@ def run(args) -> int:
     if theirs:
         row["torch_s"] = statistics.median(theirs)
         row["ratio_torch_over_minriff"] = row["torch_s"] / row["minriff_s"]
+    if full:
+        row["full_vae_s"] = statistics.median(full)
+        row["full_vae_over_taesd"] = row["full_vae_s"] / row["minriff_s"]
     finite = bool(np.isfinite(F.to_host(out)).all())
     extra = dict(weights=source, build_s=round(build_s, 1), repeat=repeat, threads=threads, finite=finite,
                  peak_rss_mb=round(peak_rss_mb()), parameters_m=round(model.num_parameters() / 1e6, 1),
@@ -163,7 +186,9 @@ def run(args) -> int:
             extra["profile"] = {"by_op": [dict(op=o, calls=n, seconds=round(s, 4)) for o, n, s in prof.by_op()],
                                 "by_shape": [dict(op=o, shapes=sh, calls=n, seconds=round(s, 4), gflops=round(g, 1))
                                              for o, sh, n, s, g in prof.by_shape(40)]}
-    title = "UNet step" if kind == "unet" else f"VAE decode to {hw * cfg.downscale}x{hw * cfg.downscale} px"
+    size = f"{hw * cfg.downscale}x{hw * cfg.downscale} px" if kind != "unet" else ""
+    title = {"unet": "UNet step", "vae": f"VAE decode to {size}",
+             "taesd": f"TAESD decode to {size} (full_vae_s: minriff's full VAE, same latents, same rounds)"}[kind]
     emit([row], args.json, f"{title} (median seconds; ratio > 1 means minriff is faster)", extra)
     if prof is not None and not args.json:
         print(f"\nprofile of one more call: {prof.total():.2f} s in ops\n" + prof.table())

@@ -3,6 +3,7 @@ checked before the weights load; at --strength 0 no weights are loaded at all (t
 spectrogram round trip). The output is written atomically (minriff.atomic)."""
 from __future__ import annotations
 
+from minriff.cli import int_arg
 from minriff.cli.generate import _audio_format, _check_outputs, _common, _load, _say, _scheduler
 from minriff.errors import InputError
 
@@ -19,11 +20,11 @@ class remix:
         p.add_argument("--start", help="start of the part to remix (seconds: 30, 30s, 1:30; default 0)")
         p.add_argument("--end", help="end of the part (default: the end of the file; at most 600 s after --start)")
         p.add_argument("--guidance", type=float, default=7.0, help="classifier-free guidance scale (default 7)")
-        p.add_argument("--seed", type=int, help="random seed (default: random, printed)")
+        p.add_argument("--seed", type=int_arg, help="random seed (default: random, printed)")
         p.add_argument("--negative", help="negative prompt (needs --guidance > 1)")
-        p.add_argument("--window-px", type=int, default=512,
+        p.add_argument("--window-px", type=int_arg, default=512,
                        help="spectrogram window riffed at a time (default 512 = 5.12 s; a multiple of 64)")
-        p.add_argument("--overlap-px", type=int, default=128,
+        p.add_argument("--overlap-px", type=int_arg, default=128,
                        help="overlap of neighbouring windows, crossfaded (default 128 = 1.28 s)")
         p.add_argument("--join", choices=("spectrogram", "audio"), default="spectrogram",
                        help="crossfade the windows' spectrograms and make audio in one pass (default), or make "

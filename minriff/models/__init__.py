@@ -3,10 +3,11 @@
     nn.py         Module, the layers that call kernels (Linear, Conv2d, GroupNorm, ...), `load`
     blocks.py     ResNet block, attention, down/upsampling (shared by UNet and VAE)
     clip.py       CLIP text encoder;  unet.py  the denoiser;  vae.py  AutoencoderKL
+    taesd.py      AutoencoderTiny (TAESD): the tiny, fast stand-in for the VAE
     tokenizer.py  CLIP BPE tokenizer (from vocab + merges already in memory)
-    init.py       random initialisation (`init_random`, `random_models`)
+    init.py       random initialisation (`init_random`, `random_models`, `random_taesd`)
 
 Rules: models import kernels, configs and errors only; no file I/O here (weights/ reads files and
 fills these models through `nn.load`).
 """
-from minriff.models.init import build_models, init_random, random_models  # noqa: F401
+from minriff.models.init import build_models, init_random, random_models, random_taesd  # noqa: F401

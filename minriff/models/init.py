@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from minriff.configs import PRESETS, SD15_SCHEDULER, ConfigError, ModelConfig
+from minriff.configs import PRESETS, SD15_SCHEDULER, TAESD_PRESETS, ConfigError, ModelConfig, TAESDConfig
 from minriff.errors import WeightsError
 from minriff.models.clip import CLIPTextModel
+from minriff.models.taesd import AutoencoderTiny
 from minriff.models.tokenizer import CLIPTokenizer, tiny_vocab
 from minriff.models.unet import UNet2DConditionModel
 from minriff.models.vae import AutoencoderKL
@@ -67,6 +68,18 @@ def init_random(module, seed=0, std: float | None = None, pool_size: int = POOL_
             value = vals * np.float32(std if std is not None else 1.0 / np.sqrt(fan_in))
         module._set(name, np.ascontiguousarray(value, dtype=np.float32))
     return module
+
+
+def random_taesd(config="taesd", seed=0) -> AutoencoderTiny:
+    """A randomly initialised TAESD (`init_random`); config: a TAESDConfig or a name of
+    configs.TAESD_PRESETS ("taesd": madebyollin/taesd's shapes, "tiny": 8 channels)."""
+    if isinstance(config, str):
+        if config not in TAESD_PRESETS:
+            raise ConfigError(f"unknown TAESD preset {config!r}; choose one of {', '.join(TAESD_PRESETS)}")
+        config = TAESD_PRESETS[config]
+    if not isinstance(config, TAESDConfig):
+        raise ConfigError(f"config must be a TAESDConfig or a preset name, got {type(config).__name__}")
+    return init_random(AutoencoderTiny(config), seed=seed)
 
 
 def random_models(config="tiny", seed=0) -> dict:

@@ -9,6 +9,8 @@
     download.py     riffusion/riffusion-model-v1 from the Hugging Face Hub (staging folder, resume, sha256)
     hub.py          the Hugging Face conventions: HF_ENDPOINT, HF_TOKEN, offline switches, the hub cache
     firstrun.py     `ensure_weights`: found, else converted from the HF cache, else downloaded once
+    taesd.py        TAESD's own small file: convert (diffusers folder or the original .pth pair),
+                    load, find beside the main file, download madebyollin/taesd
 
 Imports run one way: weights uses models (to build and fill them), never the pipeline.
 """

@@ -11,6 +11,7 @@ are filled (`nn.load`), so peak memory stays near the fp32 model, never fp16 fil
     load_models(path)        -> dict(text_encoder, unet, vae, tokenizer, scheduler_config, config)
     find_weights(path=None)  the file to load: a path, $MINRIFF_WEIGHTS, the newest in ./weights/ or in
                              minriff's home (~/.cache/minriff); `firstrun.ensure_weights` adds the download
+                             (files holding only TAESD, weights/taesd.py, are skipped)
     compute_dtype(dtype)     float32 / float16 / float64, else InputError
     check_vocab(...)         tokenizer ids must index the text encoder's embedding
     write_weights(...)       the one writer (convert, init-random and Riffusion.save use it)
@@ -86,6 +87,15 @@ class _CastOnRead:
         return a if dtype is None else a.astype(dtype, copy=False)
 
 
+def file_kind(meta: dict) -> str:
+    """"taesd" for a file holding only the tiny autoencoder (weights/taesd.py), else "models"."""
+    try:
+        config = json.loads(meta.get("config", "{}"))
+    except ValueError:
+        return "models"
+    return "taesd" if isinstance(config, dict) and set(config) == {"taesd"} else "models"
+
+
 class WeightsFile:
     def __init__(self, path):
         self.path = Path(path)
@@ -95,6 +105,9 @@ class WeightsFile:
             raise WeightsError(f"{self.path}: a safetensors file but not in minriff's format "
                                "(no minriff 'format' metadata); "
                                f"convert it first: minriff convert {self.path} -o weights/NAME.safetensors")
+        if file_kind(meta) == "taesd":
+            raise WeightsError(f"{self.path} holds only TAESD, the tiny autoencoder, not the models to generate "
+                               "with; pass it as --taesd FILE (Riffusion(taesd=...)) and the main file as --weights")
         self.format = _json(meta, "format", self.path)
         if self.format != FORMAT:
             raise WeightsError(f"{self.path}: format {self.format!r} is not supported (this minriff reads {FORMAT!r})")
@@ -237,9 +250,17 @@ def find_weights(path=None) -> Path:
     _no_weights(f"no converted weights found in {where} or {hub.minriff_home()}")
 
 
-def _newest(folder: Path):
+def _newest(folder: Path, kind: str = "models"):
+    """The newest *.safetensors file in `folder` of that kind (TAESD files sit beside the main one)."""
     files = sorted(folder.glob("*.safetensors"), key=lambda f: f.stat().st_mtime) if folder.is_dir() else []
-    return files[-1] if files else None
+    for f in reversed(files):
+        try:
+            if file_kind(SafetensorsFile(f).metadata) == kind:
+                return f
+        except WeightsError:  # unreadable: counted as a main file, so loading it reports why
+            if kind == "models":
+                return f
+    return None
 
 
 def _no_weights(msg):

@@ -19,3 +19,31 @@ def test_bench_vae_quick_with_profile(capsys):
     assert by_op["conv2d"]["calls"] == 36 and by_op["attention"]["calls"] == 1  # SD's decoder
     if row["torch_s"] is not None:
         assert row["max_rel_diff_vs_torch"] < 1e-4
+
+
+def test_bench_vae_taesd_quick_times_the_full_vae_too(capsys, monkeypatch):
+    from minriff import configs
+    from minriff.bench import unet as bench_models
+    from minriff.models.init import init_random
+    from minriff.models.vae import AutoencoderKL
+
+    real = bench_models._minriff_model
+
+    def tiny_full_vae(kind, weights_path):  # the full VAE only as the second row: tiny, to stay fast
+        if kind != "vae":
+            return real(kind, weights_path)
+        return init_random(AutoencoderKL(configs.TINY.vae)), configs.TINY.vae, "tiny"
+
+    monkeypatch.setattr(bench_models, "_minriff_model", tiny_full_vae)
+    assert main(["bench", "vae", "--decoder", "taesd", "--quick", "--json", "--repeat", "3", "--profile"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out[out.index("{"):])
+    (row,) = report["rows"]
+    assert report["finite"] and report["title"].startswith("TAESD decode to 256x256 px")
+    assert report["parameters_m"] == 2.4 and row["minriff_s"] > 0 and row["full_vae_s"] > 0
+    assert row["full_vae_over_taesd"] == row["full_vae_s"] / row["minriff_s"]
+    by_op = {r["op"]: r for r in report["profile"]["by_op"]}
+    assert by_op["conv2d"]["calls"] == 35 and by_op["relu"]["calls"] == 31  # TAESD's decoder, ReLUs fused in
+    assert by_op["upsample_nearest2x"]["calls"] == 3 and "attention" not in by_op
+    if row["torch_s"] is not None:
+        assert row["max_rel_diff_vs_torch"] < 1e-4

@@ -95,7 +95,9 @@ def test_generate_above_30_s_is_a_long_piece(monkeypatch, tiny, tmp_path, capsys
     (["--seconds", 40, "--clip-px", 500], "clip width must be a positive multiple of 64"),
     (["--seconds", 40, "--overlap-px", 512], "leaves nothing new"),
     (["--seconds", 40, "--seed-image", "no_such_id"], "invalid seed image"),
-    (["--seconds", 40, "--init-image", "x.png"], "--init-image makes one clip"),
+    (["--seconds", 40, "--init-image", "x.png"], "--seconds has no effect with --init-image"),
+    (["--seconds", 40, "--seed-images", "."], "--seed-images has no effect without --seed-image"),
+    (["--seconds", 40, "--strength", 0.5], "--strength has no effect without --init-image or --seed-image"),
 ])
 def test_long_piece_errors_before_any_weights(tmp_path, capsys, args, message):
     code, _, err = run(capsys, "generate", "jazz", *args, "-o", tmp_path / "a.wav", "--weights",
@@ -146,7 +148,7 @@ def bad_files(tmp_path):
     (None, ["--start", 1, "--end", 1.05], "at least 0.1 s"),
     (None, ["--strength", 2], "strength must be a number in [0, 1]"),
     (None, ["--window-px", 100], "multiple of 64"),
-    (None, ["--steps", 0], "steps must be an integer >= 1"),
+    (None, ["--steps", 0], "steps must be an integer from 1"),
 ])
 def test_remix_bad_input_is_one_clear_line(bad_files, song, capsys, name, args, message):
     src = bad_files / name if name else song
@@ -186,7 +188,7 @@ def test_exif_without_parameters_and_of_a_non_image(tmp_path, capsys):
     assert code == 1 and out == "" and "no EXIF" in err
     (tmp_path / "x.png").write_text("hello")
     code, _, err = run(capsys, "exif", tmp_path / "x.png")
-    one_line_error(code, err, "not an image")
+    one_line_error(code, err, "not a readable")
 
 
 # ---- clips (sample-clips) ------------------------------------------------------------------------

@@ -45,6 +45,15 @@ def test_activations(F, shape, seed, op):
 
 
 @FEW
+@given(shape=shapes, seed=st.integers(0, 2**16), residual=st.booleans())
+def test_relu(F, shape, seed, residual):
+    x = arr(seed, *shape, scale=4)
+    r = arr(seed + 1, *shape, scale=4) if residual else None
+    got = F.relu(F.asarray(x)) if r is None else F.relu(F.asarray(x), F.asarray(r))
+    np.testing.assert_array_equal(F.to_host(got), R.relu(x, r))  # one float32 add, then a max: exact
+
+
+@FEW
 @given(lead=st.lists(st.integers(1, 5), max_size=2).map(tuple), half=st.integers(1, 40), seed=st.integers(0, 2**16))
 def test_geglu(F, lead, half, seed):
     x = arr(seed, *lead, 2 * half, scale=3)

@@ -30,11 +30,11 @@ def run(path, backend):
     seen = {}
     decode = pipe.decode_latents
 
-    def capture(latents):
+    def capture(latents, decoder=None):
         seen["latents"] = np.array(latents)
         z = pipe.F.asarray((latents / np.float32(pipe.config.vae.scaling_factor)).astype(np.float32))
         seen["decoded"] = np.asarray(pipe.F.to_host(pipe.vae.decode(z)))
-        return decode(latents)
+        return decode(latents, decoder)
 
     pipe.decode_latents = capture
     seen["image"] = pipe.generate_spectrogram("jazz piano", duration_s=1.0, steps=2, guidance=3.0, seed=7,
@@ -55,3 +55,28 @@ def test_tiny_pipeline_cuda_matches_cpu(tiny):
         np.testing.assert_allclose(cuda[key], cpu[key], rtol=1e-4, atol=1e-4, err_msg=key)
     diff = np.abs(cuda["image"].astype(int) - cpu["image"].astype(int))
     assert diff.max() <= 1 and (diff > 0).mean() < 0.01  # uint8 rounding of values within 1e-4
+
+
+def test_taesd_cuda_matches_cpu():
+    """TAESD (convs, relu with and without the residual, nearest upsample, tanh clamp) on both backends."""
+    import copy
+
+    from minriff.models import random_taesd
+
+    model = random_taesd("tiny", seed=1)
+    rng = np.random.default_rng(2)
+    z = (rng.standard_normal((1, 4, 8, 6)) * 2).astype(np.float32)
+    img = np.tanh(rng.standard_normal((1, 3, 64, 48))).astype(np.float32)
+    before = kernels.backend()
+    try:
+        kernels.backend("cpu")
+        cpu = model.decode(z), model.encode(img)
+        kernels.backend("cuda")
+        F = kernels.ops()
+        dev = copy.deepcopy(model).apply_to_parameters(F.asarray)
+        cuda = F.to_host(dev.decode(F.asarray(z))), F.to_host(dev.encode(F.asarray(img)))
+    finally:
+        kernels.backend(before)
+    for got, want in zip(cuda, cpu):
+        assert got.shape == want.shape and np.abs(want).max() > 0.1
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

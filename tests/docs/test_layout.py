@@ -27,7 +27,8 @@ FORBIDDEN = {
     "minriff.pipeline": ["minriff.cli", "minriff.bench", "minriff.server", "minriff.batch"],
 }
 # the small shared modules at the top of minriff/ sit below everything that is not the pipeline
-for leaf in ("minriff.errors", "minriff.atomic", "minriff.configs", "minriff.rng", "minriff.progress"):
+for leaf in ("minriff.errors", "minriff.atomic", "minriff.configs", "minriff.rng", "minriff.progress",
+             "minriff.values", "minriff.images"):
     FORBIDDEN[leaf] = FORBIDDEN["minriff.models"] + ["minriff.kernels", "minriff.models"]
 
 

@@ -43,6 +43,8 @@ def workdir(tmp_path_factory):
     d = tmp_path_factory.mktemp("readme")
     (d / "weights").mkdir()
     assert main(["init-random", "--config", "tiny", "-o", str(d / "weights" / "tiny.safetensors")]) == 0
+    # written after the main file, so the newest in weights/: finding the main file must skip it
+    assert main(["init-random", "--config", "tiny", "--taesd", "-o", str(d / "weights" / "taesd.safetensors")]) == 0
     (d / "seed_images").mkdir()
     y, x = np.mgrid[0:512, 0:64]
     Image.fromarray((170 + 50 * np.sin(x / 4.0) * np.cos(y / 19.0)).astype(np.uint8)).save(
@@ -64,7 +66,7 @@ def test_readme_command_runs(workdir, monkeypatch, capsys, command):
     monkeypatch.chdir(workdir)
     monkeypatch.delenv("MINRIFF_WEIGHTS", raising=False)  # found in ./weights/, as documented
     argv = shlex.split(command)[1:]
-    fast = ["--steps", "1", "--quiet"]
+    fast = ["--quiet"] if "--json" in argv else ["--steps", "1", "--quiet"]  # the request sets its own steps
     if argv[0] in ("generate", "interpolate"):
         fast += ["--seconds", "0.64"]
     if argv[0] == "interpolate":
@@ -103,3 +105,16 @@ def test_readme_few_step_example_runs(workdir, monkeypatch):
     exec(compile(code.replace("steps=4", "steps=2"), "README.md", "exec"), env)
     assert env["image"].shape == (512, 512, 3) and env["tcd"].gamma == 0.3
     assert type(env["fast"].scheduler).__name__ == "LCMScheduler"
+
+
+def test_readme_taesd_example_runs(workdir, monkeypatch):
+    code = next(b for b in blocks(section("Python API"), "python") if "decode_preview" in b)
+    monkeypatch.chdir(workdir)
+    monkeypatch.delenv("MINRIFF_WEIGHTS", raising=False)
+    monkeypatch.delenv("MINRIFF_TAESD", raising=False)
+    env: dict = {}
+    exec(compile(code.replace("steps=30", "steps=2"), "README.md", "exec"), env)
+    assert env["draft"].shape == env["image"].shape == (512, 512, 3)
+    assert len(env["frames"]) == 2 and env["frames"][0].shape == (512, 512, 3)
+    assert env["fast"].decoder == env["fast"].encoder == "taesd"
+    assert not (env["draft"] == env["image"]).all()  # TAESD's picture is not the VAE's

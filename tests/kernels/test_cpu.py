@@ -73,8 +73,10 @@ def test_winograd_conv3x3_matches_ref(seed, n, c, o, h, w, padding, bias, winogr
     assert_close(got, want, scale, what=f"winograd by {'tile rows' if winograd_rows else 'channel blocks'}")
 
 
-@pytest.mark.parametrize("shape,wshape,pad", [((2, 8, 50, 50), (3, 8, 1, 1), 0), ((2, 64, 70, 9), (6, 64, 3, 3), 1),
-                                             ((1, 64, 9, 300), (4, 64, 3, 3), (0, 1, 2, 0)),
+# (3 output channels keep the 64-channel cases on the taps path, as the VAE's conv_out: Winograd needs 4)
+@pytest.mark.parametrize("shape,wshape,pad", [((2, 8, 50, 50), (3, 8, 1, 1), 0), ((2, 64, 70, 9), (3, 64, 3, 3), 1),
+                                             ((1, 64, 9, 300), (3, 64, 3, 3), (0, 1, 2, 0)),
+                                             ((1, 64, 37, 41), (6, 64, 3, 3), 1),  # Winograd at 64 channels (TAESD)
                                              ((2, 128, 41, 37), (5, 128, 3, 3), (1, 0, 2, 1)),  # Winograd by tile rows
                                              ((2, 128, 16, 17), (300, 128, 3, 3), 1),  # by channel blocks (3)
                                              ((2, 64, 8, 8), (512, 64, 3, 3), 1)])  # batch path, two GEMM halves
@@ -186,6 +188,29 @@ def test_activations_match_ref(seed, op, shape, spread):
     got = getattr(CPU, op)(x)
     assert got.shape == x.shape and got.dtype == np.float32
     assert_close(got, getattr(REF, op)(as64(x)), what=op)
+
+
+@EXAMPLES
+@given(seed=seeds, shape=st.lists(st.integers(1, 40), min_size=0, max_size=4), residual=st.booleans(),
+       strided=st.booleans(), spread=st.floats(0.1, 12))
+def test_relu_matches_ref(seed, shape, residual, strided, spread):
+    rng = np.random.default_rng(seed)
+    x = f32(rng, *shape, scale=spread)
+    x = x.T if strided else x  # any layout: the op makes its inputs contiguous
+    r = f32(rng, *x.shape, scale=spread) if residual else None
+    got = CPU.relu(x, r)
+    assert got.shape == x.shape and got.dtype == np.float32
+    want = REF.relu(as64(x), as64(r))
+    if r is not None:  # the float32 sum is rounded once before the max
+        assert_close(got, want, np.abs(as64(x)) + np.abs(as64(r)), what="relu(x + residual)")
+    else:
+        np.testing.assert_array_equal(got, want)
+
+
+def test_relu_keeps_nan_and_zeroes_negatives_exactly():
+    x = np.array([np.nan, -np.inf, -1e-30, 0.0, 2.5, np.inf], np.float32)
+    np.testing.assert_array_equal(CPU.relu(x), [np.nan, 0, 0, 0, 2.5, np.inf])
+    np.testing.assert_array_equal(CPU.relu(x, -x), [np.nan, np.nan, 0, 0, 0, np.nan])
 
 
 @EXAMPLES

@@ -91,7 +91,7 @@ def _all_ops(rng):
     x4 = f32(rng, 2, 8, 9, 7)
     return {
         "conv2d": (x4, f32(rng, 5, 8, 3, 3), f32(rng, 5)),
-        "conv2d:taps": (f32(rng, 2, 64, 70, 9), f32(rng, 6, 64, 3, 3), f32(rng, 6), 1, 1),
+        "conv2d:taps": (f32(rng, 2, 64, 70, 9), f32(rng, 3, 64, 3, 3), f32(rng, 3), 1, 1),  # < 4 outputs: taps
         "conv2d:batch": (f32(rng, 2, 64, 8, 8), f32(rng, 6, 64, 3, 3), f32(rng, 6), 1, 1),  # one im2col GEMM
         "conv2d:winograd": (f32(rng, 2, 128, 45, 23), f32(rng, 6, 128, 3, 3), f32(rng, 6), 1, 1),  # 4 tile bands
         "conv2d:winograd-channels": (f32(rng, 2, 128, 16, 16), f32(rng, 300, 128, 3, 3), None, 1, 1),  # 3 blocks
@@ -105,7 +105,7 @@ def _all_ops(rng):
         # thread count; causal, so each range also stops at its own last key tile
         "attention:split": (f32(rng, 1, 1, 1000, 40), f32(rng, 1, 1, 1000, 40), f32(rng, 1, 1, 1000, 40), None, True),
         "softmax": (f32(rng, 30, 70),),
-        "silu": (x4,), "gelu": (x4,), "quick_gelu": (x4,),
+        "silu": (x4,), "gelu": (x4,), "quick_gelu": (x4,), "relu": (x4,), "relu:residual": (x4, x4[::-1].copy()),
         "geglu": (f32(rng, 4, 30, 10),),
         "upsample_nearest2x": (x4,),
         "timestep_embedding": (np.array([1.0, 500.0, 999.0], np.float32), 33),
@@ -143,6 +143,7 @@ BAD = {
                   ((np.zeros((2, 3, 4)),) * 3, "4-D")],
     "softmax": [((np.zeros((2, 3)), 2), "axis")],
     "geglu": [((np.zeros((2, 3)),), "even")],
+    "relu": [((np.zeros((2, 3)), np.zeros((3, 2))), "residual shape"), (([1.0, -1.0],), "expected an array")],
     "upsample_nearest2x": [((np.zeros((2, 3, 4)),), "4-D")],
     "timestep_embedding": [((np.zeros((2, 1)), 8), "1-D"), ((np.zeros(2), 1), "dim"),
                            ((np.zeros(2), 3, True, 1.0), "divide by zero")],

@@ -85,7 +85,7 @@ def test_attention_vs_torch(seed, tq, tk, d, causal, scale):
 
 
 @few
-@given(seed=seeds, op=st.sampled_from(["softmax", "silu", "gelu", "quick_gelu", "geglu", "upsample_nearest2x"]),
+@given(seed=seeds, op=st.sampled_from(["softmax", "silu", "gelu", "quick_gelu", "relu", "geglu", "upsample_nearest2x"]),
        spread=st.floats(0.1, 10))
 def test_elementwise_vs_torch(seed, op, spread):
     x = f32(np.random.default_rng(seed), 2, 3, 6, 8, scale=spread)

@@ -207,7 +207,7 @@ def test_prompt_schedule_changes_the_clips_after_its_keyframe(riff):
     (dict(prompt_schedule=[(1.0, "jazz"), (1.0, "rock")]), "two prompts at 1 s"),
     (dict(prompt_schedule=[(1.0, " ")]), "prompt at 1 s is empty"),
     (dict(prompt_schedule=[("soon", "jazz")]), "cannot read 'soon' as a time"),
-    (dict(steps=0), "steps must be an integer >= 1"),
+    (dict(steps=0), "steps must be an integer from 1"),
     (dict(seed_image=np.zeros((100, 64, 3), np.uint8)), "must be 512 px high"),
 ])
 def test_bad_arguments_are_input_errors(riff, kwargs, message):
