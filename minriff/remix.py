@@ -22,8 +22,10 @@ How (`remix` below):
    (`join="spectrogram"`, the default), and the whole remixed spectrogram becomes audio in one
    pass (Griffin-Lim runs across the joins, so the phase is continuous). `join="audio"` instead
    turns every window into audio on its own and crossfades the waveforms (the original's page); its
-   phases do not match in the overlaps. Measured with `audio.seams` (README: numbers), the
-   spectrogram join has the lower seam ratio, hence the default.
+   phases do not match in the overlaps, so the crossfade can dip in level (up to 3 dB at its middle).
+   By the spectral-flux seam measure (`audio.seams`; README: numbers) neither join makes a seam
+   and the measured samples did not favour the spectrogram join; it is the default for its one
+   continuous-phase pass and the absence of that dip, which the flux measure does not see.
 5. Stereo in -> stereo out: both channels are riffed with the *same* noise and text, so the model
    makes the same musical decisions on both and the left/right differences of the song survive as
    the differences of the two input spectrograms (equal channels give equal channels out). Their

@@ -14,7 +14,12 @@ of that length that stays clear of the joins, whose median is "typical". `ratio`
 join over typical, `mean_ratio` the joins' average over typical. Seamless joins give about 1
 (on the tiny model's audio the 95th percentile of windows without any join is ~1.8 times the
 median); audio of separately converted clips butted together gives 2.5-3 at every join
-(tests/audio/test_seams.py shows both).
+(tests/pipeline/test_longform.py shows both).
+
+What it does not see (tests/audio/test_seams.py): the flux is a mean over all bins in dB, so a
+broadband noise floor, whose bins change by several dB from frame to frame anyway, hides short
+events: a click over noise 20 dB below the music reads ~1, and phase jumps between butted pure tones
+~1.2. It suits dense spectra like Griffin-Lim's output, where it was calibrated.
 """
 from __future__ import annotations
 
