@@ -124,15 +124,15 @@ LONGER = section("Longer music and remixes")
 LONGER_COMMANDS = [line for b in blocks(LONGER, "bash") for line in b.splitlines() if line.startswith("minriff ")]
 # small stand-ins for the documented sizes: the same flags, a 2.56 s piece of 128-px windows
 SHRINK = {"--seconds 60": "--seconds 2.56", "--prompt-at 30s": "--prompt-at 1.5s"}
-SHRINK_FLAGS = {"generate": ["--clip-px", "128", "--overlap-px", "64", "--steps", "1"],
-                "remix": ["--window-px", "128", "--overlap-px", "64", "--steps", "1"]}
+SHRINK_FLAGS = {"generate": ["--clip-px", "128", "--overlap-px", "64", "--steps", "2"],  # img2img: 1 step
+                "remix": ["--window-px", "128", "--overlap-px", "64", "--steps", "2"]}
 
 
 def test_readme_longer_music_commands_run(workdir, monkeypatch, capsys):
-    """The section's commands in order (exif reads what generate wrote; remix and clips a 5 s song)."""
+    """The section's commands in order (exif reads what audio2image wrote; the song is 5 s of stereo)."""
     from minriff.audio import io as audio_io
 
-    assert [shlex.split(c)[1] for c in LONGER_COMMANDS] == ["generate", "remix", "exif", "clips"]
+    assert [shlex.split(c)[1] for c in LONGER_COMMANDS] == ["generate", "remix", "audio2image", "exif", "clips"]
     monkeypatch.chdir(workdir)
     monkeypatch.delenv("MINRIFF_WEIGHTS", raising=False)
     t = np.arange(5 * 22050) / 22050
@@ -156,9 +156,9 @@ def test_readme_longer_music_commands_run(workdir, monkeypatch, capsys):
 def test_readme_longer_music_python_example_runs(workdir, monkeypatch):
     code = next(b for b in blocks(section("Python API"), "python") if "generate_long" in b)
     fast = (code.replace("duration_s=60.0", "duration_s=2.56, clip_px=128, overlap_px=64")
-            .replace("(30.0,", "(1.5,").replace("steps=30", "steps=1").replace("steps=25", "steps=1")
+            .replace("(30.0,", "(1.5,").replace("steps=30", "steps=2").replace("steps=25", "steps=2")
             .replace("start_s=10.0, end_s=20.0", "start_s=0.5, end_s=1.5, window_px=128, overlap_px=64"))
-    assert fast.count("steps=1") == 2
+    assert fast.count("steps=2") == 2
     monkeypatch.chdir(workdir)
     monkeypatch.delenv("MINRIFF_WEIGHTS", raising=False)
     env: dict = {}
