@@ -18,6 +18,9 @@ ways to make a spectrogram, then audio, then LoRA adapters (minriff/lora.py), th
 - `interpolate_styles`: between two prompts/seeds (lerp of text states, slerp of noises);
 - `riffuse`: one request of the original Riffusion server (reference/riffusion.md §2.3-2.5).
 
+Longer music: `generate_long` (clip by clip, outpainting: minriff.longform) and `remix`
+(audio-to-audio over spectrogram windows: minriff.remix).
+
 Guidance > 1 is classifier-free guidance (UNet batch [negative, prompt]); at guidance <= 1, in all
 three, the UNet runs at batch 1 on the prompt alone and the negative prompt is never encoded, as in
 diffusers: the few-step schedulers (`lcm`, `tcd`, with an LCM-/TCD-LoRA) run at guidance 1.
@@ -46,7 +49,8 @@ import os
 
 import numpy as np
 
-from minriff import atomic, deepcache, kernels, prompt_weighting, schedulers, values, weights
+from minriff import atomic, deepcache, kernels, longform, prompt_weighting, schedulers, values, weights
+from minriff import remix as remix_mod
 from minriff.audio.spectrogram import SpectrogramParams, audio_to_image, image_to_audio
 from minriff.configs import SD15_SCHEDULER, ModelConfig
 from minriff.errors import InputError, NumericsError, WeightsError
@@ -141,17 +145,19 @@ class Riffusion:
 
     # ---- the sampling loop ----------------------------------------------------------------------
     def _sample(self, sched, timesteps, latents, context, guidance, label, after_step=None, generator=None,
-                callback=None, cache=None):
+                callback=None, cache=None, bar=None):
         """Denoise `latents` over `timesteps`: the UNet predicts the noise, the scheduler steps.
-        `cache`: a `deepcache.DeepCache` (most steps then run only the UNet's shallow branch)."""
-        bar = Progress(len(timesteps), label, self.quiet)
+        `after_step(latents, step_index)` may change the latents after each step (mask blending);
+        `cache`: a `deepcache.DeepCache` (most steps then run only the UNet's shallow branch);
+        `bar`: a Progress to advance instead of a new one labelled `label`."""
+        bar = Progress(len(timesteps), label, self.quiet) if bar is None else bar
         unet = self.unet if cache is None else cache.bind(self.unet, sched.timesteps, timesteps)
         for i, t in enumerate(timesteps):
             x_in = sched.scale_model_input(latents, t)
             eps = self._eps(np.asarray(x_in, dtype=np.float32), t, context, guidance, unet)
             latents = np.asarray(sched.step(eps, t, latents, generator=generator), dtype=np.float32)
             if after_step is not None:
-                latents = after_step(latents, t)
+                latents = after_step(latents, i)
             if callback is not None:
                 seen = latents.view()
                 seen.flags.writeable = False  # the callback may look, not change the run
@@ -239,31 +245,35 @@ class Riffusion:
         the original's audio-to-audio page did; `fit_width` stretches results back."""
         return fit_width(rgb, math.ceil(rgb.shape[1] / WIDTH_MULTIPLE) * WIDTH_MULTIPLE)
 
-    def encode_image(self, rgb: np.ndarray, generator, encoder: str | None = None) -> np.ndarray:
+    def encode_image(self, rgb: np.ndarray, generator, encoder: str | None = None, progress=None) -> np.ndarray:
         """(H, W, 3) uint8 -> scaled latents z * scaling_factor, sampled with `generator` (full VAE), or
-        TAESD's latents as they are: no sampling and no draw from `generator` (diffusers' `.latents`)."""
+        TAESD's latents as they are: no sampling and no draw from `generator` (diffusers' `.latents`).
+        progress: a function called once per VAE stage (default: a bar of its own)."""
         F = self._ops()
         if self._autoencoder(encoder, "encoder") == "taesd":
             z = F.to_host(self.taesd.encode(F.asarray(image_to_model(rgb))))
             return np.asarray(z, dtype=np.float32) * np.float32(self.taesd.config.scaling_factor)
-        bar = Progress(self.vae.stages, "encoding (VAE)", self.quiet)
-        mean, logvar = self.vae.encode(F.asarray(image_to_model(rgb)), progress=bar.update)
+        progress = progress or Progress(self.vae.stages, "encoding (VAE)", self.quiet).update
+        mean, logvar = self.vae.encode(F.asarray(image_to_model(rgb)), progress=progress)
         mean, logvar = F.to_host(mean), F.to_host(logvar)
         eps = generator.randn(mean.shape)
         z = F.to_host(self.vae.sample(F.asarray(mean), F.asarray(logvar), F.asarray(eps)))
         return np.asarray(z, dtype=np.float32) * np.float32(self.config.vae.scaling_factor)
 
-    def decode_latents(self, latents: np.ndarray, decoder: str | None = None) -> np.ndarray:
+    def decode_latents(self, latents: np.ndarray, decoder: str | None = None, progress=None) -> np.ndarray:
         """Latents (1, 4, h, w) -> (8h, 8w, 3) uint8 with the full VAE or TAESD (default: the
-        `decoder=` given at construction, "full" unless set)."""
+        `decoder=` given at construction, "full" unless set). progress: as for encode_image."""
         vae = self.taesd if self._autoencoder(decoder, "decoder") == "taesd" else self.vae
         z = _finite(latents, "denoised latents") / np.float32(vae.config.scaling_factor)
         self._ops()
-        if vae is self.vae:
-            bar = Progress(self.vae.stages, "decoding (VAE)", self.quiet)  # ~30 s at 512x512 on a CPU
-            out = vae.decode(self.F.asarray(z.astype(np.float32)), progress=bar.update)
+        if vae is self.vae:  # ~30 s at 512x512 on a CPU
+            progress = progress or Progress(self.vae.stages, "decoding (VAE)", self.quiet).update
+            out = vae.decode(self.F.asarray(z.astype(np.float32)), progress=progress)
         else:  # TAESD: a second or two
             out = vae.decode(self.F.asarray(z.astype(np.float32)))
+            if progress is not None:
+                for _ in range(self.vae.stages):  # the caller counted the full VAE's stages
+                    progress()
         return model_to_image(self.F.to_host(out))
 
     def decode_preview(self, latents: np.ndarray) -> np.ndarray:
@@ -448,14 +458,57 @@ class Riffusion:
         noise = slerp(alpha, gen_a.randn(z.shape), Generator(end.seed).randn(z.shape))
         latents = np.asarray(sched.add_noise(z, noise, t0), dtype=np.float32)
 
-        def blend(x, t):
-            kept = np.asarray(sched.add_noise(z, noise, t), dtype=np.float32)
+        def blend(x, i):  # the original blends at the timestep of the step just taken
+            kept = np.asarray(sched.add_noise(z, noise, timesteps[i]), dtype=np.float32)
             return kept * keep + x * (1.0 - keep)
 
         latents = self._sample(sched, timesteps, latents, context, guidance, "riffusing",
                                after_step=blend if keep is not None else None, generator=gen_a, callback=callback,
                                cache=cache)
         return fit_width(self.decode_latents(latents, decoder), width)
+
+    # ---- longer music: clip by clip, and audio-to-audio ----------------------------------------------
+    def generate_long(self, prompt: str, duration_s: float = 60.0, *, negative_prompt: str | None = None,
+                      steps: int = 30, guidance: float = 7.0, seed: int | None = None, scheduler=None,
+                      seed_image=None, strength: float = 0.75, prompt_schedule=(), clip_px: int = 512,
+                      overlap_px: int = 128, on_clip=None, cache_interval: int | None = None,
+                      cache_branch: int = 0, cache_schedule: str = "uniform") -> np.ndarray:
+        """A piece of any length up to 10 minutes -> (512, W, 3) uint8 (W: `duration_s` rounded up
+        to 64 px), grown clip by clip to the right by outpainting (`minriff.longform`): windows of
+        `clip_px` whose first `overlap_px` (the end of the previous clip) are kept by latent-mask
+        blending at every step. `seed_image`: start every clip from this spectrogram tiled along the
+        piece by img2img at `strength`, so its beat grid runs through. `prompt_schedule`:
+        [(seconds, prompt), ...] keyframes; text states are interpolated between them (the main
+        prompt at 0 s). `on_clip(longform.ClipDone)` after each clip. scheduler: default the
+        construction one, else dpmpp2m. `cache_*`: DeepCache as in `generate_spectrogram`, per window.
+        `spectrogram_to_audio(image)` makes the audio in one pass.
+        The seed used is kept in `self.last_seed`."""
+        return longform.generate_long(
+            self, prompt, duration_s, negative_prompt=negative_prompt, steps=steps, guidance=guidance, seed=seed,
+            scheduler=scheduler, seed_image=seed_image, strength=strength, prompt_schedule=prompt_schedule,
+            clip_px=clip_px, overlap_px=overlap_px, on_clip=on_clip,
+            cache=deepcache.options(self.unet, cache_interval, cache_branch, cache_schedule))
+
+    def remix(self, audio, prompt: str, strength: float = 0.55, *, sample_rate: int | None = None,
+              start_s: float | None = None, end_s: float | None = None, negative_prompt: str | None = None,
+              steps: int = 25, guidance: float = 7.0, seed: int | None = None, scheduler=None,
+              window_px: int = 512, overlap_px: int = 128, join: str = "spectrogram",
+              method: str = "nnls", cache_interval: int | None = None, cache_branch: int = 0,
+              cache_schedule: str = "uniform") -> tuple[np.ndarray, int]:
+        """Audio-to-audio (`minriff.remix`): a file path, or a (C, N) / (N,) array with `sample_rate`,
+        from `start_s` to `end_s` (default: all of it, at most 10 minutes per call) -> (waveform (C, n)
+        float32, 44100) with exactly the input's length at 44.1 kHz. The spectrogram is cut into
+        `window_px` windows overlapping by `overlap_px`, each riffed by img2img at `strength` (0: no
+        model call, the input's own spectrogram round trip), crossfaded over the overlaps and made
+        audio in one pass (`join="audio"`: per window, crossfaded in the audio). Mono in, mono out;
+        stereo in, stereo out (both channels with the same noise); more channels are mixed to mono.
+        Defaults follow the original's audio-to-audio page: 25 steps, guidance 7, dpmpp2m. `cache_*`:
+        DeepCache as in `generate_spectrogram`, per window."""
+        return remix_mod.remix(
+            self, audio, prompt, strength, sample_rate=sample_rate, start_s=start_s, end_s=end_s,
+            negative_prompt=negative_prompt, steps=steps, guidance=guidance, seed=seed, scheduler=scheduler,
+            window_px=window_px, overlap_px=overlap_px, join=join, method=method,
+            cache=deepcache.options(self.unet, cache_interval, cache_branch, cache_schedule))
 
     # ---- spectrogram <-> audio ------------------------------------------------------------------
     def spectrogram_to_audio(self, image, method: str = "nnls", seed: int = 0) -> np.ndarray:
@@ -466,6 +519,14 @@ class Riffusion:
         pieces crossfaded over `join.OVERLAP_PX`, so memory stays ~2 GB whatever the width."""
         return image_to_audio(as_rgb_array(image, "spectrogram image"), self.spectrogram, method=method, seed=seed,
                               loudness="riffusion", progress=StageProgress(self.quiet))
+
+    def spectrogram_to_wave(self, image, method: str = "nnls", seed: int = 0, params: SpectrogramParams | None = None,
+                            link_channels: bool = False) -> np.ndarray:
+        """`spectrogram_to_audio` without the loudness stage. params: default as there.
+        link_channels: both channels of a stereo image start Griffin-Lim from the same random phase,
+        so equal channels give equal audio and similar ones stay in phase (`audio.spectrogram`)."""
+        return image_to_audio(as_rgb_array(image, "spectrogram image"), params or self.spectrogram, method=method,
+                              seed=seed, loudness=None, progress=StageProgress(self.quiet), link_channels=link_channels)
 
     def audio_to_spectrogram(self, waveform: np.ndarray, sample_rate: int = 44100) -> np.ndarray:
         """Waveform (C, N) -> (512, W, 3) uint8 spectrogram with this pipeline's parameters."""

@@ -1,5 +1,5 @@
 """Audio: mel spectrogram <-> waveform, and audio files. Knows no model (imports only numpy,
-numba, scipy, PIL and minriff's leaf modules: errors, rng, values, images).
+numba, scipy, PIL and minriff's leaf modules: errors, rng, values, images, progress, atomic).
 
     spectrogram.py  Riffusion's SpectrogramParams (checked ranges), audio <-> mel <-> 8-bit image
                     (+ EXIF); long audio streamed, long images converted in pieces
@@ -9,8 +9,9 @@ numba, scipy, PIL and minriff's leaf modules: errors, rng, values, images).
     griffinlim.py   fast Griffin-Lim (momentum 0.99) as torchaudio
     phaseinit.py    peak-locked phase initialisation for Griffin-Lim
     join.py         pieces of long spectrograms: sizes and the crossfade
-    io.py           read/write WAV/FLAC/OGG/MP3, resampling (also block by block: AudioFile),
-                    the original's loudness stage
+    io.py           read/write WAV/FLAC/OGG/MP3 (whole, a part, or block by block: AudioFile),
+                    resampling, the original's loudness stage
+    seams.py        how audible a join is: a spectral-flux seam measure (long pieces, remixes)
 
 The file functions are re-exported here: `minriff.audio.read_audio(path)`.
 """

@@ -38,12 +38,15 @@ def initial_angles(rng, C: int, T: int, F: int) -> np.ndarray:
 
 
 def griffin_lim(mag: np.ndarray, plan: STFT, n_iter: int = 32, momentum: float = 0.99, rng=None,
-                angles: np.ndarray | None = None, phase_init: str = "random", progress=None) -> np.ndarray:
+                angles: np.ndarray | None = None, phase_init: str = "random", progress=None,
+                link_channels: bool = False) -> np.ndarray:
     """mag (C, T, F) linear magnitudes -> waveform (C, (T-1)*hop) float32.
 
     phase_init: "random" (the original: complex U[0,1) from `rng`) or "peaks" (peak-locked
     phase-vocoder start, phaseinit.py: lower spectral convergence for the same iterations).
-    `angles` overrides both."""
+    `angles` overrides both. link_channels: every channel starts from the first channel's random
+    phase (the original draws one per channel), so equal magnitudes give equal channels and similar
+    ones stay in phase with each other instead of sounding decorrelated."""
     if not 0 <= momentum < 1:
         raise InputError(f"Griffin-Lim momentum must be in [0, 1), got {momentum}")
     if n_iter < 0:
@@ -55,7 +58,8 @@ def griffin_lim(mag: np.ndarray, plan: STFT, n_iter: int = 32, momentum: float =
 
         angles = peak_locked_phase(mag, plan.hop, plan.n_fft)
     elif angles is None and phase_init == "random":
-        angles = initial_angles(np.random.default_rng(0) if rng is None else rng, C, T, F)
+        angles = initial_angles(np.random.default_rng(0) if rng is None else rng, 1 if link_channels else C, T, F)
+        angles = np.ascontiguousarray(np.broadcast_to(angles, (C, T, F)))
     elif angles is None:
         raise InputError(f"phase_init must be 'random' or 'peaks', got {phase_init!r}")
     spec = (mag * angles).astype(np.complex64)

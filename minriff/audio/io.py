@@ -298,3 +298,35 @@ def loudness_riffusion(waveform: np.ndarray) -> np.ndarray:
     for s in _spans(samples.shape[-1]):
         out[..., s] = samples[..., s].astype(np.float32) / np.float32(32768.0)
     return out
+
+
+# --- part of a file (remix --start/--end, `minriff clips`) --------------------------------------
+
+def audio_info(path, max_seconds: float = math.inf) -> tuple[int, int, int]:
+    """(frames, sample_rate, channels) of an audio file, with read_audio's checks and errors (missing,
+    unreadable, not audio, no samples, sample rate) and one more (an empty file), but by default no
+    length limit: parts of it are read with read_frames."""
+    path = Path(path)
+    try:
+        empty = path.is_file() and path.stat().st_size == 0
+    except OSError as e:
+        raise AudioError(f"cannot read {path}: {e.strerror}") from None
+    if empty:
+        raise AudioError(f"{path} is empty (0 bytes): not an audio file")
+    info = _info(path, max_seconds)
+    return int(info.frames), int(info.samplerate), int(info.channels)
+
+
+def read_frames(path, start: int, stop: int) -> np.ndarray:
+    """Sample frames [start, stop) of a file -> (C, stop - start) float32 in [-1, 1] (only those are
+    decoded, so a part of a long file takes memory for the part only)."""
+    sf = _soundfile()
+    try:
+        data, _ = sf.read(str(path), start=int(start), stop=int(stop), dtype="float32", always_2d=True)
+    except Exception as e:
+        raise AudioError(f"cannot decode {path}: {_first_line(e)}") from e
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: no audio samples between frames {start} and {stop}")
+    if not np.all(np.isfinite(data)):
+        raise AudioError(f"{path} contains NaN or infinite samples")
+    return np.ascontiguousarray(data.T)

@@ -287,11 +287,17 @@ def _to_image(flipped: np.ndarray) -> Image.Image:
     return Image.merge("RGB", [Image.new("L", bands[0].size, 0), *bands])
 
 
-def mel_to_image(mel: np.ndarray, power: float = 0.25) -> tuple[Image.Image, float]:
-    """mel (C, M, T), C in {1, 2} -> (RGB image M x T, max value). Loud = dark; row 0 = top bin."""
+def mel_to_image(mel: np.ndarray, power: float = 0.25, max_value: float | None = None) -> tuple[Image.Image, float]:
+    """mel (C, M, T), C in {1, 2} -> (RGB image M x T, max value). Loud = dark; row 0 = top bin.
+    max_value: the amplitude that becomes black (default: the largest in `mel`; give the largest of a
+    whole signal to make images of its parts that fit together; louder values are clipped to it)."""
     if mel.ndim != 3 or mel.shape[0] not in (1, 2):
         raise InputError(f"mel must be (1 or 2, mels, frames), got {mel.shape}")
-    max_value = float(np.max(mel))
+    if max_value is None:
+        max_value = float(np.max(mel))
+    else:
+        max_value = float(max_value)
+        mel = np.minimum(mel, max_value)
     return _to_image(_quantize(mel, max_value, power)[:, ::-1, :]), max_value  # flip: high frequencies on top
 
 
@@ -395,7 +401,7 @@ def _columns(image, a: int, b: int):
 
 def image_to_audio(image, params: SpectrogramParams | None = None, method: str = "nnls", seed: int = 0,
                    n_iter: int | None = None, loudness: str | None = "riffusion", phase: str = "random",
-                   progress=None) -> np.ndarray:
+                   progress=None, link_channels: bool = False) -> np.ndarray:
     """Spectrogram image (PIL or (H, W[, C]) array) -> waveform (C, (W-1)*hop) float32 in [-1, 1].
 
     method: "nnls" (exact non-negative least squares, default) or "sgd" (the original's 200-step
@@ -403,6 +409,7 @@ def image_to_audio(image, params: SpectrogramParams | None = None, method: str =
     loudness: "riffusion" (the original's post-processing, §1.8), "peak" (peak to -0.1 dBFS) or None
     (raw Griffin-Lim output). phase: Griffin-Lim start, "random" (the original) or "peaks"
     (peak-locked phase-vocoder start: better spectral convergence at equal iterations).
+    link_channels: stereo channels start from one random phase (`griffinlim.griffin_lim`).
     progress: optional callable(stage: str, done: int, total: int).
     Images wider than `join.chunk_width` (4096 px for mono Riffusion parameters, 2048 for stereo)
     are converted in pieces overlapping by `join.OVERLAP_PX` and crossfaded, each piece with its own
@@ -433,7 +440,8 @@ def image_to_audio(image, params: SpectrogramParams | None = None, method: str =
         rng = Generator(seed)
         mag = inverse_mel(mel, banded, method=method, rng=rng, max_iter=p.max_mel_iters, progress=progress)
         del mel
-        wave = griffin_lim(mag, plan, n_iter=n_iter, rng=rng, phase_init=phase, progress=progress)
+        wave = griffin_lim(mag, plan, n_iter=n_iter, rng=rng, phase_init=phase, progress=progress,
+                           link_channels=link_channels)
         del mag
         if timeline is not None:
             timeline.add(a * p.hop_length, wave)

@@ -19,6 +19,7 @@ TARGETS = {
     "clip": "one 5.11 s clip, prompt to WAV, by stage (text, denoise, decode, audio), real-time factor; "
             "--preset quality|fast; vs diffusers running the same preset",
     "lora": "a rank-128 LoRA over UNet + text encoder: load+merge, set-weight, unload, memory; vs diffusers+peft",
+    "seams": "how audible the joins of long pieces and remixes are (a report: flux ratios, no timing)",
 }
 
 MODULES = {"vae": "unet"}  # target -> module, where one module serves several targets
@@ -40,7 +41,7 @@ class command:  # the CLI's subcommand object
         p.add_argument("--cache-branch", type=int_arg, nargs="+", metavar="B",
                        help="unet bench: time DeepCache cached steps of these branches (e.g. 0 1 2 3) against a "
                             "full step of the same run, instead of comparing with torch")
-        p.add_argument("--weights", default=None, help="weights file (unet/vae/lora bench; default: random sd15 "
+        p.add_argument("--weights", default=None, help="weights file (unet/vae/lora/clip bench: default random sd15 "
                                                        "shapes; with --decoder taesd a TAESD file)")
         p.add_argument("--rank", type=int_arg, default=None,
                        help="lora bench: LoRA rank, 1 to 1024 (default 128; 4 with --quick)")
@@ -64,7 +65,7 @@ class command:  # the CLI's subcommand object
         if args.rounds is not None:
             values.integer(args.rounds, "--rounds", 1, 100)
         given = getattr(args, "given", ())
-        for flag, where in (("weights", ("unet", "vae", "lora", "clip")), ("profile", ("unet", "vae")),
+        for flag, where in (("weights", ("unet", "vae", "lora", "clip", "seams")), ("profile", ("unet", "vae")),
                             ("rank", ("lora",)), ("cache_branch", ("unet",)), ("preset", ("clip",)),
                             ("rounds", ("clip",))):
             if flag in given and args.target not in where:  # elsewhere it would be ignored

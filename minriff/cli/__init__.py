@@ -30,6 +30,10 @@ COMMANDS = {
               "many clips from a JSON Lines job file: resumable, --workers N processes or --ray on a cluster"),
     "audio2image": ("minriff.cli.audio:audio2image", "audio file -> Riffusion spectrogram PNG (with EXIF parameters)"),
     "image2audio": ("minriff.cli.audio:image2audio", "Riffusion spectrogram PNG -> audio file"),
+    "remix": ("minriff.cli.remix:remix",
+              "audio-to-audio: riff a song (or a part of it) toward a prompt, any length, stereo kept"),
+    "exif": ("minriff.cli.audio:exif", "print the spectrogram parameters stored in a PNG's EXIF (print-exif)"),
+    "clips": ("minriff.cli.audio:clips", "cut N random clips of S seconds from an audio file (sample-clips)"),
     "convert": ("minriff.cli.weights:convert",
                 "convert a diffusers folder or an LDM .ckpt/.safetensors into minriff's format"),
     "download": ("minriff.cli.weights:download",
@@ -98,9 +102,11 @@ def _flag(parser, dest: str) -> str:
 
 def check_option_effects(parser, command, given: set[str]) -> None:
     """Refuse options that the other options make meaningless (module docstring)."""
-    for opt, other in getattr(command, "needs", {}).items():
-        if opt in given and other not in given:
-            raise InputError(f"{_flag(parser, opt)} has no effect without {_flag(parser, other)}")
+    for opt, others in getattr(command, "needs", {}).items():  # an option, or a tuple of alternatives
+        others = others if isinstance(others, tuple) else (others,)
+        if opt in given and not any(o in given for o in others):
+            raise InputError(f"{_flag(parser, opt)} has no effect without "
+                             f"{' or '.join(_flag(parser, o) for o in others)}")
     for opt, other in getattr(command, "excludes", {}).items():
         if opt in given and other in given:
             raise InputError(f"{_flag(parser, opt)} has no effect with {_flag(parser, other)}")

@@ -1,5 +1,9 @@
 """`minriff generate`, `minriff interpolate`, `minriff riffuse`: the pipeline on the command line.
 
+`generate` makes one clip (up to 30 s, one image), or a long piece clip by clip (minriff.longform)
+when `--seconds` is above 30 or a long-piece option is given (`--prompt-at`, `--seed-image`,
+`--clip-px`, `--overlap-px`).
+
 Every output (-o, --image, --output-json) is checked before any work (`_check_outputs`) and written
 atomically (minriff.atomic). Seed and mask images given as flags are ids or PNG paths (a value with
 a `/` or an image suffix is a path); ids in a JSON request are only ids (minriff.riffuse)."""
@@ -112,6 +116,8 @@ def _apply_preset(args, request_flags: bool = True) -> None:
         if key in given or (not request_flags and key in ("steps", "guidance")):
             continue
         setattr(args, key, value)
+
+
 def _cache(args) -> dict:
     """--cache-interval/--cache-branch/--cache-schedule as the pipeline's keyword arguments, checked
     (the branch's upper bound needs the UNet and is checked by the pipeline; without --cache-interval
@@ -189,13 +195,16 @@ def _write(args, riff, image: np.ndarray, out: str | None, image_out: str | None
 
 
 class _Generate:
-    needs = {"strength": "init_image", "format": "output", "method": "output", **CACHE_NEEDS}
-    excludes = {"seconds": "init_image"}  # the init image's width sets the length
+    needs = {"strength": ("init_image", "seed_image"), "format": "output", "method": "output",
+             "seed_images": "seed_image", **CACHE_NEEDS}
+    excludes = {"seconds": "init_image", "init_image": "seed_image"}  # the init image's width sets the length
 
     def add_arguments(self, p):
         p.add_argument("prompt", help='what the music should be, e.g. "jazz piano solo"; (word:1.5) weights words')
         p.add_argument("-o", "--output", help="audio file to write (.wav, .flac, .mp3, .ogg)")
-        p.add_argument("--seconds", type=float, default=5.0, help="clip length (default 5 -> 512 px = 5.11 s; max 30)")
+        p.add_argument("--seconds", type=float, default=5.0,
+                       help="length (default 5 -> 512 px = 5.11 s): up to 30 s is one clip; longer (up to 600 s) "
+                            "grows clip by clip, each outpainted from the end of the one before")
         p.add_argument("--guidance", type=float, default=7.0, help="classifier-free guidance (default 7, max 100)")
         p.add_argument("--seed", type=int_arg, help="random seed (default: random, printed)")
         p.add_argument("--negative", help="negative prompt: what the music should not be (needs --guidance > 1)")
@@ -204,8 +213,25 @@ class _Generate:
                        help="start from this spectrogram image (img2img) instead of noise; its width sets the length "
                             "(512 px high, at most 3008 px wide)")
         p.add_argument("--strength", type=float, default=0.75,
-                       help="img2img denoising strength, with --init-image (default 0.75)")
+                       help="img2img denoising strength, with --init-image or --seed-image (default 0.75)")
+        long = p.add_argument_group("long pieces (clip by clip; any of these, or --seconds above 30, selects it)")
+        long.add_argument("--prompt-at", nargs=2, action="append", metavar=("TIME", "PROMPT"), default=[],
+                          help="the prompt to have reached at TIME (20, 20s, 1:30); text morphs linearly from the "
+                               "previous one (the main prompt holds at 0 s); repeat for more")
+        long.add_argument("--seed-image", help="start every clip from this seed image tiled along the piece, so its "
+                                               "beat grid runs through: an id (og_beat) or a PNG path")
+        long.add_argument("--seed-images", help="folder of seed images for ids like og_beat")
+        long.add_argument("--clip-px", type=int_arg,
+                          help="width of each clip's window (default 512 = 5.12 s; a multiple of 64)")
+        long.add_argument("--overlap-px", type=int_arg,
+                          help="known part of each window: the end of the previous clip (default 128 = 1.28 s)")
         _common(p, steps=30, scheduler="dpmpp2m")
+
+    def is_long(self, args) -> bool:
+        from minriff.inputs import MAX_SECONDS
+
+        return bool(args.prompt_at or args.seed_image or args.clip_px or args.overlap_px) or (
+            isinstance(args.seconds, float) and not args.init_image and args.seconds > MAX_SECONDS)
 
     def run(self, args) -> int:
         from minriff.inputs import check_duration, check_strength, open_model_image, random_seed
@@ -215,6 +241,8 @@ class _Generate:
             raise InputError("nothing to write: give -o AUDIO and/or --image PNG")
         _check_outputs(args, "output", "image")
         _check_flags(args, {"prompt": args.prompt})
+        if self.is_long(args):
+            return self.run_long(args)
         if args.init_image:
             check_strength(args.strength)
             init = open_model_image(args.init_image, "init image")
@@ -228,6 +256,33 @@ class _Generate:
             args.prompt, negative_prompt=args.negative, duration_s=args.seconds, steps=args.steps,
             guidance=args.guidance, seed=seed, scheduler=_scheduler(args, riff), init_image=init,
             strength=args.strength, **_cache(args))
+        _write(args, riff, image, args.output, args.image)
+        return 0
+
+    def run_long(self, args) -> int:
+        """A long piece: minriff.longform (checks first, then the weights)."""
+        from minriff import inputs
+        from minriff.longform import CLIP_PX, OVERLAP_PX
+
+        if args.init_image:
+            raise InputError("--init-image makes one clip; for a long piece use --seed-image")
+        seconds = inputs.piece_width(args.seconds) * inputs.MS_PER_PIXEL / 1000.0
+        clip_px, overlap_px = inputs.check_clip_geometry(args.clip_px or CLIP_PX, args.overlap_px or OVERLAP_PX)
+        schedule = inputs.check_prompt_schedule([(inputs.parse_time(t), p) for t, p in args.prompt_at], seconds)
+        seed_image = None
+        if args.seed_image:
+            from minriff.riffuse import resolve_image
+
+            inputs.check_strength(args.strength)
+            seed_image = inputs.open_model_image(resolve_image(args.seed_image, "seed image", args.seed_images,
+                                                               allow_path=True))
+        riff = _load(args)
+        seed = inputs.random_seed() if args.seed is None else args.seed
+        _say(args, f"seed {seed}")
+        image = riff.generate_long(
+            args.prompt, args.seconds, negative_prompt=args.negative, steps=args.steps, guidance=args.guidance,
+            seed=seed, scheduler=_scheduler(args, riff), seed_image=seed_image, strength=args.strength,
+            prompt_schedule=schedule, clip_px=clip_px, overlap_px=overlap_px, **_cache(args))
         _write(args, riff, image, args.output, args.image)
         return 0
 

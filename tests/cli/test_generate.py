@@ -127,7 +127,7 @@ def test_generate_img2img_keeps_the_width(tiny, tmp_path, capsys):
     (["x", "--steps", 0], "steps must be an integer from 1 to 1,000"),
     (["x", "--guidance", -1], "guidance must be a number in [0, 100]"),
     (["x", "--seconds", 0], "duration must be a positive number"),
-    (["x", "--seconds", 100], "above the limit of 30 s"),
+    (["x", "--seconds", 601], "above the limit of 600 s"),
     (["x", "--scheduler", "heun"], "unknown scheduler 'heun'"),
 ])
 def test_generate_errors_are_one_line(tiny, tmp_path, capsys, args, message):

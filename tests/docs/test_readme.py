@@ -173,3 +173,50 @@ def test_readme_presets_example_runs(workdir, monkeypatch):
     assert env["fast"].shape == env["six"].shape == env["clip"].shape == (512, 512, 3)
     assert not (env["fast"] == env["six"]).all()
     assert env["opts"]["decoder"] == "taesd" and "guidance" not in env["opts"]
+
+
+LONGER = section("Longer music and remixes")
+LONGER_COMMANDS = [line for b in blocks(LONGER, "bash") for line in b.splitlines() if line.startswith("minriff ")]
+# small stand-ins for the documented sizes: the same flags, a 2.56 s piece of 128-px windows
+SHRINK = {"--seconds 60": "--seconds 2.56", "--prompt-at 30s": "--prompt-at 1.5s"}
+SHRINK_FLAGS = {"generate": ["--clip-px", "128", "--overlap-px", "64", "--steps", "2"],  # img2img: 1 step
+                "remix": ["--window-px", "128", "--overlap-px", "64", "--steps", "2"]}
+
+
+def test_readme_longer_music_commands_run(workdir, monkeypatch, capsys):
+    """The section's commands in order (exif reads what audio2image wrote; the song is 5 s of stereo)."""
+    from minriff.audio import io as audio_io
+
+    assert [shlex.split(c)[1] for c in LONGER_COMMANDS] == ["generate", "remix", "audio2image", "exif", "clips"]
+    monkeypatch.chdir(workdir)
+    monkeypatch.delenv("MINRIFF_WEIGHTS", raising=False)
+    t = np.arange(5 * 22050) / 22050
+    stereo = 0.3 * np.stack([np.sin(2 * np.pi * 220 * t), np.sin(2 * np.pi * 330 * t)])
+    audio_io.write_audio(workdir / "song.wav", stereo, 22050)
+    for command in LONGER_COMMANDS:
+        for a, b in SHRINK.items():
+            command = command.replace(a, b)
+        argv = [a.replace("song.mp3", "song.wav") for a in shlex.split(command)[1:]]  # mp3 needs libsndfile >= 1.1
+        code = main(argv + SHRINK_FLAGS.get(argv[0], []) + (["--quiet"] if argv[0] != "exif" else []))
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        if argv[0] == "exif":
+            assert "SAMPLE_RATE" in out
+    assert sf.info(str(workdir / "long.wav")).frames == (256 - 1) * 441
+    info = sf.info(str(workdir / "remix.wav"))
+    assert info.channels == 2 and info.frames == 3 * 44100
+    assert len(list((workdir / "clips").iterdir())) == 4
+
+
+def test_readme_longer_music_python_example_runs(workdir, monkeypatch):
+    code = next(b for b in blocks(section("Python API"), "python") if "generate_long" in b)
+    fast = (code.replace("duration_s=60.0", "duration_s=2.56, clip_px=128, overlap_px=64")
+            .replace("(30.0,", "(1.5,").replace("steps=30", "steps=2").replace("steps=25", "steps=2")
+            .replace("start_s=10.0, end_s=20.0", "start_s=0.5, end_s=1.5, window_px=128, overlap_px=64"))
+    assert fast.count("steps=2") == 2
+    monkeypatch.chdir(workdir)
+    monkeypatch.delenv("MINRIFF_WEIGHTS", raising=False)
+    env: dict = {}
+    exec(compile(fast, "README.md", "exec"), env)
+    assert env["piece"].shape == (512, 256, 3) and env["wave"].shape == (1, 255 * 441)
+    assert env["sample_rate"] == 44100 and env["remixed"].shape == (1, 44100)
