@@ -242,3 +242,34 @@ def test_clips_of_a_non_audio_file(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("hello")
     code, _, err = run(capsys, "clips", tmp_path / "notes.txt", "-o", tmp_path / "c")
     one_line_error(code, err, "not a readable WAV/FLAC/OGG/MP3 file")
+
+
+def test_preset_fast_and_deepcache_flags_reach_long_pieces_and_remix(monkeypatch, tiny, song, tmp_path, capsys):
+    """--preset fast / --cache-interval on `generate` (long) and `remix` end in the pipeline's keyword
+    arguments (not silently dropped); --cache-branch alone is refused on remix as on generate."""
+    from minriff import longform, remix
+
+    seen = {}
+    real_long, real_remix = longform.generate_long, remix.remix
+
+    def spy_long(*a, **k):
+        seen["long"] = k.get("cache")
+        return real_long(*a, **k)
+
+    def spy_remix(*a, **k):
+        seen["remix"] = k.get("cache")
+        return real_remix(*a, **k)
+
+    monkeypatch.setattr(longform, "generate_long", spy_long)
+    monkeypatch.setattr(remix, "remix", spy_remix)
+    code, _, err = run(capsys, "generate", "lofi", "--seconds", 2.5, "--clip-px", 128, "--overlap-px", 64,
+                       "--preset", "fast", "--seed", 1, "--weights", tiny, "-o", tmp_path / "long.wav")
+    assert code == 0, err
+    assert seen["long"] is not None and seen["long"].interval == 2
+    code, _, err = run(capsys, "remix", song, "jazz", "--cache-interval", 3, "--cache-branch", 1, "--steps", 3,
+                       "--window-px", 128, "--overlap-px", 64, "--seed", 1, "--weights", tiny,
+                       "-o", tmp_path / "remix.wav")
+    assert code == 0, err
+    assert (seen["remix"].interval, seen["remix"].branch) == (3, 1)
+    code, _, err = run(capsys, "remix", song, "jazz", "--cache-branch", 1, "--weights", tiny, "-o", tmp_path / "x.wav")
+    one_line_error(code, err, "--cache-branch has no effect without --cache-interval")
