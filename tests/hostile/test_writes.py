@@ -157,6 +157,13 @@ ALLOWED = {
     ("minriff/weights/download.py", "fetch"):
         "resumable download: appends to NAME.part inside minriff's own staging folder (weights/.download/) "
         "and renames it when complete; the converted weights are written by write_safetensors",
+    ("minriff/batch/manifest.py", "Writer.__init__"):
+        "the batch manifest is an append-only journal (O_APPEND, one fsync'ed line per finished job, written "
+        "after the job's files exist); a line cut by a kill is ignored when read, so resume loses nothing",
+    ("minriff/batch/manifest.py", "Writer.append"): "the same journal's appends",
+    ("minriff/bench/batch.py", "run"): "a scratch TemporaryDirectory for the bench's own outputs, removed after",
+    ("minriff/bench/clip.py", "run"): "a scratch TemporaryDirectory for the bench's own outputs, removed after",
+    ("minriff/bench/lora.py", "run"): "a scratch TemporaryDirectory for the bench's own outputs, removed after",
     ("kernels/cuda/loader.py", "compile_emulated"):
         "build cache: g++ writes into a private temporary folder inside the cache, renamed into place",
 }
