@@ -97,6 +97,11 @@ class SpectrogramParams:
         return cls(**kw)
 
 
+def plan(p: SpectrogramParams) -> tuple[STFT, np.ndarray, BandedFilterbank]:
+    """(STFT plan, dense mel filterbank, banded filterbank) of these parameters (cached)."""
+    return _plan(p)
+
+
 @lru_cache(maxsize=8)
 def _plan(p: SpectrogramParams) -> tuple[STFT, np.ndarray, BandedFilterbank]:
     p.validate()
@@ -226,8 +231,9 @@ def image_to_mel(image: Image.Image, params: SpectrogramParams | None = None,
 
 def image_to_audio(image: Image.Image, params: SpectrogramParams | None = None, method: str = "nnls",
                    seed: int = 0, n_iter: int | None = None, loudness: str | None = "riffusion",
-                   phase: str = "random", progress=None) -> np.ndarray:
-    """Spectrogram image -> waveform (C, (W-1)*hop) float32 in [-1, 1].
+                   phase: str = "random", progress=None, length: int | None = None) -> np.ndarray:
+    """Spectrogram image -> waveform (C, (W-1)*hop) float32 in [-1, 1] (`length` samples if given:
+    W*hop makes every column last one hop, 512 px -> 5.12 s, the length the server's clips have).
 
     method: "nnls" (exact non-negative least squares, default) or "sgd" (the original's 200-step
     SGD). n_iter: Griffin-Lim iterations (default params.num_griffin_lim_iters = 32).
@@ -256,7 +262,7 @@ def image_to_audio(image: Image.Image, params: SpectrogramParams | None = None, 
     rng = Generator(seed)
     mag = inverse_mel(mel, banded, method=method, rng=rng, max_iter=p.max_mel_iters, progress=progress)
     wave = griffin_lim(mag, plan, n_iter=p.num_griffin_lim_iters if n_iter is None else n_iter,
-                       rng=rng, phase_init=phase, progress=progress)
+                       rng=rng, phase_init=phase, progress=progress, length=length)
     if loudness == "riffusion":
         return audio_mod.loudness_riffusion(wave)
     return audio_mod.peak_normalize(wave) if loudness == "peak" else wave

@@ -31,6 +31,8 @@ COMMANDS = {
     "info": ("minriff.cli.weights:info", "show what a converted weights file holds"),
     "init-random": ("minriff.cli.weights:init_random",
                     "write random weights with real (sd15) or tiny shapes (or TAESD's), for benchmarks and tests"),
+    "serve": ("minriff.cli.serve:serve",
+              "serve the original Riffusion server's API, a streaming WebSocket and a web page (needs .[server])"),
     "bench": ("minriff.bench:command", "benchmarks: ops, unet, vae, audio (ratios to same-run baselines)"),
 }
 
