@@ -117,19 +117,22 @@ class SeamlessAudio:
 
 
 def seam_steps(wave: np.ndarray, joins, guard: int = 2205) -> dict:
-    """How a join looks against the inside of the clips: the sample-to-sample step |y[j] - y[j-1]|
-    at each join, and for each the share of steps inside the clips (farther than `guard` samples
-    from any join) that are larger. A click is a step larger than almost all (share near 0); a
-    seamless join looks like any other sample (share spread over 0..1, about 0.5 on average)."""
+    """How a join looks against the inside of the clips. A click is a jump in the waveform's value
+    or slope, which the second difference y[i+1] - 2 y[i] + y[i-1] shows sharply (music made from a
+    10 kHz spectrogram is smooth at 44.1 kHz). For each join j (the first sample of a new piece):
+    `join_steps`, the larger |second difference| centred on j-1 or j; `share_larger_inside`, the
+    share of positions farther than `guard` samples from any join whose value (the same larger-of-two)
+    is larger. A click scores near 0; a seamless join looks like any sample (about 0.5 on average)."""
     y = np.asarray(wave, dtype=np.float64)
     y = y[None] if y.ndim == 1 else y
-    d = np.abs(np.diff(y, axis=1)).max(axis=0)  # step into sample i + 1, worst channel
+    d2 = np.abs(np.diff(y, n=2, axis=1)).max(axis=0)  # d2[i] is centred on sample i + 1
+    pair = np.maximum(d2[:-1], d2[1:])  # pair[i]: the samples i + 1 and i + 2, i.e. a join at i + 2
     joins = [int(j) for j in joins]
-    inside = np.ones(d.shape[0], bool)
+    inside = np.ones(pair.shape[0], bool)
     for j in joins:
-        inside[max(0, j - 1 - guard) : j - 1 + guard] = False
-    ref = np.sort(d[inside])
-    at = np.array([d[j - 1] for j in joins])
+        inside[max(0, j - 2 - guard) : j - 2 + guard] = False
+    ref = np.sort(pair[inside])
+    at = np.array([pair[j - 2] for j in joins])
     larger = 1.0 - np.searchsorted(ref, at, side="right") / max(ref.size, 1)
     return {"join_steps": at, "share_larger_inside": larger,
             "inside_percentiles": {q: float(np.percentile(ref, q)) for q in (50, 99, 99.9, 100)}}
