@@ -74,6 +74,10 @@ class Listener:
         self.out: asyncio.Queue = asyncio.Queue()
         self.connected_at = time.monotonic()
         self.generating = False
+        self.clip_s = 5.12  # the last clip's length: `ahead` counts clips of it
+
+    def wants_more(self) -> bool:
+        return self.loop is not None and not self.paused and self.ahead_s() < self.ahead * self.clip_s - 0.01
 
     def playhead(self) -> float:
         now = time.monotonic()
@@ -100,6 +104,7 @@ class Listeners:
     def __init__(self, server):
         self.server = server
         self.all: dict[str, Listener] = {}
+        self.finished = 0  # sessions that ended on their own (not cancelled)
 
     def snapshot(self) -> list[dict]:
         return [listener.snapshot() for listener in list(self.all.values())]
@@ -256,11 +261,11 @@ async def _producer(listener: Listener, server):
     loop = asyncio.get_running_loop()
     index = 0
     while not server.shutting_down:
-        if listener.loop is None or listener.ahead_s() >= listener.ahead * 5.12 - 0.01 or listener.paused:
+        if not listener.wants_more():
             listener.wake.clear()
             wait = None
-            if listener.loop is not None and not listener.paused:
-                wait = max(0.05, listener.ahead_s() - listener.ahead * 5.12 + 0.05)
+            if listener.loop is not None and not listener.paused:  # until the playhead brings it below
+                wait = max(0.05, listener.ahead_s() - listener.ahead * listener.clip_s + 0.05)
             try:
                 await asyncio.wait_for(listener.wake.wait(), timeout=wait)
             except asyncio.TimeoutError:
@@ -287,6 +292,8 @@ async def _producer(listener: Listener, server):
             listener.generating = False
         listener.clips += 1
         listener.samples += msg["samples"]
+        if index > 0:
+            listener.clip_s = msg["duration_s"]
         if listener.first_sent_at is None:
             listener.first_sent_at = time.monotonic()
         await listener.out.put(msg)
@@ -314,14 +321,15 @@ async def stream_endpoint(websocket: WebSocket):
                                               _producer(listener, server))]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
+    finally:  # also when cancelled (server shutdown): drop the listener and its work at once
         for t in tasks:
             t.cancel()
         server.queue.cancel_owner(listener.id)
         server.listeners.all.pop(listener.id, None)
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if websocket.application_state == WebSocketState.CONNECTED:
-            try:
-                await websocket.close()
-            except (RuntimeError, OSError, WebSocketDisconnect):
-                pass
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if websocket.application_state == WebSocketState.CONNECTED:
+        try:
+            await websocket.close()
+        except (RuntimeError, OSError, WebSocketDisconnect):
+            pass
+    server.listeners.finished += 1
