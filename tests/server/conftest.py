@@ -58,3 +58,66 @@ def make_client(riff, seed_folder):
         server = Server(riff, ServeConfig(seed_images=str(seed_folder), threads=1, **config))
         return TestClient(create_app(server)), server
     return make
+
+
+class Live:
+    """A `minriff serve` process on a free loopback port."""
+
+    def __init__(self, proc, port, log):
+        self.proc, self.port, self.log = proc, port, log
+        self.url = f"http://127.0.0.1:{port}"
+        self.ws_url = f"ws://127.0.0.1:{port}/stream"
+
+    def health(self) -> dict:
+        import httpx
+
+        return httpx.get(self.url + "/health", timeout=30).json()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def live_server(tiny_weights, seed_folder, tmp_path):
+    """start(*extra_args) -> Live: `minriff serve` with the tiny model on one thread; stopped after the test."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    started = []
+
+    def start(*extra, timeout=180):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        log = tmp_path / f"serve-{port}.log"
+        cmd = [sys.executable, "-m", "minriff.cli", "serve", "--weights", str(tiny_weights), "--seed-images",
+               str(seed_folder), "--port", str(port), "--threads", "1", "--log-level", "warning", *map(str, extra)]
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                    env={**os.environ, "NUMBA_NUM_THREADS": "1"})
+        live = Live(proc, port, log)
+        started.append(live)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            assert proc.poll() is None, f"minriff serve exited {proc.returncode}:\n{live.output()}"
+            try:
+                if httpx.get(live.url + "/health", timeout=5).status_code == 200:
+                    return live
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        raise AssertionError(f"minriff serve did not come up in {timeout} s:\n{live.output()}")
+
+    yield start
+    for live in started:
+        if live.proc.poll() is None:
+            live.proc.terminate()
+            try:
+                live.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                live.proc.kill()
+                live.proc.wait()
