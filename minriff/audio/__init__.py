@@ -7,6 +7,7 @@ numba, scipy, PIL and minriff's errors/rng).
     invmel.py       mel -> linear magnitude: NNLS (exact) or the original's SGD
     griffinlim.py   fast Griffin-Lim (momentum 0.99) as torchaudio
     phaseinit.py    peak-locked phase initialisation for Griffin-Lim
+    seamless.py     consecutive clips -> one waveform: phase and loudness run on across joins
     io.py           read/write WAV/FLAC/OGG/MP3, resampling, the original's loudness stage
 
 The file functions are re-exported here: `minriff.audio.read_audio(path)`.
