@@ -2,7 +2,9 @@
 
 `InferenceInput.from_dict(d)` accepts the JSON the web app posts to `/run_inference/`. Unlike the
 original (dacite, strict types) an integer is accepted where a float is declared (`"guidance": 7`).
-Every problem is an InputError naming the field.
+Every problem is an InputError naming the field. An unknown field is an error too (dacite ignored
+a misspelt "guidence"), unless the caller asks `unknown="ignore"`: the server does, as the original
+did, since the web app and its forks may send fields of their own (`unknown_fields` names them).
 
 Image ids (`seed_image_id`, `mask_image_id`) name PNGs inside the seed-image folders and nothing
 else: `resolve_image_id` refuses folders, absolute paths and symlinks that lead outside, with the
@@ -15,7 +17,7 @@ import json
 import os
 import re
 import stat
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from minriff.errors import InputError
@@ -38,6 +40,20 @@ def _number(d: dict, key: str, where: str, default=None, integer=False):
     return int(v) if integer else float(v)
 
 
+def _unknown(d: dict, cls, where: str) -> list[str]:
+    known = {f.name for f in fields(cls)}
+    return [k for k in d if k not in known]
+
+
+def _check_unknown(d: dict, cls, where: str, unknown: str) -> None:
+    if unknown not in ("error", "ignore"):
+        raise ValueError(f"unknown= must be 'error' or 'ignore', got {unknown!r}")
+    names = _unknown(d, cls, where)
+    if names and unknown == "error":
+        known = ", ".join(f.name for f in fields(cls))
+        raise InputError(f"{where}: unknown field {names[0]!r} (fields: {known})")
+
+
 def _string(d: dict, key: str, where: str, default=..., optional=False):
     if key not in d or (d[key] is None and optional):
         if default is ...:
@@ -58,9 +74,11 @@ class PromptInput:
     guidance: float = 7.0
 
     @classmethod
-    def from_dict(cls, d, where: str) -> PromptInput:
+    def from_dict(cls, d, where: str, unknown: str = "error") -> PromptInput:
+        """unknown: "error" (an unknown field is an InputError) or "ignore" (dropped)."""
         if not isinstance(d, dict):
             raise InputError(f"{where} must be a JSON object, got {d!r}")
+        _check_unknown(d, cls, where, unknown)
         return cls(
             prompt=_string(d, "prompt", where),
             seed=_number(d, "seed", where, integer=True),
@@ -80,20 +98,35 @@ class InferenceInput:
     mask_image_id: str | None = None
 
     @classmethod
-    def from_dict(cls, d) -> InferenceInput:
+    def from_dict(cls, d, unknown: str = "error") -> InferenceInput:
+        """unknown: "error" (an unknown field, here or in start/end, is an InputError; the CLI) or
+        "ignore" (dropped, as the original server; `unknown_fields(d)` names them). Known fields are
+        checked either way."""
         if not isinstance(d, dict):
             raise InputError(f"request must be a JSON object, got {type(d).__name__}")
+        _check_unknown(d, cls, "request", unknown)
         for key in ("start", "end"):
             if key not in d:
                 raise InputError(f"request: missing required field {key!r}")
         return cls(
-            start=PromptInput.from_dict(d["start"], "start"),
-            end=PromptInput.from_dict(d["end"], "end"),
+            start=PromptInput.from_dict(d["start"], "start", unknown),
+            end=PromptInput.from_dict(d["end"], "end", unknown),
             alpha=_number(d, "alpha", "request"),
             num_inference_steps=_number(d, "num_inference_steps", "request", default=50, integer=True),
             seed_image_id=_string(d, "seed_image_id", "request", default="og_beat", optional=True),
             mask_image_id=_string(d, "mask_image_id", "request", default=None, optional=True),
         )
+
+    @staticmethod
+    def unknown_fields(d) -> list[str]:
+        """The fields of a request dict that `from_dict` does not know ("start.x" inside start/end)."""
+        if not isinstance(d, dict):
+            return []
+        names = _unknown(d, InferenceInput, "request")
+        for side in ("start", "end"):
+            if isinstance(d.get(side), dict):
+                names += [f"{side}.{k}" for k in _unknown(d[side], PromptInput, side)]
+        return names
 
     @classmethod
     def from_json(cls, text: str) -> InferenceInput:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import resource
 import time
@@ -31,6 +32,8 @@ from minriff.server.streams import Listeners, stream_endpoint
 from minriff.stream import clip_audio, http_response, render
 
 STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("minriff.server")
+SERVER_FIELDS = {"lora"}  # request fields the server reads itself (not the original's)
 MAX_BODY = 64 * 1024  # the app's requests are ~400 bytes
 DISCONNECT_POLL_S = 0.5
 
@@ -137,7 +140,10 @@ async def run_inference(request: Request) -> JSONResponse:
         return error(413, f"request body is {len(body)} bytes; the limit is {MAX_BODY}")
     try:
         data = json.loads(body.decode("utf-8"))
-        req = InferenceInput.from_dict(data)
+        req = InferenceInput.from_dict(data, unknown="ignore")  # as the original (dacite, non-strict)
+        ignored = [k for k in InferenceInput.unknown_fields(data) if k not in SERVER_FIELDS]
+        if ignored:
+            log.info("/run_inference/: ignored unknown fields %s", ", ".join(ignored))
         loras = server.lora_weights(data)
         server.check_request(req)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:

@@ -29,6 +29,7 @@ import asyncio
 import io
 import itertools
 import json
+import logging
 import time
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -44,6 +45,12 @@ MAX_MESSAGE = 16 * 1024
 MAX_AHEAD = 4
 PREVIEW_BACKLOG = 4  # previews waiting to be sent beyond which new ones are dropped
 _ids = itertools.count(1)
+log = logging.getLogger("minriff.server")
+_SETTINGS = set(LoopSettings.__dataclass_fields__)
+MESSAGE_FIELDS = {  # what each message type reads; anything else is ignored (and logged), as on /run_inference/
+    "start": {"type", "prompt", "seed", "alpha_velocity", "ahead", "previews"} | _SETTINGS,
+    "settings": {"type", "ahead", "previews"} | _SETTINGS,
+    "up_next": {"type", "prompt"}, "position": {"type", "seconds"}, "pause": {"type"}, "resume": {"type"}}
 
 
 def _jpeg(image, quality=75) -> str:
@@ -131,8 +138,12 @@ def _settings_from(msg: dict, server) -> dict:
 
 
 def handle(listener: Listener, msg: dict, server) -> dict | None:
-    """Apply one client message (InputError if it is refused); returns a message to answer with."""
+    """Apply one client message (InputError if it is refused); returns a message to answer with.
+    Unknown fields are ignored and logged (as on /run_inference/); known ones are checked."""
     kind = msg.get("type")
+    ignored = sorted(set(msg) - MESSAGE_FIELDS.get(kind, set(msg)))
+    if ignored:
+        log.info("/stream %s message: ignored unknown fields %s", kind, ", ".join(map(str, ignored)))
     if kind == "start":
         if listener.loop is not None:
             raise InputError("this stream has started already; use up_next or settings")

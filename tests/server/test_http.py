@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import threading
 
 import pytest
@@ -72,6 +73,18 @@ def test_variants_the_original_accepts_or_should(served, body, headers, path):
     assert r.status_code == 200, r.text
     wave, image = decode(r.json())
     assert wave.shape == (64 * 441,) and image.size == (64, 512)
+
+
+def test_unknown_fields_are_ignored_and_logged_known_ones_still_checked(served, caplog):
+    client, _ = served
+    body = app_request(extra="x", start={"prompt": "a", "seed": 1, "transitionCounter": 3})
+    with caplog.at_level(logging.INFO, logger="minriff.server"):
+        r = client.post("/run_inference/", json=body)
+    assert r.status_code == 200, r.text
+    logged = [m for m in caplog.messages if "ignored unknown fields" in m]
+    assert logged == ["/run_inference/: ignored unknown fields extra, start.transitionCounter"]
+    r = client.post("/run_inference/", json={**body, "alpha": 2})
+    assert r.status_code == 400 and "alpha" in r.json()["error"]
 
 
 def test_every_512_px_clip_is_exactly_5_12_s_of_mp3(served):

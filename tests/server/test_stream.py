@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import time
 from contextlib import contextmanager
 
@@ -78,8 +79,9 @@ def test_a_listener_gets_its_clips_in_order_as_one_waveform(make_client):
         assert me["clips"] == 5 and me["prompt"] in ("lofi", "jazz") and me["ahead_s"] <= 5 * 0.64
 
 
-def test_bad_messages_are_answered_and_the_stream_goes_on(make_client):
+def test_bad_messages_are_answered_and_the_stream_goes_on(make_client, caplog):
     client, server = make_client(max_steps=10)
+    caplog.set_level(logging.INFO, logger="minriff.server")
     with client, listen(client, server) as ws:
         receive(ws, "hello")
         for text, message in (("nope", "malformed JSON"), ("[1]", "JSON object"), ('{"type": "dance"}', "unknown"),
@@ -92,8 +94,9 @@ def test_bad_messages_are_answered_and_the_stream_goes_on(make_client):
             assert err["status"] == 400 and message in err["error"], (text, err)
         ws.send_bytes(b"\x00")
         assert "binary" in receive(ws, "error")["error"]
-        ws.send_text(json.dumps({"type": "start", "prompt": "a", "steps": 1, "seed_image_id": "vibes"}))
+        ws.send_text(json.dumps({"type": "start", "prompt": "a", "steps": 1, "seed_image_id": "vibes", "fork": 1}))
         assert receive(ws, "clip")["request"]["seed_image_id"] == "vibes"
+        assert "/stream start message: ignored unknown fields fork" in caplog.messages  # accepted, logged
         ws.send_text(json.dumps({"type": "settings", "denoising": 2}))
         assert "denoising" in receive(ws, "error")["error"]
 
