@@ -60,6 +60,7 @@ def test_the_page_plays_clips_back_to_back(live_server, tmp_path):
             viewport={"width": 1200, "height": 720})
         try:
             page = browser.new_page()
+            page.set_default_timeout(120_000)  # a crowded machine: Playwright's 30 s for goto/click can pass
             page.on("console", lambda m: m.type == "error" and problems.append(m.text))
             page.on("pageerror", lambda e: problems.append(str(e)))
             page.goto(f"{live.url}/?prompt=jazz&steps=1&prebuffer=3&ahead=4")
