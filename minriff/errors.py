@@ -31,6 +31,10 @@ class InputError(MinriffError, ValueError):
     """A user argument is out of range or malformed (prompt, duration, steps, JSON, ...)."""
 
 
+class NumericsError(MinriffError):
+    """A computation produced NaN or infinity (inputs at the edge of their ranges, or broken weights)."""
+
+
 class DownloadError(MinriffError):
     """A download failed (network, HTTP status, size or checksum mismatch)."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minriff.errors import InputError
+from minriff import images
 
 DOT_THRESHOLD = 0.9995  # above this |cos| the two noises are almost parallel: lerp instead of slerp
 
@@ -33,18 +33,10 @@ def slerp(alpha: float, v0: np.ndarray, v1: np.ndarray) -> np.ndarray:
     return out.astype(np.asarray(v0).dtype)
 
 
-def as_rgb_array(image) -> np.ndarray:
-    """A PIL image or an (H, W[, C]) array -> (H, W, 3) uint8 (greyscale/palette -> 3 equal channels)."""
-    if hasattr(image, "convert"):
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    a = np.asarray(image)
-    if a.dtype != np.uint8:
-        raise InputError(f"image array must be uint8, got {a.dtype}")
-    if a.ndim == 2:
-        a = np.repeat(a[:, :, None], 3, axis=2)
-    if a.ndim != 3 or a.shape[2] not in (3, 4):
-        raise InputError(f"image array must be (H, W), (H, W, 3) or (H, W, 4), got shape {a.shape}")
-    return np.ascontiguousarray(a[:, :, :3])
+def as_rgb_array(image, what: str = "image") -> np.ndarray:
+    """A PIL image or an (H, W[, C]) array -> (H, W, 3) uint8 (greyscale/palette -> 3 equal channels;
+    16-bit and float images scaled, not clipped: `minriff.images.rgb8`)."""
+    return images.rgb8(image, what)
 
 
 def image_to_model(rgb: np.ndarray) -> np.ndarray:

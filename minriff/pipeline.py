@@ -40,24 +40,26 @@ import os
 
 import numpy as np
 
-from minriff import atomic, kernels, prompt_weighting, schedulers, weights
-from minriff.audio import io as audio_io
-from minriff.audio import join
+from minriff import atomic, kernels, prompt_weighting, schedulers, values, weights
 from minriff.audio.spectrogram import SpectrogramParams, audio_to_image, image_to_audio
 from minriff.configs import SD15_SCHEDULER, ModelConfig
-from minriff.errors import InputError, WeightsError
+from minriff.errors import InputError, NumericsError, WeightsError
 from minriff.inputs import (
     HEIGHT,
+    MAX_PROMPT_CHARS,
     WIDTH_MULTIPLE,
     check_alpha,
     check_autoencoder,
     check_callback,
     check_guidance,
+    check_negative_prompt,
     check_prompt,
     check_scheduler,
+    check_seed,
     check_steps,
     check_strength,
     image_width,
+    model_image,
     random_seed,
 )
 from minriff.latents import as_rgb_array, fit_width, image_to_model, lerp, mask_to_latent, model_to_image, slerp
@@ -101,7 +103,7 @@ class Riffusion:
         if spectrogram is not None and not isinstance(spectrogram, SpectrogramParams):
             raise InputError(f"spectrogram must be a SpectrogramParams, got {type(spectrogram).__name__}")
         self.spectrogram = spectrogram
-        self.seed = None if seed is None else _check_seed(seed)
+        self.seed = None if seed is None else check_seed(seed)
         self.quiet = quiet
         self.source = source
         if backend == "cuda":
@@ -175,7 +177,7 @@ class Riffusion:
 
     def _seed_or_random(self, seed) -> int:
         if seed is not None:
-            return _check_seed(seed)
+            return check_seed(seed)
         return self.seed if self.seed is not None else random_seed()
 
     # ---- models: text, image <-> latents --------------------------------------------------------
@@ -200,8 +202,9 @@ class Riffusion:
     def encode_prompt(self, prompt: str) -> np.ndarray:
         """(1, 77, C) text states of a prompt with the original's (word:1.5) weighting syntax; cached."""
         if prompt not in self._text_cache:
+            values.text(prompt, "prompt", MAX_PROMPT_CHARS, allow_empty=True)
             states = prompt_weighting.weighted_embeddings(self.tokenizer, self._run_text_encoder, prompt)
-            self._text_cache[prompt] = np.asarray(states, dtype=np.float32)
+            self._text_cache[prompt] = _finite(np.asarray(states, dtype=np.float32), f"text states of {prompt[:60]!r}")
         return self._text_cache[prompt]
 
     def _run_text_encoder(self, ids: np.ndarray) -> np.ndarray:
@@ -209,16 +212,15 @@ class Riffusion:
         return np.asarray(self.F.to_host(self.text_encoder(self.F.asarray(ids))), dtype=np.float32)
 
     def check_image(self, image, what="seed image") -> np.ndarray:
-        """(512, W, 3) uint8 of a seed/init/mask image. Height must be 512 (the mel bins); a width
-        that is not a multiple of 64 px is stretched (bicubic) to the next multiple, as the
-        original's audio-to-audio page did; `fit_width` stretches results back."""
-        rgb = as_rgb_array(image)
-        h, w = rgb.shape[:2]
-        if h != HEIGHT or w < 2:
-            raise InputError(
-                f"{what} is {w}x{h} px; it must be {HEIGHT} px high (a Riffusion spectrogram, e.g. from "
-                f"`minriff audio2image`) and at least 2 px wide")
-        return fit_width(rgb, math.ceil(w / WIDTH_MULTIPLE) * WIDTH_MULTIPLE)
+        """(512, W, 3) uint8 of a seed/init/mask image (PIL or array). Height must be 512 (the mel
+        bins), the width 2 to `inputs.MAX_IMAGE_WIDTH` px (checked before any conversion)."""
+        return model_image(image, what)
+
+    @staticmethod
+    def _model_width(rgb: np.ndarray) -> np.ndarray:
+        """A width that is not a multiple of 64 px is stretched (bicubic) to the next multiple, as
+        the original's audio-to-audio page did; `fit_width` stretches results back."""
+        return fit_width(rgb, math.ceil(rgb.shape[1] / WIDTH_MULTIPLE) * WIDTH_MULTIPLE)
 
     def encode_image(self, rgb: np.ndarray, generator, encoder: str | None = None) -> np.ndarray:
         """(H, W, 3) uint8 -> scaled latents z * scaling_factor, sampled with `generator` (full VAE), or
@@ -238,7 +240,7 @@ class Riffusion:
         """Latents (1, 4, h, w) -> (8h, 8w, 3) uint8 with the full VAE or TAESD (default: the
         `decoder=` given at construction, "full" unless set)."""
         vae = self.taesd if self._autoencoder(decoder, "decoder") == "taesd" else self.vae
-        z = latents / np.float32(vae.config.scaling_factor)
+        z = _finite(latents, "denoised latents") / np.float32(vae.config.scaling_factor)
         self._ops()
         if vae is self.vae:
             bar = Progress(self.vae.stages, "decoding (VAE)", self.quiet)  # ~30 s at 512x512 on a CPU
@@ -293,29 +295,33 @@ class Riffusion:
         check_prompt(prompt)
         decoder = self._autoencoder(decoder, "decoder")
         check_autoencoder(self.encoder if encoder is None else encoder, "encoder")  # (used with init_image)
+        check_negative_prompt(negative_prompt)
         steps, guidance = check_steps(steps), check_guidance(guidance)
         scheduler = check_scheduler(self._scheduler_or(scheduler, "dpmpp2m"))
+        rgb = None
+        if init_image is None:
+            width = image_width(duration_s)
+        else:
+            strength = check_strength(strength)
+            rgb = model_image(init_image, "init image")
+            width = rgb.shape[1]
         check_callback(callback)
         seed = self.last_seed = self._seed_or_random(seed)
         gen = Generator(seed)
         cond = self.encode_prompt(prompt)
         context = self._context(cond, lambda: self.encode_prompt(negative_prompt or ""), guidance)
         sched = self.make_scheduler(scheduler, steps)
-        if init_image is None:
-            shape = self.latent_shape(image_width(duration_s))
-            latents = gen.randn(shape) * np.float32(sched.init_noise_sigma)
+        if rgb is None:
+            latents = gen.randn(self.latent_shape(width)) * np.float32(sched.init_noise_sigma)
             timesteps = list(sched.timesteps)
         else:
-            strength = check_strength(strength)
-            width = as_rgb_array(init_image).shape[1]
-            z = self.encode_image(self.check_image(init_image, "init image"), gen, encoder)
+            z = self.encode_image(self._model_width(rgb), gen, encoder)
             timesteps = list(schedulers.img2img_timesteps(sched, steps, strength))
             noise = gen.randn(z.shape)
             latents = np.asarray(sched.add_noise(z, noise, timesteps[0]), dtype=np.float32)
         latents = self._sample(sched, timesteps, latents.astype(np.float32), context, guidance,
                                "denoising", generator=gen, callback=callback)
-        image = self.decode_latents(latents, decoder)
-        return image if init_image is None else fit_width(image, width)
+        return fit_width(self.decode_latents(latents, decoder), width)
 
     def interpolate_styles(self, prompt_a: str, prompt_b: str, alpha: float, seed_a: int | None = None,
                            seed_b: int | None = None, negative_prompt: str | None = None,
@@ -330,8 +336,8 @@ class Riffusion:
         scheduler = self._scheduler_or(scheduler, "pndm" if seed_image is not None else "dpmpp2m")
         alpha = check_alpha(alpha)
         check_callback(callback)
-        seed_a = _check_seed(seed_a) if seed_a is not None else (self.seed if self.seed is not None else 42)
-        seed_b = seed_a if seed_b is None else _check_seed(seed_b)
+        seed_a = check_seed(seed_a, "seed A") if seed_a is not None else (self.seed if self.seed is not None else 42)
+        seed_b = seed_a if seed_b is None else check_seed(seed_b, "seed B")
         if seed_image is not None:
             a = PromptInput(prompt_a, seed_a, negative_prompt, denoising, guidance)
             b = PromptInput(prompt_b, seed_b, negative_prompt, denoising, guidance)
@@ -339,6 +345,7 @@ class Riffusion:
                                 decoder=decoder, encoder=encoder)
         check_prompt(prompt_a, "prompt A")
         check_prompt(prompt_b, "prompt B")
+        check_negative_prompt(negative_prompt)
         steps, guidance = check_steps(steps), check_guidance(guidance)
         scheduler = check_scheduler(scheduler)
         decoder = self._autoencoder(decoder, "decoder")
@@ -375,17 +382,20 @@ class Riffusion:
         steps = check_steps(steps)
         scheduler = check_scheduler(self._scheduler_or(scheduler, "pndm"))
         decoder, encoder = self._autoencoder(decoder, "decoder"), self._autoencoder(encoder, "encoder")
-        for p, name in ((start, "start"), (end, "end")):
+        for p, name in ((start, "start"), (end, "end")):  # the fields may have changed since construction
             check_prompt(p.prompt, f"{name} prompt")
-            check_guidance(p.guidance)
+            check_negative_prompt(p.negative_prompt, f"{name} negative prompt")
+            check_seed(p.seed, f"{name} seed")
+            check_guidance(p.guidance, f"{name} guidance")
             check_strength(p.denoising, f"{name} denoising")
         guidance = float(lerp(start.guidance, end.guidance, alpha))
         strength = float(lerp(start.denoising, end.denoising, alpha))
-        width = as_rgb_array(seed_image).shape[1]
-        rgb = self.check_image(seed_image)
+        seed_rgb = self.check_image(seed_image)
+        width = seed_rgb.shape[1]
+        rgb = self._model_width(seed_rgb)
         keep = None
         if mask is not None:
-            mask_rgb = as_rgb_array(mask)
+            mask_rgb = self.check_image(mask, "mask image")
             if mask_rgb.shape[:2] != (HEIGHT, width):
                 raise InputError(f"mask image is {mask_rgb.shape[1]}x{mask_rgb.shape[0]} px but the seed image is "
                                  f"{width}x{HEIGHT} px; they must match")
@@ -421,18 +431,10 @@ class Riffusion:
         """Spectrogram image -> waveform (C, (W - 1) * 441) float32 at 44.1 kHz (`audio.spectrogram`,
         then the original's loudness stage on the whole), with a progress bar per conversion stage.
         Parameters: the `spectrogram=` given at construction, else Riffusion's (stereo guessed from
-        the pixels). Images wider than `join.CHUNK_PX` are converted in overlapping pieces crossfaded
-        over `join.OVERLAP_PX` (memory grows with width: ~1.9 GB peak at 4096 px)."""
-        from PIL import Image
-
-        rgb = as_rgb_array(image)
-        hop = (self.spectrogram or SpectrogramParams()).hop_length
-        pieces = []
-        for a, b in join.chunks(rgb.shape[1]):
-            wave = image_to_audio(Image.fromarray(rgb[:, a:b]), self.spectrogram, method=method, seed=seed,
-                                  loudness=None, progress=StageProgress(self.quiet))
-            pieces.append((a * hop, wave))
-        return audio_io.loudness_riffusion(join.crossfade(pieces, (rgb.shape[1] - 1) * hop))
+        the pixels). Images wider than `join.chunk_width` (4096 px mono) are converted in overlapping
+        pieces crossfaded over `join.OVERLAP_PX`, so memory stays ~2 GB whatever the width."""
+        return image_to_audio(as_rgb_array(image, "spectrogram image"), self.spectrogram, method=method, seed=seed,
+                              loudness="riffusion", progress=StageProgress(self.quiet))
 
     def audio_to_spectrogram(self, waveform: np.ndarray, sample_rate: int = 44100) -> np.ndarray:
         """Waveform (C, N) -> (512, W, 3) uint8 spectrogram with this pipeline's parameters."""
@@ -522,8 +524,9 @@ class Riffusion:
                              dtype)
 
 
-def _check_seed(seed) -> int:
-    """Seeds as torch.Generator.manual_seed takes them: integers from -2^63 to 2^64 - 1."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not -(2**63) <= seed < 2**64:
-        raise InputError(f"seed must be an integer that fits in 64 bits, got {seed!r}")
-    return int(seed)
+def _finite(a: np.ndarray, what: str) -> np.ndarray:
+    """Nothing made from NaN or infinity is written: refuse it where it first shows."""
+    if not np.all(np.isfinite(a)):
+        raise NumericsError(f"{what} contain NaN or infinity (inputs at the edge of their ranges, or broken "
+                            f"weights); nothing was written")
+    return a

@@ -10,6 +10,10 @@ and padding carry 1.0. The text encoder runs on the plain ids; then every token 
 multiplied by its weight and the whole (T, C) block is rescaled so its mean equals the mean before
 weighting (`apply_weights`). With all weights 1 this is exactly the plain embedding.
 
+Weights are bounded: an explicit weight, and the product of the weights around a token, must lie
+in [-MAX_WEIGHT, MAX_WEIGHT] (the original let `(x:1e39)` overflow float32 to NaN and wrote noise);
+text states that still come out non-finite are an InputError.
+
 Difference from the original: it embeds prompts longer than 75 tokens in up to three 77-token
 chunks, and Riffusion then fails to concatenate them with the 77-long unconditional embedding;
 here such prompts are truncated to 75 tokens like the plain tokenizer does.
@@ -21,6 +25,7 @@ import numpy as np
 from minriff import kernels
 from minriff.errors import InputError
 
+MAX_WEIGHT = 100.0  # typical weights are 0.5-2; (x:100) already drowns every other token
 ROUND_MULTIPLIER = 1.1
 SQUARE_MULTIPLIER = 1 / 1.1
 ESCAPES = ("\\(", "\\)", "\\[", "\\]", "\\\\")
@@ -95,6 +100,10 @@ def parse(prompt: str) -> list[tuple[str, float]]:
         scale_from(start, ROUND_MULTIPLIER)
     for start in open_square:
         scale_from(start, SQUARE_MULTIPLIER)
+    for text, weight in spans:
+        if not abs(weight) <= MAX_WEIGHT:
+            raise InputError(f"prompt weight of {text.strip()[:40]!r} is {weight:.3g} after nesting; the limit is "
+                             f"{MAX_WEIGHT:g} in magnitude")
     if not spans:
         spans = [["", 1.0]]
     joined = [spans[0]]
@@ -109,9 +118,13 @@ def parse(prompt: str) -> list[tuple[str, float]]:
 def _weight_value(token: str) -> float:
     number = token[1:-1]  # ':1.5)' -> '1.5'
     try:
-        return float(number)
+        w = float(number)
     except ValueError:
-        raise InputError(f"prompt weight {token!r}: {number!r} is not a number") from None
+        raise InputError(f"prompt weight {token[:40]!r}: {number[:40]!r} is not a number") from None
+    if not abs(w) <= MAX_WEIGHT:
+        raise InputError(f"prompt weight {token[:40]!r} is out of range: weights must lie in "
+                         f"[-{MAX_WEIGHT:g}, {MAX_WEIGHT:g}]")
+    return w
 
 
 def weighted_ids(tokenizer, prompt: str, max_length: int = 77) -> tuple[np.ndarray, np.ndarray]:
@@ -150,5 +163,9 @@ def weighted_embeddings(tokenizer, text_encoder, prompt: str, max_length: int = 
     """Riffusion's weighted text embedding of one prompt: (1, max_length, C). `text_encoder` is
     anything that maps ids (1, max_length) to states (1, max_length, C), e.g. a CLIPTextModel."""
     ids, w = weighted_ids(tokenizer, prompt, max_length)
-    return apply_weights(text_encoder(ids[None]), w[None])
+    states = apply_weights(text_encoder(ids[None]), w[None])
+    xp = np if isinstance(states, np.ndarray) else kernels.ops().xp
+    if not bool(xp.all(xp.isfinite(states))):
+        raise InputError(f"the weights in {prompt[:60]!r} make the text states overflow to NaN or infinity")
+    return states
 

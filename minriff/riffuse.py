@@ -1,10 +1,12 @@
 """The original Riffusion server's request and response (reference/riffusion.md §3.2), checked.
 
-`InferenceInput.from_dict(d)` accepts the JSON the web app posts to `/run_inference/`. Unlike the
-original (dacite, strict types) an integer is accepted where a float is declared (`"guidance": 7`).
-Every problem is an InputError naming the field. An unknown field is an error too (dacite ignored
-a misspelt "guidence"), unless the caller asks `unknown="ignore"`: the server does, as the original
+`InferenceInput.from_json(body)` parses what the web app posts to `/run_inference/` (bytes or str;
+limits in `minriff.values.parse_json`), `InferenceInput.from_dict(d)` checks a parsed object.
+Unlike the original (dacite) an integer is accepted where a float is declared (`"guidance": 7`),
+NumPy scalars are accepted from Python callers, and an unknown field is an error (dacite ignored a
+misspelt "guidence"), unless the caller asks `unknown="ignore"`: the server does, as the original
 did, since the web app and its forks may send fields of their own (`unknown_fields` names them).
+Known fields are checked either way. Every problem is an InputError naming the field.
 
 Image ids (`seed_image_id`, `mask_image_id`) name PNGs inside the seed-image folders and nothing
 else: `resolve_image_id` refuses folders, absolute paths and symlinks that lead outside, with the
@@ -20,38 +22,38 @@ import stat
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import numpy as np
+
+from minriff import values
 from minriff.errors import InputError
+from minriff.inputs import (
+    check_alpha,
+    check_guidance,
+    check_negative_prompt,
+    check_prompt,
+    check_seed,
+    check_steps,
+    check_strength,
+)
 
 SEED_IMAGES_ENV = "MINRIFF_SEED_IMAGES"
 IMAGE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")  # a file name in a seed-image folder, without .png
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MAX_ID_CHARS = 255  # a seed/mask image id is a file name
 
 
 def _number(d: dict, key: str, where: str, default=None, integer=False):
+    """The field's value if it has the right type (ranges: the dataclasses' checks)."""
     if key not in d or d[key] is None:
         if default is None:
             raise InputError(f"{where}: missing required field {key!r}")
         return default
     v = d[key]
-    ok = isinstance(v, int) if integer else isinstance(v, (int, float))
-    if isinstance(v, bool) or not ok:
+    ok = values.is_number(v) and (not integer or isinstance(v, (int, np.integer)))
+    if not ok:
         kind = "an integer" if integer else "a number"
-        raise InputError(f"{where}: field {key!r} must be {kind}, got {v!r}")
-    return int(v) if integer else float(v)
-
-
-def _unknown(d: dict, cls, where: str) -> list[str]:
-    known = {f.name for f in fields(cls)}
-    return [k for k in d if k not in known]
-
-
-def _check_unknown(d: dict, cls, where: str, unknown: str) -> None:
-    if unknown not in ("error", "ignore"):
-        raise ValueError(f"unknown= must be 'error' or 'ignore', got {unknown!r}")
-    names = _unknown(d, cls, where)
-    if names and unknown == "error":
-        known = ", ".join(f.name for f in fields(cls))
-        raise InputError(f"{where}: unknown field {names[0]!r} (fields: {known})")
+        raise InputError(f"{where}: field {key!r} must be {kind}, got {values.show(v)}")
+    return v
 
 
 def _string(d: dict, key: str, where: str, default=..., optional=False):
@@ -61,41 +63,86 @@ def _string(d: dict, key: str, where: str, default=..., optional=False):
         return default
     v = d[key]
     if not isinstance(v, str):
-        raise InputError(f"{where}: field {key!r} must be a string, got {v!r}")
+        raise InputError(f"{where}: field {key!r} must be a string, got {values.show(v)}")
     return v
+
+
+def _unknown(d: dict, cls) -> list:
+    known = {f.name for f in fields(cls)}
+    return [k for k in d if k not in known]
+
+
+def _known_fields(d: dict, cls, where: str, unknown: str = "error") -> None:
+    """A misspelt field ("guidence") must not be ignored silently, unless the caller asks (the server)."""
+    if unknown not in ("error", "ignore"):
+        raise ValueError(f"unknown= must be 'error' or 'ignore', got {unknown!r}")
+    names = _unknown(d, cls)
+    if names and unknown == "error":
+        known = [f.name for f in fields(cls)]
+        raise InputError(f"{where}: unknown field {values.show(names[0])} (fields: {', '.join(known)})")
+
+
+def _where(where: str, make):
+    """Build a dataclass, its checks' messages prefixed with where it sits in the request."""
+    try:
+        return make()
+    except InputError as e:
+        raise InputError(f"{where} {e}") from None
 
 
 @dataclass
 class PromptInput:
+    """One end of a request. Constructing it checks every field (`minriff.inputs`)."""
+
     prompt: str
     seed: int
     negative_prompt: str | None = None
     denoising: float = 0.75
     guidance: float = 7.0
 
+    def __post_init__(self):
+        self.prompt = check_prompt(self.prompt)
+        self.seed = check_seed(self.seed)
+        self.negative_prompt = check_negative_prompt(self.negative_prompt)
+        self.denoising = check_strength(self.denoising, "denoising")
+        self.guidance = check_guidance(self.guidance)
+
     @classmethod
     def from_dict(cls, d, where: str, unknown: str = "error") -> PromptInput:
         """unknown: "error" (an unknown field is an InputError) or "ignore" (dropped)."""
         if not isinstance(d, dict):
-            raise InputError(f"{where} must be a JSON object, got {d!r}")
-        _check_unknown(d, cls, where, unknown)
-        return cls(
-            prompt=_string(d, "prompt", where),
-            seed=_number(d, "seed", where, integer=True),
-            negative_prompt=_string(d, "negative_prompt", where, default=None, optional=True),
-            denoising=_number(d, "denoising", where, default=0.75),
-            guidance=_number(d, "guidance", where, default=7.0),
-        )
+            raise InputError(f"{where} must be a JSON object, got {values.show(d)}")
+        _known_fields(d, cls, where, unknown)
+        kw = dict(prompt=_string(d, "prompt", where), seed=_number(d, "seed", where, integer=True),
+                  negative_prompt=_string(d, "negative_prompt", where, default=None, optional=True),
+                  denoising=_number(d, "denoising", where, default=0.75),
+                  guidance=_number(d, "guidance", where, default=7.0))
+        return _where(where, lambda: cls(**kw))
 
 
 @dataclass
 class InferenceInput:
+    """The server's request. Constructing it checks every field; `from_json` is the one parser of
+    request bodies (size, depth, encoding and number limits: `minriff.values.parse_json`)."""
+
     start: PromptInput
     end: PromptInput
     alpha: float
     num_inference_steps: int = 50
     seed_image_id: str = "og_beat"
     mask_image_id: str | None = None
+
+    def __post_init__(self):
+        for name in ("start", "end"):
+            if not isinstance(getattr(self, name), PromptInput):
+                raise InputError(f"{name} must be a PromptInput, got {type(getattr(self, name)).__name__}")
+        self.alpha = check_alpha(self.alpha)
+        self.num_inference_steps = check_steps(self.num_inference_steps, "num_inference_steps")
+        self.seed_image_id = values.text(self.seed_image_id, "seed_image_id", MAX_ID_CHARS)
+        if self.mask_image_id == "":  # the web app sends "" for ?maskImageId=none; the original read it as no mask
+            self.mask_image_id = None
+        if self.mask_image_id is not None:
+            self.mask_image_id = values.text(self.mask_image_id, "mask_image_id", MAX_ID_CHARS)
 
     @classmethod
     def from_dict(cls, d, unknown: str = "error") -> InferenceInput:
@@ -104,37 +151,33 @@ class InferenceInput:
         checked either way."""
         if not isinstance(d, dict):
             raise InputError(f"request must be a JSON object, got {type(d).__name__}")
-        _check_unknown(d, cls, "request", unknown)
+        _known_fields(d, cls, "request", unknown)
         for key in ("start", "end"):
             if key not in d:
                 raise InputError(f"request: missing required field {key!r}")
-        return cls(
-            start=PromptInput.from_dict(d["start"], "start", unknown),
-            end=PromptInput.from_dict(d["end"], "end", unknown),
-            alpha=_number(d, "alpha", "request"),
-            num_inference_steps=_number(d, "num_inference_steps", "request", default=50, integer=True),
-            seed_image_id=_string(d, "seed_image_id", "request", default="og_beat", optional=True),
-            mask_image_id=_string(d, "mask_image_id", "request", default=None, optional=True),
-        )
+        start = PromptInput.from_dict(d["start"], "start", unknown)
+        end = PromptInput.from_dict(d["end"], "end", unknown)
+        kw = dict(alpha=_number(d, "alpha", "request"),
+                  num_inference_steps=_number(d, "num_inference_steps", "request", default=50, integer=True),
+                  seed_image_id=_string(d, "seed_image_id", "request", default="og_beat", optional=True),
+                  mask_image_id=_string(d, "mask_image_id", "request", default=None, optional=True))
+        return _where("request:", lambda: cls(start=start, end=end, **kw))
 
     @staticmethod
     def unknown_fields(d) -> list[str]:
         """The fields of a request dict that `from_dict` does not know ("start.x" inside start/end)."""
         if not isinstance(d, dict):
             return []
-        names = _unknown(d, InferenceInput, "request")
+        names = [str(k) for k in _unknown(d, InferenceInput)]
         for side in ("start", "end"):
             if isinstance(d.get(side), dict):
-                names += [f"{side}.{k}" for k in _unknown(d[side], PromptInput, side)]
+                names += [f"{side}.{k}" for k in _unknown(d[side], PromptInput)]
         return names
 
     @classmethod
-    def from_json(cls, text: str) -> InferenceInput:
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(f"malformed JSON request: {e}") from None
-        return cls.from_dict(d)
+    def from_json(cls, data, unknown: str = "error") -> InferenceInput:
+        """A request body (bytes as received, or str) -> checked request, or InputError."""
+        return cls.from_dict(values.parse_json(data, "JSON request"), unknown)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,20 +1,24 @@
 """Audio: mel spectrogram <-> waveform, and audio files. Knows no model (imports only numpy,
-numba, scipy, PIL and minriff's errors/rng).
+numba, scipy, PIL and minriff's leaf modules: errors, rng, values, images).
 
-    spectrogram.py  Riffusion's SpectrogramParams, audio <-> mel <-> 8-bit image (+ EXIF)
+    spectrogram.py  Riffusion's SpectrogramParams (checked ranges), audio <-> mel <-> 8-bit image
+                    (+ EXIF); long audio streamed, long images converted in pieces
     stft.py         STFT / least-squares iSTFT with torch.stft's conventions
     melscale.py     HTK/Slaney mel filterbanks (torchaudio's melscale_fbanks), banded storage
     invmel.py       mel -> linear magnitude: NNLS (exact) or the original's SGD
     griffinlim.py   fast Griffin-Lim (momentum 0.99) as torchaudio
     phaseinit.py    peak-locked phase initialisation for Griffin-Lim
     seamless.py     consecutive clips -> one waveform: phase and loudness run on across joins
-    io.py           read/write WAV/FLAC/OGG/MP3, resampling, the original's loudness stage
+    join.py         pieces of long spectrograms: sizes and the crossfade
+    io.py           read/write WAV/FLAC/OGG/MP3, resampling (also block by block: AudioFile),
+                    the original's loudness stage
 
 The file functions are re-exported here: `minriff.audio.read_audio(path)`.
 """
 from minriff.audio.io import (  # noqa: F401
     FORMATS,
     MAX_SECONDS,
+    AudioFile,
     load_audio,
     loudness_riffusion,
     read_audio,

@@ -74,6 +74,25 @@ class STFT:
         for t0 in range(0, T, block):
             yield t0, self._block(xp, base, t0, min(T, t0 + block))
 
+    def frame_stream(self, pieces, n_samples: int, block: int = 1024):
+        """`frame_blocks` for a signal that arrives as consecutive pieces (C, n_i), `n_samples` in
+        all (a file read block by block): only the samples the current block of frames reads are
+        held, plus copies of the ends for the reflect padding. Bit-identical to `frame_blocks`."""
+        N, hop, win = int(n_samples), self.hop, self.win
+        T = self.n_frames(N)
+        pad_left = max(0, -self.offset)
+        pad_right = max(0, (T - 1) * hop + self.offset + win - N)
+        if max(pad_left, pad_right) >= N:
+            raise InputError(f"signal of {N} samples is too short for reflect padding by "
+                             f"{max(pad_left, pad_right)} (window {win})")
+        base = self.offset + pad_left  # padded-signal index of frame 0's first windowed sample
+        feed = _PaddedFeed(iter(pieces), N, pad_left, pad_right)
+        for t0 in range(0, T, block):
+            t1 = min(T, t0 + block)
+            xp, start = feed.upto(base + (t1 - 1) * hop + win)  # xp[:, 0] is padded sample `start`
+            yield t0, self._block(xp, base - start, t0, t1)
+            feed.drop_before(base + t1 * hop)
+
     def _padded(self, x: np.ndarray):
         x = np.ascontiguousarray(x, dtype=np.float32)
         C, N = x.shape
@@ -129,6 +148,50 @@ class STFT:
         out = np.zeros((C, L), np.float32)
         out[:, : hi - lo] = ola[:, lo:hi] / seg_env.astype(np.float32)
         return out
+
+
+class _PaddedFeed:
+    """The reflect-padded signal of `frame_stream`, assembled from pieces as far as it is read."""
+
+    def __init__(self, pieces, n: int, pad_left: int, pad_right: int):
+        self.pieces, self.n, self.pad_left, self.pad_right = pieces, n, pad_left, pad_right
+        self.buf, self.start, self.seen, self.done = None, 0, 0, False
+        self.tail = None  # the last pad_right + 1 samples seen, for the right reflection
+
+    def _next(self) -> np.ndarray | None:
+        piece = next(self.pieces, None)
+        if piece is None:
+            if self.seen != self.n:
+                raise InputError(f"signal ended after {self.seen} of {self.n} samples")
+            return None
+        piece = np.ascontiguousarray(piece, dtype=np.float32)
+        self.seen += piece.shape[1]
+        if self.seen > self.n:
+            raise InputError(f"signal has more than the {self.n} samples announced")
+        self.tail = piece if self.tail is None else np.concatenate([self.tail, piece], axis=1)
+        self.tail = self.tail[:, -(self.pad_right + 1):]
+        return piece
+
+    def upto(self, end: int) -> tuple[np.ndarray, int]:
+        """The padded samples [start, end) (and possibly more) with their first index."""
+        while not self.done and (self.buf is None or self.start + self.buf.shape[1] < end):
+            piece = self._next()
+            if self.buf is None:  # gather at least pad_left + 1 samples for the left reflection
+                head = piece if piece is not None else np.zeros((0, 0), np.float32)
+                while head.shape[1] <= self.pad_left and (piece := self._next()) is not None:
+                    head = np.concatenate([head, piece], axis=1)
+                self.buf = np.concatenate([head[:, self.pad_left:0:-1], head], axis=1)
+                continue
+            if piece is None:
+                self.done = True
+                piece = self.tail[:, ::-1][:, 1:self.pad_right + 1]  # x[N-2], x[N-3], ...
+            self.buf = np.concatenate([self.buf, piece], axis=1)
+        return self.buf, self.start
+
+    def drop_before(self, index: int) -> None:
+        k = max(0, index - self.start)
+        self.buf = self.buf[:, k:]
+        self.start += k
 
 
 def stft(x: np.ndarray, n_fft: int, hop_length: int, win_length: int | None = None) -> np.ndarray:

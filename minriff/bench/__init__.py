@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import importlib
 
+from minriff import values
+from minriff.cli import int_arg
+from minriff.errors import InputError
+
 TARGETS = {
     "ops": "per-op throughput at Stable Diffusion shapes vs sgemm peak and torch",
     "unet": "one UNet step (batch 2, 64x64 latents, full-size random weights) vs torch/diffusers",
@@ -23,7 +27,7 @@ class command:  # the CLI's subcommand object
         p.add_argument("target", choices=sorted(TARGETS), help="; ".join(f"{k}: {v}" for k, v in TARGETS.items()))
         p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
         p.add_argument("--backend", default="cpu", help="kernel backend to time (cpu, ref, cuda)")
-        p.add_argument("--repeat", type=int, default=None, help="timed repetitions (median reported)")
+        p.add_argument("--repeat", type=int_arg, default=None, help="timed repetitions, 1 to 1000 (median reported)")
         p.add_argument("--quick", action="store_true", help="smaller shapes / fewer repeats (smoke run)")
         p.add_argument("--weights", default=None, help="weights file (unet/vae bench; default: random sd15 shapes; "
                                                        "with --decoder taesd a TAESD file)")
@@ -37,5 +41,10 @@ class command:  # the CLI's subcommand object
 
     @staticmethod
     def run(args) -> int:
+        if args.repeat is not None:
+            values.integer(args.repeat, "--repeat", 1, 1000)
+        for flag in ("weights", "profile"):  # unet/vae options: elsewhere they would be ignored
+            if flag in getattr(args, "given", ()) and args.target not in ("unet", "vae"):
+                raise InputError(f"--{flag} has no effect on `bench {args.target}` (only unet and vae)")
         mod = importlib.import_module(f"minriff.bench.{MODULES.get(args.target, args.target)}")
         return mod.run(args)

@@ -3,7 +3,12 @@
 so `minriff --help` is instant. A MinriffError (or an OSError from outside minriff's own checks) is
 one line on stderr and exit status 2; Ctrl-C is "interrupted" and 130. SIGXFSZ is ignored while a
 command runs, so a write over `ulimit -f` fails as a clear error (minriff.atomic) instead of
-killing the process."""
+killing the process.
+
+An option that would have no effect is an error, never ignored: a command may declare `needs`
+({option: option it only works with}) and `excludes` ({option: option that overrides it}), checked
+here against the options the user actually typed (`args.given`, dests; defaults do not count).
+Integer options use `int_arg` (a 5,000-digit number is refused before int() sees it)."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +16,7 @@ import importlib
 import signal
 import sys
 
-from minriff.errors import MinriffError
+from minriff.errors import InputError, MinriffError
 
 # name -> (module, one-line help)
 COMMANDS = {
@@ -42,6 +47,17 @@ def _resolve(target: str):
     return getattr(importlib.import_module(mod), attr)
 
 
+MAX_INT_DIGITS = 40
+
+
+def int_arg(text: str) -> int:
+    """argparse type for integer options: digits only (optional sign), at most MAX_INT_DIGITS."""
+    digits = text.strip().lstrip("+-")
+    if not digits.isascii() or not digits.isdigit() or len(digits) > MAX_INT_DIGITS:
+        raise argparse.ArgumentTypeError(f"not an integer of at most {MAX_INT_DIGITS} digits: {text[:40]!r}")
+    return int(text)
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minriff",
                                      description="Riffusion text -> music on NumPy/Numba/CuPy kernels. "
@@ -53,7 +69,40 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         if name == only:
             _resolve(target).add_arguments(p)
+            parser.command_parser = p
     return parser
+
+
+def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The dests of the options present in argv: the same parse with every default suppressed."""
+    sub = getattr(parser, "command_parser", None)
+    if sub is None:
+        return set()
+    saved = [(a, a.default) for a in sub._actions]
+    try:
+        for a, _ in saved:
+            a.default = argparse.SUPPRESS
+        return set(vars(parser.parse_args(argv))) - {"command"}
+    finally:
+        for a, default in saved:
+            a.default = default
+
+
+def _flag(parser, dest: str) -> str:
+    for a in getattr(parser, "command_parser", parser)._actions:
+        if a.dest == dest and a.option_strings:
+            return max(a.option_strings, key=len)
+    return dest
+
+
+def check_option_effects(parser, command, given: set[str]) -> None:
+    """Refuse options that the other options make meaningless (module docstring)."""
+    for opt, other in getattr(command, "needs", {}).items():
+        if opt in given and other not in given:
+            raise InputError(f"{_flag(parser, opt)} has no effect without {_flag(parser, other)}")
+    for opt, other in getattr(command, "excludes", {}).items():
+        if opt in given and other in given:
+            raise InputError(f"{_flag(parser, opt)} has no effect with {_flag(parser, other)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,7 +133,10 @@ def _run(argv: list[str]) -> int:
         parser.print_help()
         return 0
     try:
-        return int(_resolve(COMMANDS[args.command][0]).run(args) or 0)
+        command = _resolve(COMMANDS[args.command][0])
+        args.given = given_options(parser, argv)
+        check_option_effects(parser, command, args.given)
+        return int(command.run(args) or 0)
     except MinriffError as e:
         print(f"minriff {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from minriff.atomic import check_target
+from minriff.cli import int_arg
 from minriff.errors import AudioError
 from minriff.progress import StageProgress
 
@@ -16,24 +17,10 @@ def _params(preset: str, stereo: bool):
     return p if not stereo or p.stereo else SpectrogramParams(**{**p.__dict__, "stereo": True})
 
 
-def _open_image(path):
-    from PIL import Image, UnidentifiedImageError
-
-    p = Path(path)
-    if not p.is_file():
-        raise AudioError(f"no such image file: {p}")
-    try:
-        image = Image.open(p)
-        image.load()
-    except (UnidentifiedImageError, OSError) as e:
-        raise AudioError(f"cannot read {p}: not an image ({e})") from e
-    return image
-
-
 class audio2image:
     @staticmethod
     def add_arguments(p):
-        p.add_argument("input", help="audio file (wav, flac, ogg, mp3); resampled to 44.1 kHz")
+        p.add_argument("input", help="audio file (wav, flac, ogg, mp3), up to an hour; resampled to 44.1 kHz")
         p.add_argument("-o", "--output", help="output PNG (default: INPUT with .png)")
         p.add_argument("--stereo", action="store_true", help="stereo image: R=0, G=left, B=right")
         p.add_argument("--preset", choices=["riffusion", "20k"], default="riffusion",
@@ -42,7 +29,7 @@ class audio2image:
 
     @staticmethod
     def run(args) -> int:
-        from minriff.audio.io import load_audio
+        from minriff.audio.io import AudioFile
         from minriff.audio.spectrogram import audio_to_image, save_image
 
         params = _params(args.preset, args.stereo)
@@ -50,8 +37,8 @@ class audio2image:
         if out.suffix.lower() != ".png":
             raise AudioError(f"output must be a .png (EXIF parameters need a lossless image), got {out}")
         check_target(out)  # before reading and converting the audio
-        wave = load_audio(args.input, params.sample_rate)
-        image = audio_to_image(wave, params)
+        # read, resampled and analysed block by block: an hour of audio needs ~1 GB, mostly the image
+        image = audio_to_image(AudioFile(args.input, params.sample_rate), params)
         save_image(image, out, format="PNG")
         if not args.quiet:
             print(f"wrote {out} ({image.width}x{image.height}, {'stereo' if params.stereo else 'mono'})")
@@ -61,12 +48,13 @@ class audio2image:
 class image2audio:
     @staticmethod
     def add_arguments(p):
-        p.add_argument("input", help="spectrogram image (PNG with or without Riffusion EXIF)")
+        p.add_argument("input", help="spectrogram image (PNG with or without Riffusion EXIF), up to 360,001 px wide")
         p.add_argument("-o", "--output", help="output audio (.wav, .flac, .ogg, .mp3; default INPUT with .wav)")
         p.add_argument("--method", choices=["nnls", "sgd"], default="nnls",
                        help="inverse mel: exact NNLS (default) or the original's 200-step SGD")
-        p.add_argument("--iters", type=int, default=None, help="Griffin-Lim iterations (default 32, as the original)")
-        p.add_argument("--seed", type=int, default=0, help="seed of the random initial phase (and SGD init)")
+        p.add_argument("--iters", type=int_arg, default=None,
+                       help="Griffin-Lim iterations (default 32, as the original; at most 10000)")
+        p.add_argument("--seed", type=int_arg, default=0, help="seed of the random initial phase (and SGD init)")
         p.add_argument("--phase", choices=["random", "peaks"], default="random",
                        help="Griffin-Lim start: random (the original) or peaks (peak-locked phase vocoder; cleaner)")
         p.add_argument("--loudness", choices=["riffusion", "peak", "none"], default="riffusion",
@@ -78,18 +66,21 @@ class image2audio:
     def run(args) -> int:
         import dataclasses
 
+        from minriff import values
         from minriff.audio.io import write_audio
-        from minriff.audio.spectrogram import image_to_audio, params_from_image
-        from minriff.errors import InputError
+        from minriff.audio.spectrogram import image_to_audio, open_spectrogram, params_from_image
 
-        if args.iters is not None and not 0 <= args.iters <= 10000:
-            raise InputError(f"--iters must be between 0 and 10000, got {args.iters}")
+        if args.iters is not None:
+            values.integer(args.iters, "--iters", 0, 10000)
         out = Path(args.output) if args.output else Path(args.input).with_suffix(".wav")
         check_target(out, make_parents=True)  # before the conversion
-        image = _open_image(args.input)
+        image = open_spectrogram(args.input)  # size checked from the header before decoding
         params = params_from_image(image)
         if args.stereo:
             params = dataclasses.replace(params, stereo=True)
+        if not params.stereo and image.mode in ("RGB", "RGBA"):
+            image = image.getchannel("R")  # mono reads R alone: 1 byte a pixel instead of Pillow's 4
+        # images wider than 4096 px (mono) are converted in pieces: memory stays ~2 GB at any width
         wave = image_to_audio(image, params, method=args.method, seed=args.seed, n_iter=args.iters,
                               loudness=None if args.loudness == "none" else args.loudness, phase=args.phase,
                               progress=StageProgress(args.quiet))

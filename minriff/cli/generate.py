@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 
 from minriff import atomic
+from minriff.cli import int_arg
 from minriff.errors import InputError
 
 FORMATS = ("wav", "flac", "mp3", "ogg")
 
 
 def _common(p, steps: int, scheduler: str):
-    p.add_argument("--steps", type=int, default=steps, help=f"denoising steps (default {steps})")
+    p.add_argument("--steps", type=int_arg, default=steps, help=f"denoising steps (default {steps}, at most 1000)")
     default = scheduler or "dpmpp2m, pndm with --seed-image"
     p.add_argument("--scheduler", default=scheduler,
                    help=f"pndm|ddim|dpmpp2m|euler|euler_a|lms|lcm|tcd (default {default}); lcm and tcd are "
@@ -46,6 +47,24 @@ def _common(p, steps: int, scheduler: str):
 def _say(args, msg: str):
     if not args.quiet:
         print(msg, file=sys.stderr)
+
+
+def _check_flags(args, prompts: dict) -> None:
+    """Every flag checked before the weights load (that takes seconds at full size, and a first run
+    downloads gigabytes): the same checks the pipeline runs again, so a bad value costs nothing."""
+    from minriff import inputs
+
+    for what, prompt in prompts.items():
+        inputs.check_prompt(prompt, what)
+    inputs.check_negative_prompt(args.negative)
+    inputs.check_steps(args.steps)
+    inputs.check_guidance(args.guidance)
+    if args.scheduler is not None:
+        inputs.check_scheduler(args.scheduler)
+    _scheduler(args)
+    for flag in ("seed", "seed_b"):
+        if getattr(args, flag, None) is not None:
+            inputs.check_seed(getattr(args, flag), "--" + flag.replace("_", "-"))
 
 
 def _scheduler(args, riff=None):
@@ -109,31 +128,37 @@ def _write(args, riff, image: np.ndarray, out: str | None, image_out: str | None
 
 
 class _Generate:
+    needs = {"strength": "init_image", "format": "output", "method": "output"}
+    excludes = {"seconds": "init_image"}  # the init image's width sets the length
+
     def add_arguments(self, p):
         p.add_argument("prompt", help='what the music should be, e.g. "jazz piano solo"; (word:1.5) weights words')
         p.add_argument("-o", "--output", help="audio file to write (.wav, .flac, .mp3, .ogg)")
         p.add_argument("--seconds", type=float, default=5.0, help="clip length (default 5 -> 512 px = 5.11 s; max 30)")
-        p.add_argument("--guidance", type=float, default=7.0, help="classifier-free guidance scale (default 7)")
-        p.add_argument("--seed", type=int, help="random seed (default: random, printed)")
+        p.add_argument("--guidance", type=float, default=7.0, help="classifier-free guidance (default 7, max 100)")
+        p.add_argument("--seed", type=int_arg, help="random seed (default: random, printed)")
         p.add_argument("--negative", help="negative prompt: what the music should not be (needs --guidance > 1)")
         p.add_argument("--image", help="also write the spectrogram image here (PNG)")
         p.add_argument("--init-image",
-                       help="start from this spectrogram image (img2img) instead of noise; its width sets the length")
-        p.add_argument("--strength", type=float, default=0.75, help="img2img denoising strength (default 0.75)")
+                       help="start from this spectrogram image (img2img) instead of noise; its width sets the length "
+                            "(512 px high, at most 3008 px wide)")
+        p.add_argument("--strength", type=float, default=0.75,
+                       help="img2img denoising strength, with --init-image (default 0.75)")
         _common(p, steps=30, scheduler="dpmpp2m")
 
     def run(self, args) -> int:
-        from minriff import inputs
-        from minriff.inputs import random_seed
+        from minriff.inputs import check_duration, check_strength, open_model_image, random_seed
 
         if not (args.output or args.image):
             raise InputError("nothing to write: give -o AUDIO and/or --image PNG")
         _check_outputs(args, "output", "image")
-        # the arguments first: a first run downloads gigabytes before the pipeline would check them
-        _scheduler(args)
-        inputs.check_prompt(args.prompt), inputs.check_steps(args.steps), inputs.check_guidance(args.guidance)
-        inputs.check_scheduler(args.scheduler), inputs.check_duration(args.seconds)
-        init = _open_image(args.init_image) if args.init_image else None
+        _check_flags(args, {"prompt": args.prompt})
+        if args.init_image:
+            check_strength(args.strength)
+            init = open_model_image(args.init_image, "init image")
+        else:
+            check_duration(args.seconds)
+            init = None
         riff = _load(args)
         seed = random_seed() if args.seed is None else args.seed
         _say(args, f"seed {seed}")
@@ -146,33 +171,41 @@ class _Generate:
 
 
 class _Interpolate:
+    needs = {"denoising": "seed_image", "seed_images": "seed_image"}  # -o is required here
+    excludes = {"seconds": "seed_image"}  # the seed image's width sets the length
+
     def add_arguments(self, p):
         p.add_argument("prompt_a", help="where the music starts")
         p.add_argument("prompt_b", help="where it ends")
         p.add_argument("-o", "--output", required=True, help="audio file to write")
-        p.add_argument("--frames", type=int, default=8, help="number of clips, alpha = 0 .. 1 (default 8)")
+        p.add_argument("--frames", type=int_arg, default=8, help="clips, alpha = 0 .. 1 (default 8, 2 to 100)")
         p.add_argument("--seconds", type=float, default=5.0, help="length of each clip (default 5 -> 5.12 s)")
         p.add_argument("--guidance", type=float, default=7.0)
-        p.add_argument("--seed", type=int, default=42, help="seed of prompt A (default 42)")
-        p.add_argument("--seed-b", type=int, help="seed of prompt B (default: the same, so only the text moves)")
+        p.add_argument("--seed", type=int_arg, default=42, help="seed of prompt A (default 42)")
+        p.add_argument("--seed-b", type=int_arg, help="seed of prompt B (default: the same, so only the text moves)")
         p.add_argument("--negative", help="negative prompt for every clip (needs --guidance > 1)")
         p.add_argument("--seed-image", help="riffuse every clip from this seed image, as the original: an id "
                                             "(og_beat -> SEED_IMAGES/og_beat.png) or a PNG path (has a / or .png)")
         p.add_argument("--seed-images", help="folder of seed images for ids like og_beat")
-        p.add_argument("--denoising", type=float, default=0.75, help="img2img strength with --seed-image")
+        p.add_argument("--denoising", type=float, default=0.75, help="img2img strength, with --seed-image (0.75)")
         p.add_argument("--image", help="also write the joined spectrogram (PNG)")
         _common(p, steps=30, scheduler=None)
 
     def run(self, args) -> int:
-        if args.frames < 2:
-            raise InputError(f"--frames must be at least 2, got {args.frames}")
+        from minriff.inputs import check_duration, check_frames, check_strength, open_model_image
+
+        check_frames(args.frames, "--frames")
         _check_outputs(args, "output", "image")
-        _scheduler(args)
+        _check_flags(args, {"prompt A": args.prompt_a, "prompt B": args.prompt_b})
         seed_image = None
         if args.seed_image:
             from minriff.riffuse import resolve_image
 
-            seed_image = _open_image(resolve_image(args.seed_image, "seed image", args.seed_images, allow_path=True))
+            check_strength(args.denoising, "--denoising")
+            seed_image = open_model_image(resolve_image(args.seed_image, "seed image", args.seed_images,
+                                                        allow_path=True))
+        else:
+            check_duration(args.seconds)
         riff = _load(args)
         scheduler = _scheduler(args, riff)
         clips = []
@@ -191,13 +224,19 @@ class _Interpolate:
 
 
 class _Riffuse:
+    # the JSON request replaces every request flag: giving both would silently drop the flags
+    excludes = {flag: "json" for flag in ("start_prompt", "end_prompt", "start_seed", "end_seed", "alpha", "denoising",
+                                          "guidance", "negative", "seed_image", "mask", "steps")}
+    needs = {"format": "output"}
+
     def add_arguments(self, p):
-        p.add_argument("--json", help="the server's InferenceInput as a JSON file ('-' = stdin); overrides the flags; "
-                                      "its seed_image_id/mask_image_id are ids only, never paths")
+        p.add_argument("--json", help="the server's InferenceInput as a JSON file ('-' = stdin, at most 64 KiB), "
+                                      "instead of the request flags; its seed_image_id/mask_image_id are ids only, "
+                                      "never paths")
         p.add_argument("--start", dest="start_prompt", help="start prompt")
         p.add_argument("--end", dest="end_prompt", help="end prompt (default: the start prompt)")
-        p.add_argument("--start-seed", type=int, default=42)
-        p.add_argument("--end-seed", type=int, help="default: start seed + 1 (the web app's drift)")
+        p.add_argument("--start-seed", type=int_arg, default=42)
+        p.add_argument("--end-seed", type=int_arg, help="default: start seed + 1 (the web app's drift)")
         p.add_argument("--alpha", type=float, default=0.5, help="0 = start, 1 = end (default 0.5)")
         p.add_argument("--denoising", type=float, default=0.75, help="img2img strength of both ends")
         p.add_argument("--guidance", type=float, default=7.0, help="guidance of both ends")
@@ -217,8 +256,7 @@ class _Riffuse:
         from minriff.riffuse import InferenceInput
 
         if args.json:
-            text = sys.stdin.read() if args.json == "-" else _read_text(args.json)
-            return InferenceInput.from_json(text)
+            return InferenceInput.from_json(_read_json(args.json))
         if not args.start_prompt:
             raise InputError("give the request as --json FILE or at least --start PROMPT")
         end_seed = args.start_seed + 1 if args.end_seed is None else args.end_seed
@@ -230,18 +268,23 @@ class _Riffuse:
             mask_image_id=args.mask))
 
     def run(self, args) -> int:
+        from minriff.inputs import check_scheduler, open_model_image
         from minriff.riffuse import resolve_image
 
         if not (args.output or args.output_json or args.image):
             raise InputError("nothing to write: give -o AUDIO, --image IMAGE and/or --output-json FILE")
         _check_outputs(args, "output", "image", "output_json")
+        if args.scheduler is not None:
+            check_scheduler(args.scheduler)
         _scheduler(args)
         req = self.request(args)
         paths_ok = not args.json  # ids from a JSON request are never paths (the server takes the same JSON)
-        seed_image = _open_image(resolve_image(req.seed_image_id, "seed image", args.seed_images, allow_path=paths_ok))
+        seed_image = open_model_image(resolve_image(req.seed_image_id, "seed image", args.seed_images,
+                                                    allow_path=paths_ok))
         mask = None
         if req.mask_image_id:
-            mask = _open_image(resolve_image(req.mask_image_id, "mask image", args.seed_images, allow_path=paths_ok))
+            mask = open_model_image(resolve_image(req.mask_image_id, "mask image", args.seed_images,
+                                                  allow_path=paths_ok), "mask image")
         riff = _load(args)
         image = riff.riffuse(req.start, req.end, req.alpha, seed_image, mask=mask,
                              steps=req.num_inference_steps, scheduler=_scheduler(args, riff))
@@ -270,21 +313,18 @@ class _Riffuse:
             _say(args, f"wrote {args.output_json}")
 
 
-def _read_text(path) -> str:
+def _read_json(path) -> bytes | str:
+    """The request's bytes from a file or stdin ('-'), read no further than the JSON size limit
+    (so `--json /dev/zero` ends at once); parsing and every check is InferenceInput.from_json's."""
+    from minriff.values import MAX_JSON_BYTES
+
     try:
-        return Path(path).read_text()
+        if path == "-":
+            return getattr(sys.stdin, "buffer", sys.stdin).read(MAX_JSON_BYTES + 1)
+        with open(path, "rb") as f:
+            return f.read(MAX_JSON_BYTES + 1)
     except OSError as e:
         raise InputError(f"cannot read {path}: {e.strerror}") from None
-
-
-def _open_image(path):
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as e:
-        raise InputError(f"cannot read image {path}: {e}") from None
 
 
 generate = _Generate()

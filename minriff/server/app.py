@@ -7,7 +7,6 @@ JSON and stops requesting when that fails). CORS allows every origin, as the ori
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import resource
@@ -25,6 +24,7 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from minriff import values
 from minriff.errors import InputError, MinriffError
 from minriff.riffuse import InferenceInput, available_image_ids, resolve_image_id
 from minriff.server.jobs import Cancelled, FairQueue, Job, QueueFull
@@ -139,15 +139,13 @@ async def run_inference(request: Request) -> JSONResponse:
     if len(body) > MAX_BODY:
         return error(413, f"request body is {len(body)} bytes; the limit is {MAX_BODY}")
     try:
-        data = json.loads(body.decode("utf-8"))
+        data = values.parse_json(body, "JSON request")  # size, depth, encoding and number limits
         req = InferenceInput.from_dict(data, unknown="ignore")  # as the original (dacite, non-strict)
         ignored = [k for k in InferenceInput.unknown_fields(data) if k not in SERVER_FIELDS]
         if ignored:
             log.info("/run_inference/: ignored unknown fields %s", ", ".join(ignored))
         loras = server.lora_weights(data)
         server.check_request(req)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        return error(400, f"malformed JSON request: {e}")
     except InputError as e:
         return error(400, str(e))
     if server.shutting_down:

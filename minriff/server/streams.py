@@ -34,6 +34,7 @@ import time
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from minriff import values
 from minriff.audio import io as audio_io
 from minriff.audio.seamless import SeamlessAudio
 from minriff.errors import InputError, MinriffError
@@ -248,10 +249,7 @@ async def _receiver(listener: Listener, server):
                 raise InputError("binary messages are not understood; send JSON text")
             if len(text) > MAX_MESSAGE:
                 raise InputError(f"message of {len(text)} characters; the limit is {MAX_MESSAGE}")
-            try:
-                msg = json.loads(text)
-            except (json.JSONDecodeError, RecursionError) as e:
-                raise InputError(f"malformed JSON message: {e}") from None
+            msg = values.parse_json(text, "JSON message", max_bytes=MAX_MESSAGE)  # depth and number limits too
             if not isinstance(msg, dict):
                 raise InputError("a message must be a JSON object with a 'type'")
             answer = handle(listener, msg, server)

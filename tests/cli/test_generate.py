@@ -124,8 +124,8 @@ def test_generate_img2img_keeps_the_width(tiny, tmp_path, capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["", "--steps", 2], "prompt is empty"),
-    (["x", "--steps", 0], "steps must be an integer >= 1"),
-    (["x", "--guidance", -1], "guidance must be a number >= 0"),
+    (["x", "--steps", 0], "steps must be an integer from 1 to 1,000"),
+    (["x", "--guidance", -1], "guidance must be a number in [0, 100]"),
     (["x", "--seconds", 0], "duration must be a positive number"),
     (["x", "--seconds", 100], "above the limit of 30 s"),
     (["x", "--scheduler", "heun"], "unknown scheduler 'heun'"),
@@ -170,7 +170,7 @@ def test_interpolate_joins_clips_into_one_continuous_file(tiny, tmp_path, capsys
 
 def test_interpolate_needs_two_frames(tiny, tmp_path, capsys):
     code, err = run(capsys, "interpolate", "a", "b", "--frames", 1, "-o", tmp_path / "x.wav", "--weights", tiny)
-    assert code == 2 and "--frames must be at least 2" in err
+    assert code == 2 and "--frames must be an integer from 2 to 100" in err
 
 
 # ---- riffuse -------------------------------------------------------------------------------------

@@ -30,7 +30,8 @@ FORBIDDEN = {
     "minriff.server": ["minriff.cli", "minriff.bench", "minriff.batch"],
 }
 # the small shared modules at the top of minriff/ sit below everything that is not the pipeline
-for leaf in ("minriff.errors", "minriff.atomic", "minriff.configs", "minriff.rng", "minriff.progress"):
+for leaf in ("minriff.errors", "minriff.atomic", "minriff.configs", "minriff.rng", "minriff.progress",
+             "minriff.values", "minriff.images"):
     FORBIDDEN[leaf] = FORBIDDEN["minriff.models"] + ["minriff.kernels", "minriff.models"]
 
 

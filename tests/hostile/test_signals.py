@@ -125,6 +125,15 @@ def test_signals_at_random_moments(tmp_path, spectrogram_png, name, runs):
     print(f"{name}: {[(s.name, seen, o) for s, seen, o in outcomes]}")
     if name == "init-random":  # a 20+ ms write: some signal sent after the temporary file appeared must land in it
         for sig in (signal.SIGINT, signal.SIGTERM):
+            # On a loaded machine the random delays can all miss the write; aim more runs at its start (each
+            # outcome still checked) before concluding that signals during a write are not handled.
+            for extra in range(10):
+                if any(s == sig and seen and o == "untouched" for s, seen, o in outcomes):
+                    break
+                folder = tmp_path / f"extra{extra}-{sig.name}"
+                delay = float(rng.uniform(0, 0.004))
+                code, err, seen = signal_once(argv, folder, sig, "temp", delay, b"the old file")
+                outcomes.append((sig, seen, check_outcome(folder, b"the old file", ref, code, err, sig)))
             assert any(s == sig and seen and o == "untouched" for s, seen, o in outcomes), \
                 f"no {sig.name} landed during the write (seed {RNG_SEED}): {outcomes}"
 
