@@ -33,6 +33,8 @@ class _Serve:
                        help="merge a LoRA (repeatable); requests may set its weight with {\"lora\": {NAME: W}}")
         p.add_argument("--threads", type=int, help="CPU threads for the model (default: all cores)")
         p.add_argument("--backend", default="cpu", help="kernel backend: cpu (default), ref or cuda")
+        p.add_argument("--shutdown-grace", type=float, default=30.0,
+                       help="seconds SIGTERM waits for the running job before cancelling it (default 30)")
         p.add_argument("--log-level", default="info", help="uvicorn's log level (default info)")
 
     def run(self, args) -> int:
@@ -47,6 +49,8 @@ class _Serve:
         for name in ("max_queue", "max_listeners", "max_steps", "threads"):
             if getattr(args, name) is not None and getattr(args, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+        if not 0 <= args.shutdown_grace <= 3600:
+            raise InputError(f"--shutdown-grace must be from 0 to 3600 s, got {args.shutdown_grace}")
         if args.steps is not None:
             inputs.check_steps(args.steps)
         if args.scheduler is not None:
@@ -59,7 +63,7 @@ class _Serve:
         loras = load_loras(riff, args.lora)
         config = ServeConfig(seed_images=args.seed_images, max_queue=args.max_queue,
                              max_listeners=args.max_listeners, steps=args.steps, max_steps=args.max_steps,
-                             threads=args.threads)
+                             threads=args.threads, shutdown_grace_s=args.shutdown_grace)
         print(f"minriff serve: http://{args.host}:{args.port}/ (POST /run_inference/, GET /stream, GET /health)",
               file=sys.stderr)
         serve(riff, config, host=args.host, port=args.port, loras=loras, log_level=args.log_level)
