@@ -19,6 +19,7 @@ from websockets.sync.client import connect
 
 SECONDS = float(os.environ.get("MINRIFF_LOAD_SECONDS", "20"))
 LISTENERS = int(os.environ.get("MINRIFF_LOAD_LISTENERS", "4"))
+LATE = 300
 
 KILLED_CLIENT = """
 import json, sys, time
@@ -36,9 +37,12 @@ def listener(url, i, deadline, out):
     with connect(url, open_timeout=60, max_size=1 << 24) as ws:
         assert json.loads(ws.recv(60))["type"] == "hello"
         ws.send(json.dumps({"type": "start", "prompt": f"listener {i}", "seed": i, "steps": 1, "ahead": 4}))
-        while time.monotonic() < deadline:
+        # until the deadline, and past it (up to LATE s) until a first clip: on a crowded machine a
+        # round over every listener can take longer than the test (what is checked is order and fairness)
+        while time.monotonic() < deadline or (not clips and time.monotonic() < deadline + LATE):
+            until = deadline if clips else deadline + LATE
             try:
-                msg = json.loads(ws.recv(max(0.1, deadline - time.monotonic())))
+                msg = json.loads(ws.recv(max(0.1, until - time.monotonic())))
             except TimeoutError:
                 break
             if msg["type"] == "clip":
@@ -91,13 +95,13 @@ def test_listeners_and_requests_under_load(live_server):
     assert (h["queue"]["running"] or {}).get("owner") != victim[0]
 
     for t in threads:
-        t.join(SECONDS + 180)
+        t.join(SECONDS + LATE + 180)
     health = live.health()
     counts = []
     for i in range(LISTENERS):
         clips, errors = results[i]
         assert not errors, errors
-        assert clips, f"listener {i} got no clip in {SECONDS} s"
+        assert clips, f"listener {i} got no clip in {SECONDS + LATE} s"
         assert [c[0] for c in clips] == list(range(len(clips)))  # in order, none missing
         assert all(b[1] == a[1] + a[2] for a, b in zip(clips, clips[1:]))  # one timeline
         counts.append(len(clips))
