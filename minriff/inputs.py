@@ -144,6 +144,30 @@ def check_seed(seed, what="seed") -> int:
     return values.integer(seed, what, -(2**63), 2**64 - 1)
 
 
+MAX_LORA_WEIGHT = 100.0  # usual weights are -2..2; beyond 100 a LoRA swamps any model's weights
+
+
+def check_lora_weight(weight, what="LoRA weight") -> float:
+    """A LoRA's weight (its scale multiplier): a number in [-100, 100]; negative weights invert the LoRA."""
+    return values.number(weight, what, -MAX_LORA_WEIGHT, MAX_LORA_WEIGHT)
+
+
+def parse_lora_spec(spec: str) -> tuple[str, float]:
+    """`FILE[:WEIGHT]` -> (file, weight). Paths may contain ':': an existing file is taken whole;
+    otherwise the text after the last ':' is the weight when it reads as a number (it must then be
+    within the LoRA weight's limits); anything else is a path, weight 1."""
+    if not isinstance(spec, str) or not spec:
+        raise InputError("--lora needs FILE or FILE:WEIGHT")
+    path, sep, tail = spec.rpartition(":")
+    if not sep or os.path.isfile(spec) or not path:
+        return spec, 1.0
+    try:
+        weight = float(tail)
+    except ValueError:
+        return spec, 1.0
+    return path, check_lora_weight(weight, f"--lora {values.show(spec)}: the weight after ':'")
+
+
 def check_callback(callback):
     if callback is not None and not callable(callback):
         raise InputError(f"callback must be a function called as callback(step_index, total_steps, timestep, "

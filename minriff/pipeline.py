@@ -10,7 +10,8 @@ come from the weights file (`weights=` path, else found or, on a first run, down
 
 Read this file top to bottom: construction, then the sampling loop (`_sample`, `_eps`: the whole
 of diffusion is there), then the models' entry points (text, image <-> latents), then the three
-ways to make a spectrogram, then audio, then the parts API (parameters, clone, save).
+ways to make a spectrogram, then audio, then LoRA adapters (minriff/lora.py), then the parts API
+(parameters, clone, save).
 
 - `generate_spectrogram`: text-to-image (optionally image-to-image with `init_image`), diffusers'
   StableDiffusion(Img2Img)Pipeline semantics, classifier-free guidance with the negative prompt;
@@ -63,6 +64,7 @@ from minriff.inputs import (
     random_seed,
 )
 from minriff.latents import as_rgb_array, fit_width, image_to_model, lerp, mask_to_latent, model_to_image, slerp
+from minriff.lora import LoraInfo, LoraStack
 from minriff.models.init import COMPONENTS
 from minriff.progress import Progress, StageProgress
 from minriff.riffuse import PromptInput
@@ -110,6 +112,7 @@ class Riffusion:
             for m in (self.text_encoder, self.unet, self.vae):
                 m.apply_to_parameters(self.F.asarray)
         self._text_cache: dict[str, np.ndarray] = {}
+        self._lora = LoraStack()
         self.decoder, self.encoder = check_autoencoder(decoder, "decoder"), check_autoencoder(encoder, "encoder")
         self._taesd = taesd if taesd is None or isinstance(taesd, (str, os.PathLike)) else self._attach_taesd(taesd)
 
@@ -451,6 +454,26 @@ class Riffusion:
         self.last_image = image
         return self.spectrogram_to_audio(image, method=method), SAMPLE_RATE
 
+    # ---- LoRA adapters (minriff/lora.py) ----------------------------------------------------------
+    def load_lora(self, path, weight: float = 1.0, name: str | None = None, strict: bool = True) -> str:
+        """Merge a LoRA file (kohya-ss, diffusers/PEFT; formats in minriff.weights.lora) into the text
+        encoder and UNet at `weight`; returns its name (default: the file's stem). Several stack.
+        strict=False skips keys that match no layer (with a warning) instead of refusing the file."""
+        return self._lora.load(self, path, weight, name, strict)
+
+    def set_lora_weight(self, name: str, weight: float) -> None:
+        """Change a loaded LoRA's weight: re-merges only the tensors it touches."""
+        self._lora.set_weight(self, name, weight)
+
+    def unload_lora(self, name: str) -> None:
+        """Remove a LoRA: the tensors it touched get back the values they had without it, bit for bit."""
+        self._lora.unload(self, name)
+
+    @property
+    def loras(self) -> list[LoraInfo]:
+        """The loaded LoRAs in load order: name, file, weight, rank (largest), targets (layers per component)."""
+        return self._lora.infos()
+
     # ---- the parts API: parameters, clone, save -------------------------------------------------
     def named_parameters(self):
         """(name, array) over the text encoder, UNet and VAE, in that order, each model's in its
@@ -482,6 +505,9 @@ class Riffusion:
                              f"parameter_count), got shape {v.shape}")
         if not np.issubdtype(v.dtype, np.floating):
             raise InputError(f"set_parameters needs floating-point values, got {v.dtype}")
+        if self._lora:
+            raise InputError(f"set_parameters with LoRAs loaded ({', '.join(i.name for i in self.loras)}): "
+                             "unload them first (save() keeps a merged model)")
         i = 0
         for comp in COMPONENTS:
             model = getattr(self, comp)
@@ -501,6 +527,7 @@ class Riffusion:
         new.scheduler = copy.deepcopy(self.scheduler)
         new.scheduler_config = copy.deepcopy(self.scheduler_config)
         new._text_cache = dict(self._text_cache)
+        new._lora = self._lora.copy()
         return new
 
     def save(self, path, dtype: str = "auto") -> int:

@@ -83,3 +83,26 @@ class StageProgress:
             bar = self.bars[stage] = Progress(total, f"{stage:<{self.width}}", self.quiet, self.stream)
         if done > bar.done:
             bar.set(min(done, total))
+
+
+class JobProgress(Progress):
+    """A bar over jobs with throughput and ETA: "jobs [####....] 12/40 1 failed 3.2 clips/min ETA 8m45s"."""
+
+    def __init__(self, total: int, label: str = "jobs", quiet: bool = False, stream=None, redraw_s: float = 0.5):
+        self.failed = 0
+        super().__init__(total, label, quiet, stream, redraw_s=redraw_s)
+
+    def job_done(self, ok: bool) -> None:
+        self.failed += not ok
+        self.update()
+
+    def _line(self) -> str:
+        secs = time.perf_counter() - self.t0
+        done = self.done - self.start
+        per_min = 60.0 * done / max(secs, 1e-6)
+        left = (self.total - self.done) * secs / done if done else None
+        eta = "?" if left is None else (f"{int(left // 60)}m{int(left % 60):02d}s" if left >= 60 else f"{left:.0f}s")
+        filled = WIDTH * min(self.done, self.total) // max(self.total, 1)
+        failed = f" {self.failed} failed" if self.failed else ""
+        return (f"{self.label} [{'#' * filled}{'.' * (WIDTH - filled)}] {self.done}/{self.total}{failed} "
+                f"{per_min:.1f} clips/min ETA {eta} ({secs:.0f}s)")

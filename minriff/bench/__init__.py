@@ -16,6 +16,8 @@ TARGETS = {
            "--decoder taesd: TAESD's",
     "audio": "spectrogram image -> audio: inverse mel + Griffin-Lim vs librosa",
     "serve": "minriff serve, one listener: time to first audio and clips per minute per sampler setting",
+    "batch": "minriff batch overheads (tiny model): jobs/s sequential vs --workers 2 vs --ray with 2 actors",
+    "lora": "a rank-128 LoRA over UNet + text encoder: load+merge, set-weight, unload, memory; vs diffusers+peft",
 }
 
 MODULES = {"vae": "unet"}  # target -> module, where one module serves several targets
@@ -29,8 +31,10 @@ class command:  # the CLI's subcommand object
         p.add_argument("--backend", default="cpu", help="kernel backend to time (cpu, ref, cuda)")
         p.add_argument("--repeat", type=int_arg, default=None, help="timed repetitions, 1 to 1000 (median reported)")
         p.add_argument("--quick", action="store_true", help="smaller shapes / fewer repeats (smoke run)")
-        p.add_argument("--weights", default=None, help="weights file (unet/vae bench; default: random sd15 shapes; "
-                                                       "with --decoder taesd a TAESD file)")
+        p.add_argument("--weights", default=None, help="weights file (unet/vae/lora bench; default: random sd15 "
+                                                       "shapes; with --decoder taesd a TAESD file)")
+        p.add_argument("--rank", type=int_arg, default=None,
+                       help="lora bench: LoRA rank, 1 to 1024 (default 128; 4 with --quick)")
         p.add_argument("--decoder", choices=("full", "taesd"), default="full",
                        help="vae bench: the full VAE (default) or TAESD (then also the full VAE, same rounds)")
         p.add_argument("--setting", action="append", choices=("original", "dpmpp2m", "lcm-taesd"),
@@ -43,8 +47,10 @@ class command:  # the CLI's subcommand object
     def run(args) -> int:
         if args.repeat is not None:
             values.integer(args.repeat, "--repeat", 1, 1000)
-        for flag in ("weights", "profile"):  # unet/vae options: elsewhere they would be ignored
-            if flag in getattr(args, "given", ()) and args.target not in ("unet", "vae"):
-                raise InputError(f"--{flag} has no effect on `bench {args.target}` (only unet and vae)")
+        if args.rank is not None:
+            values.integer(args.rank, "--rank", 1, 1024)
+        for flag, where in (("weights", ("unet", "vae", "lora")), ("profile", ("unet", "vae")), ("rank", ("lora",))):
+            if flag in getattr(args, "given", ()) and args.target not in where:  # elsewhere it would be ignored
+                raise InputError(f"--{flag} has no effect on `bench {args.target}` (only {' and '.join(where)})")
         mod = importlib.import_module(f"minriff.bench.{MODULES.get(args.target, args.target)}")
         return mod.run(args)

@@ -26,6 +26,8 @@ COMMANDS = {
                     "morph from prompt A to prompt B over consecutive clips, joined seamlessly"),
     "riffuse": ("minriff.cli.generate:riffuse",
                 "run one request of the original Riffusion server (flags or a JSON file)"),
+    "batch": ("minriff.cli.batch:batch",
+              "many clips from a JSON Lines job file: resumable, --workers N processes or --ray on a cluster"),
     "audio2image": ("minriff.cli.audio:audio2image", "audio file -> Riffusion spectrogram PNG (with EXIF parameters)"),
     "image2audio": ("minriff.cli.audio:image2audio", "Riffusion spectrogram PNG -> audio file"),
     "convert": ("minriff.cli.weights:convert",
@@ -38,6 +40,7 @@ COMMANDS = {
                     "write random weights with real (sd15) or tiny shapes (or TAESD's), for benchmarks and tests"),
     "serve": ("minriff.cli.serve:serve",
               "serve the original Riffusion server's API, a streaming WebSocket and a web page (needs .[server])"),
+    "lora": ("minriff.cli.lora:command", "LoRA files: `minriff lora info FILE` (format, ranks, alphas, targets)"),
     "bench": ("minriff.bench:command", "benchmarks: ops, unet, vae, audio (ratios to same-run baselines)"),
 }
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from minriff import atomic
 from minriff.cli import int_arg
+from minriff.cli.lora import add_lora_argument, apply_loras, check_lora_files
 from minriff.errors import InputError
 
 FORMATS = ("wav", "flac", "mp3", "ogg")
@@ -41,6 +42,7 @@ def _common(p, steps: int, scheduler: str):
     p.add_argument("--taesd", help="TAESD weights file (default: $MINRIFF_TAESD, else beside the weights file, "
                                    "else in ./weights/; get it with `minriff download --taesd`)")
     p.add_argument("--backend", default="cpu", help="kernel backend: cpu (default), ref or cuda")
+    add_lora_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -83,8 +85,11 @@ def _scheduler(args, riff=None):
 def _load(args):
     from minriff.pipeline import Riffusion
 
-    return Riffusion.load(args.weights, backend=args.backend, quiet=args.quiet, taesd=args.taesd,
+    check_lora_files(args.lora)
+    riff = Riffusion.load(args.weights, backend=args.backend, quiet=args.quiet, taesd=args.taesd,
                           decoder=args.decoder, encoder=args.encoder)
+    apply_loras(riff, args.lora, lambda msg: _say(args, msg))
+    return riff
 
 
 def _audio_format(path: str, fmt: str | None) -> str:

@@ -33,6 +33,12 @@ class Module:
                     if isinstance(m, Module):
                         yield f"{name}.{i}", m
 
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """(dotted path, module) for this module ("" for itself) and every descendant, parents first."""
+        yield prefix.rstrip("."), self
+        for name, child in self.named_children():
+            yield from child.named_modules(prefix + name + ".")
+
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
         for name, v in vars(self).items():
             if _is_array(v):

@@ -73,7 +73,9 @@ class SafetensorsFile(Mapping):
             data_len = size - self._start
             end = max((e["data_offsets"][1] for e in self._entries.values()), default=0)
             if end > data_len:
-                raise WeightsError(f"{self.path}: truncated: tensor data needs {end} bytes, file has {data_len}")
+                cut = [k for k, e in self._entries.items() if e["data_offsets"][1] > data_len]
+                raise WeightsError(f"{self.path}: truncated: tensor data needs {end} bytes, file has {data_len} "
+                                   f"({len(cut)} tensors cut off, e.g. {cut[0]!r})")
             self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size > 0 else None
 
     def __getitem__(self, name: str) -> np.ndarray:

@@ -28,6 +28,7 @@ FORBIDDEN = {
     # the streaming loop is pipeline-level plain Python: the server uses it, never the reverse
     "minriff.stream": ["minriff.cli", "minriff.bench", "minriff.server", "minriff.batch"],
     "minriff.server": ["minriff.cli", "minriff.bench", "minriff.batch"],
+    "minriff.batch": ["minriff.cli", "minriff.bench", "minriff.server"],
 }
 # the small shared modules at the top of minriff/ sit below everything that is not the pipeline
 for leaf in ("minriff.errors", "minriff.atomic", "minriff.configs", "minriff.rng", "minriff.progress",

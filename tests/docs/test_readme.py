@@ -50,6 +50,8 @@ def workdir(tmp_path_factory):
     Image.fromarray((170 + 50 * np.sin(x / 4.0) * np.cos(y / 19.0)).astype(np.uint8)).save(
         d / "seed_images" / "og_beat.png")
     request = json.loads(blocks(MAKE_MUSIC, "json")[0])
+    (d / "jobs.jsonl").write_text(json.dumps({"id": "one", "kind": "generate", "prompt": "jazz", "steps": 1,
+                                              "duration_s": 0.3}) + "\n")
     request["num_inference_steps"] = 2  # the JSON's own value wins over --steps; 2 steps at 0.75 -> 2 UNet calls
     (d / "request.json").write_text(json.dumps(request))
     return d
@@ -67,6 +69,8 @@ def test_readme_command_runs(workdir, monkeypatch, capsys, command):
     monkeypatch.delenv("MINRIFF_WEIGHTS", raising=False)  # found in ./weights/, as documented
     argv = shlex.split(command)[1:]
     fast = ["--quiet"] if "--json" in argv else ["--steps", "1", "--quiet"]  # the request sets its own steps
+    if argv[0] == "batch":  # the job file sets steps and length; one in-process worker
+        fast = ["--quiet", "--workers", "0"]
     if argv[0] in ("generate", "interpolate"):
         fast += ["--seconds", "0.64"]
     if argv[0] == "interpolate":
@@ -74,6 +78,8 @@ def test_readme_command_runs(workdir, monkeypatch, capsys, command):
     code = main(argv + fast)
     assert code == 0, capsys.readouterr().err
     outputs = [argv[i + 1] for i, a in enumerate(argv) if a in ("-o", "--image", "--output-json")]
+    if argv[0] == "batch":
+        outputs = [f"{outputs[0]}one.wav", f"{outputs[0]}manifest.jsonl"]
     for out in outputs:
         assert (workdir / out).stat().st_size > 0
         if out.endswith((".wav", ".flac", ".mp3")):
@@ -95,6 +101,36 @@ def test_readme_python_example_runs(workdir, monkeypatch):
     assert env["wave"].ndim == 2 and env["sample_rate"] == 44100
     assert env["clip"].shape == env["mid"].shape == (512, 64, 3)
     assert env["again"].shape[0] == 512
+
+
+def test_readme_lora_section_runs(workdir, monkeypatch, capsys):
+    """The LoRA section's Python and commands, with two random kohya LoRAs for the tiny model under
+    the documented file names (`lora info` gets `--config tiny`: the files do not fit SD 1.5)."""
+    from minriff import Riffusion
+    from support.lora_cases import layer_shapes, random_kohya, save
+
+    text = section("LoRA")
+    monkeypatch.chdir(workdir)
+    monkeypatch.delenv("MINRIFF_WEIGHTS", raising=False)
+    riff = Riffusion.load(quiet=True)
+    before = riff.parameters()
+    shapes = layer_shapes(riff)
+    save(workdir / "style.safetensors", random_kohya(shapes, seed=1, alpha=lambda c, m: 2.0))
+    save(workdir / "lcm.safetensors", random_kohya(shapes, seed=2))
+    env = {"riff": riff}
+    exec(compile(blocks(text, "python")[0], "README.md", "exec"), env)
+    assert env["name"] == "style" and [i.name for i in riff.loras] == ["lcm"]
+    assert not np.array_equal(riff.parameters(), before)
+    riff.unload_lora("lcm")
+    assert np.array_equal(riff.parameters(), before)
+    commands = [ln for b in blocks(text, "bash") for ln in b.splitlines() if ln.startswith("minriff ")]
+    assert [shlex.split(c)[1] for c in commands] == ["generate", "lora"]
+    for command in commands:
+        argv = shlex.split(command.split("#")[0])[1:]
+        fast = ["--steps", "1", "--seconds", "0.64", "--quiet"] if argv[0] == "generate" else ["--config", "tiny"]
+        assert main(argv + fast) == 0, capsys.readouterr().err
+    assert sf.info(str(workdir / "jazz.wav")).samplerate == 44100
+    assert "style.safetensors: kohya LoRA" in capsys.readouterr().out
 
 
 def test_readme_few_step_example_runs(workdir, monkeypatch):

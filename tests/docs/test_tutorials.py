@@ -98,16 +98,32 @@ def test_spectrogram_audio_tutorial(tmp_path):
     assert (out / "chord.png").stat().st_size > 0
 
 
+def test_lora_tutorial(tmp_path):
+    from minriff.weights import SafetensorsFile
+
+    r, out = run_tutorial("04_lora.py", tmp_path)
+    # the hand-written W + s·B@A is what the pipeline merged, for a linear, a 3x3 stride-2 conv, a text-encoder layer
+    assert set(r["merge_max_err"]) == {"to_q", "conv", "fc1"}
+    assert all(0 <= e < 1e-6 for e in r["merge_max_err"].values()), r["merge_max_err"]
+    assert r["unmerged_vs_merged_err"] < 1e-6  # W x + s·B(A x) == W' x
+    assert r["lora_params"] == 2 * (8 + 8) + 2 * (8 * 9 + 8) + 4 * (16 + 32) and r["layer_params"] == 64 + 576 + 512
+    assert r["half_weight_err"] < 1e-5 and r["stacked_err"] < 1e-6
+    assert r["text_states_changed"] is True and r["unload_bit_identical"] is True
+    assert len(r["keys"]) == 9 and all(k.startswith(("lora_unet_", "lora_te_")) for k in r["keys"])
+    assert sorted(SafetensorsFile(out / "style.safetensors")) == r["keys"]  # the file the tutorial wrote
+
+
 def test_readme_lists_every_tutorial():
     readme = (TUTORIALS / "README.md").read_text(encoding="utf-8")
     scripts = sorted(p.name for p in TUTORIALS.glob("[0-9][0-9]_*.py"))
-    assert scripts == ["01_kernels.py", "02_one_diffusion_step.py", "03_spectrogram_audio.py"], \
+    assert scripts == ["01_kernels.py", "02_one_diffusion_step.py", "03_spectrogram_audio.py", "04_lora.py"], \
         "a new tutorial needs a test here"
     for name in scripts:
         assert name in readme, f"tutorials/README.md does not mention {name}"
 
 
-@pytest.mark.parametrize("name", ["01_kernels.py", "02_one_diffusion_step.py", "03_spectrogram_audio.py"])
+@pytest.mark.parametrize("name", ["01_kernels.py", "02_one_diffusion_step.py", "03_spectrogram_audio.py",
+                                  "04_lora.py"])
 def test_tutorial_reads_as_a_walkthrough(name):
     text = (TUTORIALS / name).read_text(encoding="utf-8")
     assert text.startswith('"""Tutorial'), "a tutorial opens with its narrative docstring"

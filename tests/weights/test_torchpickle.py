@@ -308,3 +308,19 @@ def test_resource_bombs_are_refused_cheaply(tmp_path):
     assert bomb != raw
     with pytest.raises(WeightsError, match="runs past its storage"):
         torchpickle.unpickle(bomb, torchpickle.TorchZip(p))
+
+
+def test_safetensors_whose_length_starts_like_a_pickle(tmp_path):
+    """A safetensors header of 128 + 256k bytes starts with 0x80, the pickle PROTO opcode: it is
+    still safetensors (seen with a LoRA file whose header came out 640 bytes long)."""
+    from minriff.weights.safetensors import SafetensorsFile, write_safetensors
+
+    meta = {}
+    for pad in range(400):
+        meta["pad"] = "x" * pad
+        write_safetensors(tmp_path / "a.safetensors", [("w", (2,), "F32", lambda: np.ones(2, np.float32))], meta)
+        if (tmp_path / "a.safetensors").read_bytes()[0] == 0x80:
+            break
+    assert (tmp_path / "a.safetensors").read_bytes()[:1] == b"\x80"
+    assert torchpickle.checkpoint_kind(tmp_path / "a.safetensors") is None
+    assert np.array_equal(SafetensorsFile(tmp_path / "a.safetensors")["w"], np.ones(2, np.float32))

@@ -1,0 +1,107 @@
+"""`minriff batch` in this process and with --workers 2: the same bytes as a sequential run, a
+manifest line per job, failures recorded while the batch goes on, resume after the driver is
+interrupted (SIGINT, SIGKILL) losing nothing that finished."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from minriff.batch import read_jobs, run_batch
+from minriff.cli import main
+from support import FIXTURES
+
+from .conftest import JOBS, child_env, manifest_lines, outputs, write_jobs
+
+
+def test_sequential_run_writes_every_file_and_a_complete_manifest(sequential_run, tiny, tmp_path, capsys):
+    names = {f"{j['id']}.wav" for j in JOBS} | {"gen-a.png"}
+    assert set(sequential_run) == names
+    # the CLI, again in this process (--workers 0), gives the same bytes, then a rerun skips everything
+    jobs = write_jobs(tmp_path / "jobs.jsonl")
+    assert main(["batch", str(jobs), "-o", str(tmp_path / "out"), "--workers", "0", "--weights", tiny]) == 0
+    assert outputs(tmp_path / "out") == sequential_run
+    records = manifest_lines(tmp_path / "out")
+    assert sorted(r["id"] for r in records) == sorted(j["id"] for j in JOBS)
+    for r in records:
+        assert r["status"] == "ok" and r["error"] is None and r["worker"] and r["timings"]["spectrogram_s"] >= 0
+    gen_b = next(r for r in records if r["id"] == "gen-b")
+    from minriff.batch import seed_for
+
+    assert gen_b["seed"] == seed_for("gen-b") and gen_b["params"]["prompt"] == "techno"
+    capsys.readouterr()
+    assert main(["batch", str(jobs), "-o", str(tmp_path / "out"), "--workers", "0", "--weights", tiny]) == 0
+    assert f"{len(JOBS)} of {len(JOBS)} jobs already finished" in capsys.readouterr().err
+    assert len(manifest_lines(tmp_path / "out")) == len(JOBS)  # nothing ran again
+
+
+def test_a_failing_job_is_recorded_and_the_batch_goes_on(tiny, tmp_path, capsys):
+    from PIL import Image
+
+    init = tmp_path / "init.png"
+    Image.new("L", (64, 512), 128).save(init)
+    jobs = [JOBS[1], {"id": "broken", "kind": "generate", "prompt": "x", "steps": 1, "init_image": str(init)},
+            JOBS[3]]
+    parsed = read_jobs(write_jobs(tmp_path / "jobs.jsonl", jobs))
+    init.write_bytes(b"not a png any more")  # valid when checked, broken when the job runs
+    out = tmp_path / "out"
+    summary = run_batch(parsed, out, weights=tiny, mode="sequential", quiet=True)
+    assert (summary.ok, summary.failed, summary.failed_ids) == (2, 1, ["broken"])
+    rec = {r["id"]: r for r in manifest_lines(out)}
+    assert rec["broken"]["status"] == "error" and "init image" in rec["broken"]["error"]
+    assert not (out / "broken.wav").exists()
+    assert {"gen-b.wav", "gen-c.wav"} <= set(outputs(out))
+    # the CLI: exit 1, and a rerun retries only the failed job
+    capsys.readouterr()
+    assert main(["batch", str(tmp_path / "jobs.jsonl"), "-o", str(out), "--workers", "0", "--weights", tiny,
+                 "--quiet"]) == 1
+    assert len(manifest_lines(out)) == 4
+
+
+def test_workers_2_gives_the_sequential_bytes(sequential_run, tiny, tmp_path, capsys):
+    jobs = write_jobs(tmp_path / "jobs.jsonl")
+    assert main(["batch", str(jobs), "-o", str(tmp_path / "out"), "--workers", "2", "--weights", tiny]) == 0
+    assert outputs(tmp_path / "out") == sequential_run
+    records = manifest_lines(tmp_path / "out")
+    assert len(records) == len(JOBS) and all(r["status"] == "ok" for r in records)
+    assert len({r["worker"] for r in records}) == 2  # both processes worked
+
+
+def test_default_workers_follow_cores_and_memory(tiny):
+    from minriff.batch import default_workers
+
+    gb = 1 << 30
+    assert default_workers(tiny, cores=8, memory=64 * gb)[0] == 8
+    assert default_workers(tiny, cores=8, memory=gb // 2)[0] == 1
+    n, why = default_workers(str(FIXTURES / "absent"), cores=16, memory=24 * gb)  # full size assumed: ~5.8 GB
+    assert n == 4 and "16 cores" in why and "24.0 GB" in why
+
+
+@pytest.mark.parametrize("how, workers", [(signal.SIGKILL, "0"), (signal.SIGINT, "2")])
+def test_resume_after_the_driver_is_interrupted(how, workers, sequential_run, tiny, tmp_path):
+    jobs, out = write_jobs(tmp_path / "jobs.jsonl"), tmp_path / "out"
+    cmd = [sys.executable, "-m", "minriff", "batch", str(jobs), "-o", str(out), "--workers", workers,
+           "--weights", tiny, "--quiet"]
+    child = subprocess.Popen(cmd, env=child_env(), stderr=subprocess.PIPE, text=True)
+    manifest = out / "manifest.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and child.poll() is None:  # until the first job is in the manifest
+        if manifest.exists() and manifest.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.05)
+    assert child.poll() is None, f"the batch ended before it could be interrupted: {child.stderr.read()}"
+    child.send_signal(how)
+    err = child.communicate(timeout=120)[1]
+    assert child.returncode != 0, err
+    before = manifest_lines(out)
+    assert 1 <= len(before) < len(JOBS)
+    assert not [p for p in out.iterdir() if p.name.endswith(".minriff-tmp") and how == signal.SIGINT]
+    rerun = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    after = manifest_lines(out)
+    assert sorted(r["id"] for r in after) == sorted(j["id"] for j in JOBS)  # each once: nothing done twice
+    assert [r for r in after[: len(before)]] == before
+    assert outputs(out) == sequential_run
