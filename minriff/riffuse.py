@@ -4,7 +4,9 @@
 limits in `minriff.values.parse_json`), `InferenceInput.from_dict(d)` checks a parsed object.
 Unlike the original (dacite) an integer is accepted where a float is declared (`"guidance": 7`),
 NumPy scalars are accepted from Python callers, and an unknown field is an error (dacite ignored a
-misspelt "guidence"). Every problem is an InputError naming the field.
+misspelt "guidence"), unless the caller asks `unknown="ignore"`: the server does, as the original
+did, since the web app and its forks may send fields of their own (`unknown_fields` names them).
+Known fields are checked either way. Every problem is an InputError naming the field.
 
 Image ids (`seed_image_id`, `mask_image_id`) name PNGs inside the seed-image folders and nothing
 else: `resolve_image_id` refuses folders, absolute paths and symlinks that lead outside, with the
@@ -65,12 +67,19 @@ def _string(d: dict, key: str, where: str, default=..., optional=False):
     return v
 
 
-def _known_fields(d: dict, cls, where: str) -> None:
-    """A misspelt field ("guidence") must not be ignored silently."""
-    known = [f.name for f in fields(cls)]
-    unknown = [k for k in d if k not in known]
-    if unknown:
-        raise InputError(f"{where}: unknown field {values.show(unknown[0])} (fields: {', '.join(known)})")
+def _unknown(d: dict, cls) -> list:
+    known = {f.name for f in fields(cls)}
+    return [k for k in d if k not in known]
+
+
+def _known_fields(d: dict, cls, where: str, unknown: str = "error") -> None:
+    """A misspelt field ("guidence") must not be ignored silently, unless the caller asks (the server)."""
+    if unknown not in ("error", "ignore"):
+        raise ValueError(f"unknown= must be 'error' or 'ignore', got {unknown!r}")
+    names = _unknown(d, cls)
+    if names and unknown == "error":
+        known = [f.name for f in fields(cls)]
+        raise InputError(f"{where}: unknown field {values.show(names[0])} (fields: {', '.join(known)})")
 
 
 def _where(where: str, make):
@@ -99,10 +108,11 @@ class PromptInput:
         self.guidance = check_guidance(self.guidance)
 
     @classmethod
-    def from_dict(cls, d, where: str) -> PromptInput:
+    def from_dict(cls, d, where: str, unknown: str = "error") -> PromptInput:
+        """unknown: "error" (an unknown field is an InputError) or "ignore" (dropped)."""
         if not isinstance(d, dict):
             raise InputError(f"{where} must be a JSON object, got {values.show(d)}")
-        _known_fields(d, cls, where)
+        _known_fields(d, cls, where, unknown)
         kw = dict(prompt=_string(d, "prompt", where), seed=_number(d, "seed", where, integer=True),
                   negative_prompt=_string(d, "negative_prompt", where, default=None, optional=True),
                   denoising=_number(d, "denoising", where, default=0.75),
@@ -129,29 +139,45 @@ class InferenceInput:
         self.alpha = check_alpha(self.alpha)
         self.num_inference_steps = check_steps(self.num_inference_steps, "num_inference_steps")
         self.seed_image_id = values.text(self.seed_image_id, "seed_image_id", MAX_ID_CHARS)
+        if self.mask_image_id == "":  # the web app sends "" for ?maskImageId=none; the original read it as no mask
+            self.mask_image_id = None
         if self.mask_image_id is not None:
             self.mask_image_id = values.text(self.mask_image_id, "mask_image_id", MAX_ID_CHARS)
 
     @classmethod
-    def from_dict(cls, d) -> InferenceInput:
+    def from_dict(cls, d, unknown: str = "error") -> InferenceInput:
+        """unknown: "error" (an unknown field, here or in start/end, is an InputError; the CLI) or
+        "ignore" (dropped, as the original server; `unknown_fields(d)` names them). Known fields are
+        checked either way."""
         if not isinstance(d, dict):
             raise InputError(f"request must be a JSON object, got {type(d).__name__}")
-        _known_fields(d, cls, "request")
+        _known_fields(d, cls, "request", unknown)
         for key in ("start", "end"):
             if key not in d:
                 raise InputError(f"request: missing required field {key!r}")
-        start = PromptInput.from_dict(d["start"], "start")
-        end = PromptInput.from_dict(d["end"], "end")
+        start = PromptInput.from_dict(d["start"], "start", unknown)
+        end = PromptInput.from_dict(d["end"], "end", unknown)
         kw = dict(alpha=_number(d, "alpha", "request"),
                   num_inference_steps=_number(d, "num_inference_steps", "request", default=50, integer=True),
                   seed_image_id=_string(d, "seed_image_id", "request", default="og_beat", optional=True),
                   mask_image_id=_string(d, "mask_image_id", "request", default=None, optional=True))
         return _where("request:", lambda: cls(start=start, end=end, **kw))
 
+    @staticmethod
+    def unknown_fields(d) -> list[str]:
+        """The fields of a request dict that `from_dict` does not know ("start.x" inside start/end)."""
+        if not isinstance(d, dict):
+            return []
+        names = [str(k) for k in _unknown(d, InferenceInput)]
+        for side in ("start", "end"):
+            if isinstance(d.get(side), dict):
+                names += [f"{side}.{k}" for k in _unknown(d[side], PromptInput)]
+        return names
+
     @classmethod
-    def from_json(cls, data) -> InferenceInput:
+    def from_json(cls, data, unknown: str = "error") -> InferenceInput:
         """A request body (bytes as received, or str) -> checked request, or InputError."""
-        return cls.from_dict(values.parse_json(data, "JSON request"))
+        return cls.from_dict(values.parse_json(data, "JSON request"), unknown)
 
     def to_dict(self) -> dict:
         return asdict(self)

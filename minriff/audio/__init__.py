@@ -8,6 +8,7 @@ numba, scipy, PIL and minriff's leaf modules: errors, rng, values, images, progr
     invmel.py       mel -> linear magnitude: NNLS (exact) or the original's SGD
     griffinlim.py   fast Griffin-Lim (momentum 0.99) as torchaudio
     phaseinit.py    peak-locked phase initialisation for Griffin-Lim
+    seamless.py     consecutive clips -> one waveform: phase and loudness run on across joins
     join.py         pieces of long spectrograms: sizes and the crossfade
     io.py           read/write WAV/FLAC/OGG/MP3 (whole, a part, or block by block: AudioFile),
                     resampling, the original's loudness stage

@@ -39,20 +39,33 @@ def initial_angles(rng, C: int, T: int, F: int) -> np.ndarray:
 
 def griffin_lim(mag: np.ndarray, plan: STFT, n_iter: int = 32, momentum: float = 0.99, rng=None,
                 angles: np.ndarray | None = None, phase_init: str = "random", progress=None,
-                link_channels: bool = False) -> np.ndarray:
-    """mag (C, T, F) linear magnitudes -> waveform (C, (T-1)*hop) float32.
+                link_channels: bool = False, fixed: np.ndarray | None = None, length: int | None = None,
+                spectra: list | None = None) -> np.ndarray:
+    """mag (C, T, F) linear magnitudes -> waveform (C, length) float32, default length (T-1)*hop.
 
     phase_init: "random" (the original: complex U[0,1) from `rng`) or "peaks" (peak-locked
     phase-vocoder start, phaseinit.py: lower spectral convergence for the same iterations).
     `angles` overrides both. link_channels: every channel starts from the first channel's random
     phase (the original draws one per channel), so equal magnitudes give equal channels and similar
-    ones stay in phase with each other instead of sounding decorrelated."""
+    ones stay in phase with each other instead of sounding decorrelated.
+    fixed: complex spectra (C, K, F) of the first K frames, held as they are through every iteration
+    (their magnitudes replace mag's): the rest is made consistent with them, which continues an
+    earlier run's phase across a join (audio/seamless.py). spectra: a list that receives the final
+    complex spectra (C, T, F)."""
     if not 0 <= momentum < 1:
         raise InputError(f"Griffin-Lim momentum must be in [0, 1), got {momentum}")
     if n_iter < 0:
         raise InputError(f"Griffin-Lim iterations must be >= 0, got {n_iter}")
     mag = np.ascontiguousarray(mag, dtype=np.float32)
     C, T, F = mag.shape
+    K = 0
+    if fixed is not None:
+        fixed = np.asarray(fixed, dtype=np.complex64)
+        K = fixed.shape[1]
+        if fixed.ndim != 3 or fixed.shape[0] != C or fixed.shape[2] != F or K > T:
+            raise InputError(f"fixed spectra {fixed.shape} do not fit magnitudes {mag.shape}")
+        mag = mag.copy()
+        mag[:, :K] = np.abs(fixed)
     if angles is None and phase_init == "peaks":
         from minriff.audio.phaseinit import peak_locked_phase
 
@@ -63,15 +76,21 @@ def griffin_lim(mag: np.ndarray, plan: STFT, n_iter: int = 32, momentum: float =
     elif angles is None:
         raise InputError(f"phase_init must be 'random' or 'peaks', got {phase_init!r}")
     spec = (mag * angles).astype(np.complex64)
+    if K:
+        spec[:, :K] = fixed
     coef = np.complex64(momentum / (1.0 + momentum))
     prev = None
     for i in range(n_iter):
         rebuilt = plan.frames(plan.inverse(spec))
         _fast_gl_update(rebuilt, rebuilt if prev is None else prev, mag, coef, prev is None or momentum == 0, spec)
         prev = rebuilt
+        if K:
+            spec[:, :K] = fixed
         if progress is not None:
             progress("griffin-lim", i + 1, n_iter)
-    return plan.inverse(spec)
+    if spectra is not None:
+        spectra.append(spec)
+    return plan.inverse(spec, length)
 
 
 def spectral_convergence(mag: np.ndarray, wave: np.ndarray, plan: STFT) -> float:

@@ -163,6 +163,11 @@ def _exif_number(v, name: str, tag: int) -> float:
     return x
 
 
+def plan(p: SpectrogramParams) -> tuple[STFT, np.ndarray, BandedFilterbank]:
+    """(STFT plan, dense mel filterbank, banded filterbank) of these parameters (cached)."""
+    return _plan(p)
+
+
 @lru_cache(maxsize=8)
 def _plan(p: SpectrogramParams) -> tuple[STFT, np.ndarray, BandedFilterbank]:
     fb = melscale_fbanks(p.n_fft // 2 + 1, p.min_frequency, p.max_frequency, p.num_frequencies,
@@ -401,8 +406,10 @@ def _columns(image, a: int, b: int):
 
 def image_to_audio(image, params: SpectrogramParams | None = None, method: str = "nnls", seed: int = 0,
                    n_iter: int | None = None, loudness: str | None = "riffusion", phase: str = "random",
-                   progress=None, link_channels: bool = False) -> np.ndarray:
-    """Spectrogram image (PIL or (H, W[, C]) array) -> waveform (C, (W-1)*hop) float32 in [-1, 1].
+                   progress=None, link_channels: bool = False, length: int | None = None) -> np.ndarray:
+    """Spectrogram image (PIL or (H, W[, C]) array) -> waveform (C, (W-1)*hop) float32 in [-1, 1]
+    (`length` samples if given, from (W-1)*hop to W*hop: W*hop makes every column last one hop,
+    512 px -> 5.12 s, the length the server's clips have).
 
     method: "nnls" (exact non-negative least squares, default) or "sgd" (the original's 200-step
     SGD). n_iter: Griffin-Lim iterations (default params.num_griffin_lim_iters = 32).
@@ -431,8 +438,11 @@ def image_to_audio(image, params: SpectrogramParams | None = None, method: str =
     min_width = 2 + max(-plan.offset, plan.win + plan.offset) // p.hop_length  # reflect padding must fit
     if width < min_width:
         raise AudioError(f"image is {width} px wide; at least {min_width} frames are needed")
+    hop = p.hop_length
+    total = (width - 1) * hop if length is None else values.integer(length, "audio length", (width - 1) * hop,
+                                                                    width * hop)
     spans = join.chunks(width, join.chunk_width(plan.n_freqs, p.n_channels))
-    timeline = join.Timeline(p.n_channels, (width - 1) * p.hop_length) if len(spans) > 1 else None
+    timeline = join.Timeline(p.n_channels, total) if len(spans) > 1 else None
     for i, (a, b) in enumerate(spans):
         mel = image_to_mel(_columns(image, a, b), p)
         # torch's CPU generator stream: with torch.manual_seed(seed) the original draws the SGD init
@@ -440,8 +450,10 @@ def image_to_audio(image, params: SpectrogramParams | None = None, method: str =
         rng = Generator(seed)
         mag = inverse_mel(mel, banded, method=method, rng=rng, max_iter=p.max_mel_iters, progress=progress)
         del mel
+        last = i == len(spans) - 1  # the last piece runs to `total` (past its last frame if asked)
         wave = griffin_lim(mag, plan, n_iter=n_iter, rng=rng, phase_init=phase, progress=progress,
-                           link_channels=link_channels)
+                           link_channels=link_channels,
+                           length=total - a * p.hop_length if last and length is not None else None)
         del mag
         if timeline is not None:
             timeline.add(a * p.hop_length, wave)

@@ -42,6 +42,8 @@ COMMANDS = {
     "info": ("minriff.cli.weights:info", "show what a converted weights file holds"),
     "init-random": ("minriff.cli.weights:init_random",
                     "write random weights with real (sd15) or tiny shapes (or TAESD's), for benchmarks and tests"),
+    "serve": ("minriff.cli.serve:serve",
+              "serve the original Riffusion server's API, a streaming WebSocket and a web page (needs .[server])"),
     "lora": ("minriff.cli.lora:command", "LoRA files: `minriff lora info FILE` (format, ranks, alphas, targets)"),
     "bench": ("minriff.bench:command", "benchmarks: ops, unet, vae, audio, lora, clip (ratios to same-run baselines)"),
 }

@@ -215,6 +215,11 @@ def test_riffuse_flags_with_mask_and_alpha_endpoints(tiny, tmp_path, capsys):
     ('{"alpha": 0.5, "start": {"prompt": "", "seed": 1}, "end": {"prompt": "b", "seed": 2}}', "start prompt is empty"),
     ('{"alpha": 0.5, "start": {"prompt": "a", "seed": 1}, "end": {"prompt": "b", "seed": 2}, "seed_image_id": "nope"}',
      "invalid seed image: 'nope'"),
+    # a misspelt field is refused here (the server ignores unknown fields, as the original did)
+    ('{"alpha": 0.5, "start": {"prompt": "a", "seed": 1}, "end": {"prompt": "b", "seed": 2}, "extra": 1}',
+     "request: unknown field 'extra'"),
+    ('{"alpha": 0.5, "start": {"prompt": "a", "seed": 1, "guidence": 9}, "end": {"prompt": "b", "seed": 2}}',
+     "start: unknown field 'guidence'"),
 ])
 def test_riffuse_bad_requests(tiny, tmp_path, capsys, body, message):
     seed_png(tmp_path / "og_beat.png", width=64)

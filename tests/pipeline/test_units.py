@@ -153,6 +153,22 @@ def test_malformed_requests(text, match):
         InferenceInput.from_json(text)
 
 
+def test_unknown_fields_refused_by_default_ignored_on_request():
+    d = {**README_REQUEST, "extra": [1], "start": {**README_REQUEST["start"], "transitionCounter": 3}}
+    with pytest.raises(InputError, match="request: unknown field 'extra'"):
+        InferenceInput.from_dict(d)
+    with pytest.raises(InputError, match="start: unknown field 'transitionCounter'"):
+        InferenceInput.from_dict({k: v for k, v in d.items() if k != "extra"})
+    req = InferenceInput.from_dict(d, unknown="ignore")
+    assert req == InferenceInput.from_dict(README_REQUEST)
+    assert InferenceInput.unknown_fields(d) == ["extra", "start.transitionCounter"]
+    assert InferenceInput.unknown_fields(README_REQUEST) == []
+    with pytest.raises(InputError, match="'guidance' must be a number"):  # known fields stay checked
+        InferenceInput.from_dict({**d, "end": {**README_REQUEST["end"], "guidance": "7"}}, unknown="ignore")
+    with pytest.raises(ValueError):
+        InferenceInput.from_dict(README_REQUEST, unknown="warn")
+
+
 def test_seed_image_resolution(tmp_path, monkeypatch):
     (tmp_path / "og_beat.png").write_bytes(b"x")
     monkeypatch.setenv("MINRIFF_SEED_IMAGES", str(tmp_path))
