@@ -128,7 +128,7 @@ def run(args) -> int:
                  rss_growth_after_load_mb=round(rss1 - rss0),
                  rss_after_unload_minus_before_mb=round(rss2 - rss0),
                  merge_gflops=round(flops / set_s / 1e9, 1), sgemm_gflops=round(peak, 1),
-                 merge_share_of_sgemm=round(flops / set_s / 1e9 / peak, 2), unload_bit_identical=identical)
+                 merge_share_of_sgemm=float(f"{flops / set_s / 1e9 / peak:.3g}"), unload_bit_identical=identical)
     if torch_row is not None:
         extra["diffusers"] = torch_row.get("note")
     emit(rows, args.json, f"LoRA rank {rank} over UNet + text encoder (seconds; ratio > 1 means minriff is faster)",

@@ -190,11 +190,11 @@ def test_every_declared_option_rule_is_enforced(tmp_path, monkeypatch, capsys):
 
     monkeypatch.chdir(tmp_path)
     positionals = {"generate": ["x", "-o", "o.wav"], "interpolate": ["a", "b", "-o", "o.wav"],
-                   "riffuse": ["-o", "o.wav"]}
+                   "riffuse": ["-o", "o.wav"], "batch": ["jobs.jsonl", "-o", "out"]}
     sample = {"init_image": "i.png", "seed_image": "s.png", "json": "r.json", "output": "o.wav", "format": "wav",
               "method": "nnls", "seed_images": ".", "start_prompt": "a", "end_prompt": "b", "negative": "n",
               "mask": "m.png", "steps": "3", "start_seed": "1", "end_seed": "2", "cache_branch": "1",
-              "cache_schedule": "quadratic"}
+              "cache_schedule": "quadratic", "ray_cpus": "1"}
     checked = 0
     for name, (target, _) in COMMANDS.items():
         command, parser = _resolve(target), build_parser(only=name)

@@ -174,10 +174,15 @@ def test_random_tiny_file_loads_into_models(tiny_file):
     assert m["config"].unet == TINY.unet and m["config"].vae == TINY.vae
     ids = m["tokenizer"]("a funky bass line")
     assert ids.shape == (1, 77) and ids[0, 0] == m["tokenizer"].bos_id
-    for name in ("text_encoder", "unet", "vae"):
+    for name in ("text_encoder", "unet", "vae"):  # held as stored (fp16), widened where the ops use them
         for key, p in m[name].named_parameters():
-            assert p.dtype == np.float32, key
+            assert p.dtype == np.float16, key
     assert m["scheduler_config"]["_class_name"] == "PNDMScheduler"
+    wide = weights.load_models(tiny_file, dtype=np.float32)
+    for name in ("text_encoder", "unet", "vae"):
+        for key, p in wide[name].named_parameters():
+            assert p.dtype == np.float32, key
+            np.testing.assert_array_equal(p, dict(m[name].named_parameters())[key].astype(np.float32))
 
 
 def test_random_init_values(tiny_file):
