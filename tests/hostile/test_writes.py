@@ -166,6 +166,8 @@ ALLOWED = {
     ("minriff/bench/lora.py", "run"): "a scratch TemporaryDirectory for the bench's own outputs, removed after",
     ("kernels/cuda/loader.py", "compile_emulated"):
         "build cache: g++ writes into a private temporary folder inside the cache, renamed into place",
+    ("minriff/bench/serve.py", "_seed_folder"):
+        "bench scratch: a seed image saved into a fresh private folder from tempfile.mkdtemp, nobody else's file",
 }
 WRITE_CALLS = {("os", "replace"), ("os", "rename"), ("os", "renames"), ("os", "write"), ("os", "link"),
                ("os", "truncate"), ("os", "ftruncate"), ("shutil", "move"), ("shutil", "copy"),
