@@ -47,7 +47,18 @@ def run_job(riff, job, outdir, worker: str = "") -> dict:
         record.update(status="error", error=f"{type(e).__name__}: {e}",
                       traceback=traceback.format_exc(limit=8))
     record["seconds"] = round(time.perf_counter() - t0, 4)
+    record["worker_peak_rss_mb"] = peak_rss_mb()  # sizing: what one worker/actor holds at its peak so far
     return record
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB (0.0 where `resource` is missing, e.g. Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return 0.0
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
+    return round(kb / 1024, 1)
 
 
 def _make(riff, job, outdir: Path) -> dict:

@@ -28,6 +28,7 @@ def test_sequential_run_writes_every_file_and_a_complete_manifest(sequential_run
     assert sorted(r["id"] for r in records) == sorted(j["id"] for j in JOBS)
     for r in records:
         assert r["status"] == "ok" and r["error"] is None and r["worker"] and r["timings"]["spectrogram_s"] >= 0
+        assert r["worker_peak_rss_mb"] > 20  # a process holding numpy and the tiny model
     gen_b = next(r for r in records if r["id"] == "gen-b")
     from minriff.batch import seed_for
 
