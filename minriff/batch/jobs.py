@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from minriff import inputs, values
@@ -35,6 +35,12 @@ def _scheduler(v):
     return inputs.check_scheduler(v)
 
 
+def _one_of(v, names: tuple[str, ...]) -> str:
+    if v not in names:
+        raise InputError(f"{values.show(v)} is not one of {', '.join(names)}")
+    return v
+
+
 def _as_is(v):  # checked whole later (riffuse.PromptInput)
     return v
 
@@ -48,7 +54,12 @@ CHECKS = {
     "strength": inputs.check_strength, "denoising": inputs.check_strength, "alpha": inputs.check_alpha,
     "seed_b": inputs.check_seed, "init_image": _text, "seed_image": _text, "mask": _text,
     "start": _as_is, "end": _as_is,
+    "cache_interval": lambda v: values.integer(v, "cache_interval", 1, 1000),
+    "cache_branch": lambda v: values.integer(v, "cache_branch", 0, 1000),  # the pipeline checks the UNet's bound
+    "cache_schedule": lambda v: _one_of(v, ("uniform", "quadratic")),
+    "decoder": lambda v: _one_of(v, ("full", "taesd")),
 }
+SAMPLING = ("cache_interval", "cache_branch", "cache_schedule", "decoder")  # options of the three entry points
 
 
 @dataclass(frozen=True)
@@ -62,11 +73,12 @@ class Kind:
 
 KINDS = {
     "generate": Kind("generate_spectrogram", ("prompt",),
-                     ("negative_prompt", "duration_s", "steps", "guidance", "scheduler", "init_image", "strength")),
+                     ("negative_prompt", "duration_s", "steps", "guidance", "scheduler", "init_image", "strength",
+                      *SAMPLING)),
     "interpolate": Kind("interpolate_styles", ("prompt_a", "prompt_b", "alpha"),
                         ("seed_b", "negative_prompt", "duration_s", "steps", "guidance", "scheduler", "seed_image",
-                         "denoising"), seed_arg="seed_a"),
-    "riffuse": Kind("riffuse", ("start", "end", "alpha"), ("seed_image", "mask", "steps", "scheduler"),
+                         "denoising", *SAMPLING), seed_arg="seed_a"),
+    "riffuse": Kind("riffuse", ("start", "end", "alpha"), ("seed_image", "mask", "steps", "scheduler", *SAMPLING),
                     seed_arg=None),  # seeds sit in start/end (riffuse.PromptInput); `seed` is not accepted
     "remix": Kind("remix", ("init_image", "prompt"), ("negative_prompt", "steps", "guidance", "scheduler",
                                                       "strength"), needs_method=True),
@@ -212,3 +224,27 @@ def read_jobs(path, seed_images: str | None = None) -> list[Job]:
     except OSError as e:
         raise InputError(f"cannot read job file {path}: {e.strerror}") from None
     return parse_lines(lines, path.resolve().parent, seed_images)
+
+
+ENTRY = {"generate": "generate_spectrogram", "interpolate": "interpolate_styles", "riffuse": "riffuse"}
+
+
+def apply_preset(jobs: list[Job], name: str, taesd: bool = True) -> list[Job]:
+    """`--preset NAME` for a job file: each job of a kind with sampling options takes the preset's
+    value of every option it does not set itself (a job's own parameters win; `quality` is the
+    defaults, so it changes nothing). taesd=False: no TAESD file, so the preset's decoder is left out
+    (the full VAE), as `minriff generate --preset fast` does."""
+    from minriff import presets
+
+    presets.check_name(name)
+    if name == "quality":
+        return list(jobs)
+    out = []
+    for job in jobs:
+        if job.kind not in ENTRY:
+            out.append(job)
+            continue
+        opts = {k: v for k, v in presets.options(name, ENTRY[job.kind]).items()
+                if v is not None and k in KINDS[job.kind].optional and not (k == "decoder" and not taesd)}
+        out.append(replace(job, params={**opts, **job.params}))
+    return out

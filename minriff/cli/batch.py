@@ -27,6 +27,10 @@ class _Batch:
                        help="run on Ray: alone, start a local Ray instance; with ADDRESS (or 'auto'), join that "
                             "cluster (needs pip install 'minriff[ray]')")
         p.add_argument("--ray-cpus", type=int_arg, help="CPUs of the local Ray instance (default: all)")
+        p.add_argument("--preset", choices=("quality", "fast"),
+                       help="sampling options for every generate/interpolate/riffuse job that does not set them "
+                            "itself (as `minriff generate --preset`; fast: LCM 4 steps, guidance 1, DeepCache, "
+                            "TAESD decode, or the full VAE with a note when no TAESD file is found)")
         p.add_argument("--seed-images", help="folder of seed images for ids like og_beat")
         p.add_argument("--weights", help="converted weights file, a path every worker can read (default: as for "
                                          "`minriff generate`)")
@@ -41,6 +45,8 @@ class _Batch:
         if args.workers is not None:
             values.integer(args.workers, "--workers", 0, 1024)
         weights = _weights(args)
+        if args.preset:
+            jobs = _preset(args, jobs, weights)
         if args.ray is not None:
             mode = "ray"
         else:
@@ -58,6 +64,17 @@ def _weights(args) -> str:
     from minriff.weights.firstrun import ensure_weights
 
     return str(ensure_weights(args.weights, quiet=args.quiet))
+
+
+def _preset(args, jobs, weights: str):
+    from minriff.batch.jobs import apply_preset
+    from minriff.weights.taesd import find_taesd
+
+    taesd = find_taesd(weights) is not None
+    if args.preset == "fast" and not taesd:
+        _say(args, "minriff: no TAESD weights found, so --preset fast decodes with the full VAE (slower); "
+                   "get TAESD with `minriff download --taesd`")
+    return apply_preset(jobs, args.preset, taesd)
 
 
 batch = _Batch()

@@ -135,3 +135,35 @@ def test_fuzz_bad_lines_are_reported_by_number_never_a_traceback(junk, seed):
         assert not named & goods, msg  # the good lines are never blamed
         return
     assert {j.line for j in jobs} >= goods  # every good line became a job
+
+
+def test_a_preset_fills_what_a_job_does_not_set_and_the_job_wins(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from minriff import presets
+    from minriff.batch.jobs import apply_preset
+
+    seed_png = tmp_path / "seed.png"
+    Image.fromarray(np.full((512, 64), 128, np.uint8)).save(seed_png)
+    jobs = parse_lines([line(id="g", kind="generate", prompt="jazz", steps=6, decoder="full"),
+                        json.dumps(dict(id="i", kind="interpolate", prompt_a="a", prompt_b="b", alpha=0.5)),
+                        json.dumps(dict(id="r", kind="riffuse", alpha=0.5, start={"prompt": "a", "seed": 1},
+                                        end={"prompt": "b", "seed": 2}, seed_image=str(seed_png)))])
+    fast = presets.options("fast")
+    g, i, r = apply_preset(jobs, "fast")
+    assert g.params["steps"] == 6 and g.params["decoder"] == "full"  # the job's own values
+    assert g.params["scheduler"] == "lcm" and g.params["cache_interval"] == fast["cache_interval"]
+    assert {k: i.params[k] for k in fast} == fast
+    assert "guidance" not in r.params and r.params["steps"] == 4 and r.params["decoder"] == "taesd"
+    assert apply_preset(jobs, "quality") == jobs
+    assert "decoder" not in apply_preset(jobs, "fast", taesd=False)[1].params
+    with pytest.raises(InputError, match="unknown preset"):
+        apply_preset(jobs, "turbo")
+
+
+@pytest.mark.parametrize("bad", [dict(cache_interval=0), dict(cache_schedule="cubic"), dict(decoder="tiny"),
+                                 dict(cache_branch=-1)])
+def test_bad_sampling_options_are_named(bad):
+    with pytest.raises(InputError, match=f"line 1: job g: {next(iter(bad))}"):
+        parse_lines([line(id="g", kind="generate", prompt="jazz", **bad)])

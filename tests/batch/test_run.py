@@ -106,3 +106,20 @@ def test_resume_after_the_driver_is_interrupted(how, workers, sequential_run, ti
     assert sorted(r["id"] for r in after) == sorted(j["id"] for j in JOBS)  # each once: nothing done twice
     assert [r for r in after[: len(before)]] == before
     assert outputs(out) == sequential_run
+
+
+def test_preset_fast_reaches_every_job(tiny, tmp_path, capsys):
+    """--preset fast in the manifest's parameters, a job's own value kept, and the full VAE with a note
+    when no TAESD file is found."""
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [
+        {"id": "f1", "kind": "generate", "prompt": "jazz", "duration_s": 0.3, "seed": 1},
+        {"id": "f2", "kind": "generate", "prompt": "rock", "duration_s": 0.3, "seed": 2, "steps": 2}])
+    code = main(["batch", str(jobs), "-o", str(tmp_path / "out"), "--workers", "0", "--weights", tiny,
+                 "--preset", "fast"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "no TAESD weights found" in err
+    records = {r["id"]: r for r in manifest_lines(tmp_path / "out")}
+    assert records["f1"]["params"]["scheduler"] == "lcm" and records["f1"]["params"]["steps"] == 4
+    assert records["f1"]["params"]["guidance"] == 1.0 and records["f1"]["params"]["cache_interval"] == 2
+    assert records["f2"]["params"]["steps"] == 2 and "decoder" not in records["f2"]["params"]
