@@ -44,6 +44,16 @@ def offline_and_isolated(tmp_path_factory):
     mp.undo()
 
 
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> str:
+    """A tiny random model file made by the CLI (`minriff init-random --config tiny`), shared read-only."""
+    from minriff.cli import main
+
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    assert main(["init-random", "--config", "tiny", "-o", str(path)]) == 0
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def serial_numba():
     """Tiny models are dominated by thread start-up on a small shared machine (4x slower here with

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from minriff.cli import main
-
 # Three kinds, a png, a seedless job (seed from the id). Tiny model, 1-2 steps, short clips: each job
 # is short (the machine is shared), and still long enough for a kill to land while jobs run.
 JOBS = [
@@ -20,13 +18,6 @@ JOBS = [
     {"id": "gen-c", "kind": "generate", "prompt": "(violin:1.3) solo", "steps": 1, "duration_s": 0.3, "seed": 3},
     {"id": "gen-d", "kind": "generate", "prompt": "drums", "steps": 1, "duration_s": 0.3, "guidance": 1.0},
 ]
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    assert main(["init-random", "--config", "tiny", "-o", str(path)]) == 0
-    return str(path)
 
 
 def write_jobs(path: Path, jobs=JOBS) -> Path:

@@ -19,13 +19,6 @@ pytestmark = pytest.mark.usefixtures("serial_numba")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    assert main(["init-random", "--config", "tiny", "-o", str(path)]) == 0
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def song(tmp_path_factory):
     """2.5 s of stereo music at 48 kHz (left and right differ)."""
     path = tmp_path_factory.mktemp("audio") / "song.flac"

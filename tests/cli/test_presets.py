@@ -91,13 +91,6 @@ def test_api_options():
 # ---- end to end on the tiny model ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    assert main(["init-random", "--config", "tiny", "-o", str(path)]) == 0
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def taesd_file(tmp_path_factory):
     out = tmp_path_factory.mktemp("taesd") / "taesd.safetensors"
     taesd_weights.convert_taesd(make.DIFFUSERS_DIR, out, log=lambda m: None)

@@ -8,18 +8,10 @@ import numpy as np
 import pytest
 
 from minriff import kernels
-from minriff.cli import main
 from minriff.kernels.cuda import loader
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None and not loader.gpu_available(),
                                 reason="the cuda backend needs a GPU or g++ for the emulator")
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    assert main(["init-random", "--config", "tiny", "-o", str(path)]) == 0
-    return str(path)
 
 
 def run(path, backend):

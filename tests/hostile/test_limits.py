@@ -41,13 +41,6 @@ SENTINEL = b"an existing file that a failed run must leave alone"
 WIDEST = 360_001  # px: the widest spectrogram image (an hour at 10 ms per pixel), README "Limits"
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    assert main(["init-random", "--config", "tiny", "-o", str(path)]) == 0
-    return str(path)
-
-
 @pytest.fixture
 def decode_spy(monkeypatch):
     """Counts pixel decodes (ImageFile.load): a refused image must never be decoded."""

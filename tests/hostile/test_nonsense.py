@@ -27,13 +27,6 @@ def riff():
     return Riffusion(random_models("tiny"), quiet=True)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    assert main(["init-random", "--config", "tiny", "-o", str(path)]) == 0
-    return str(path)
-
-
 # ---- numbers: every type judged by its value ---------------------------------------------------------
 FLOAT_TYPES = [float, np.float16, np.float32, np.float64, lambda v: np.array(v)]
 INT_TYPES = [int, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]
