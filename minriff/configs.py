@@ -34,6 +34,11 @@ LIMITS = {
                   decoder_block_out_channels=(1, 4096), latent_channels=(1, 64), upsampling_scaling_factor=(1, 8),
                   num_encoder_blocks=(0, 64), num_decoder_blocks=(0, 64), latent_magnitude=(1e-6, 1e6),
                   latent_shift=(-1e6, 1e6), scaling_factor=(1e-6, 1e6), shift_factor=(-1e6, 1e6)),
+    "ControlNet": dict(in_channels=(1, 64), conditioning_channels=(1, 16), block_out_channels=(1, 8192),
+                       layers_per_block=(1, 16), attention_head_dim=(1, 1024), num_attention_heads=(1, 1024),
+                       cross_attention_dim=(1, 16384), norm_num_groups=(1, 1024), norm_eps=(1e-12, 1.0),
+                       freq_shift=(0, 1), downsample_padding=(0, 2), mid_block_scale_factor=(1e-6, 1e6),
+                       conditioning_embedding_out_channels=(1, 8192)),
 }
 MAX_BLOCKS = 8
 
@@ -280,6 +285,76 @@ class TAESDConfig:
 
 
 @dataclass(frozen=True)
+class ControlNetConfig:
+    """diffusers' `ControlNetModel` config.json values (defaults: the SD 1.5 ControlNets'). The encoder
+    fields mean what they mean in `UNetConfig`; `unet_config()` is that encoder's UNet config (the
+    up path mirrored, never built). The hint embedding takes `conditioning_channels` at
+    2^(len(conditioning_embedding_out_channels) - 1) times the latent size (8: the image size)."""
+    in_channels: int = 4
+    conditioning_channels: int = 3
+    flip_sin_to_cos: bool = True
+    freq_shift: int = 0
+    down_block_types: tuple = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
+    mid_block_type: str = "UNetMidBlock2DCrossAttn"
+    only_cross_attention: bool = False
+    block_out_channels: tuple = (320, 640, 1280, 1280)
+    layers_per_block: int = 2
+    downsample_padding: int = 1
+    mid_block_scale_factor: float = 1.0
+    act_fn: str = "silu"
+    norm_num_groups: int = 32
+    norm_eps: float = 1e-5
+    cross_attention_dim: int = 768
+    transformer_layers_per_block: object = 1
+    attention_head_dim: object = 8
+    num_attention_heads: object = None
+    use_linear_projection: bool = False
+    upcast_attention: bool = False
+    class_embed_type: object = None
+    addition_embed_type: object = None
+    num_class_embeds: object = None
+    encoder_hid_dim: object = None
+    resnet_time_scale_shift: str = "default"
+    controlnet_conditioning_channel_order: str = "rgb"
+    conditioning_embedding_out_channels: tuple = (16, 32, 96, 256)
+    global_pool_conditions: bool = False
+    center_input_sample: bool = False  # not a ControlNet field; the shared UNet input code reads it
+
+    @classmethod
+    def from_dict(cls, d):
+        return _from_dict(cls, {k: v for k, v in d.items() if k != "center_input_sample"}, "ControlNet")
+
+    def to_dict(self):
+        d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+        d.pop("center_input_sample")
+        return d
+
+    @property
+    def hint_downscale(self) -> int:
+        return 2 ** (len(self.conditioning_embedding_out_channels) - 1)
+
+    def unet_config(self) -> UNetConfig:
+        """The UNet config of the encoder copy (checked like a UNet's)."""
+        up = tuple("CrossAttnUpBlock2D" if t == "CrossAttnDownBlock2D" else "UpBlock2D"
+                   for t in reversed(self.down_block_types))
+        kw = {f.name: getattr(self, f.name) for f in dataclasses.fields(UNetConfig) if hasattr(self, f.name)}
+        return UNetConfig(**dict(kw, up_block_types=up, out_channels=self.in_channels))
+
+    def validate(self):
+        for name in ("class_embed_type", "addition_embed_type", "num_class_embeds", "encoder_hid_dim"):
+            if getattr(self, name) is not None:
+                raise ConfigError(f"ControlNet: {name} (SDXL and other families) is unsupported")
+        if self.mid_block_type != "UNetMidBlock2DCrossAttn":
+            raise ConfigError(f"ControlNet: unsupported mid_block_type {self.mid_block_type!r}")
+        if self.resnet_time_scale_shift != "default":
+            raise ConfigError(f"ControlNet: unsupported resnet_time_scale_shift {self.resnet_time_scale_shift!r}")
+        if self.controlnet_conditioning_channel_order not in ("rgb", "bgr"):
+            raise ConfigError(f"ControlNet: controlnet_conditioning_channel_order must be rgb or bgr, got "
+                              f"{self.controlnet_conditioning_channel_order!r}")
+        self.unet_config().validate()
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     text_encoder: CLIPTextConfig = field(default_factory=CLIPTextConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
@@ -334,3 +409,12 @@ TAESD_PRESETS = {"taesd": TAESDConfig(),
 SD15_SCHEDULER = {"_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012,
                   "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "set_alpha_to_one": False,
                   "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None}
+
+# ControlNets: SD 1.5's (lllyasviel's and every diffusers SD 1.5 ControlNet), and one matching TINY's
+# UNet, whose hint embedding also downsizes 8 times (the tiny VAE's factor)
+CONTROLNET_PRESETS = {
+    "sd15": ControlNetConfig(),
+    "tiny": ControlNetConfig(block_out_channels=(8, 16), layers_per_block=1,
+                             down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), attention_head_dim=2,
+                             cross_attention_dim=16, norm_num_groups=4, conditioning_embedding_out_channels=(4, 8, 8, 16)),
+}

@@ -3,9 +3,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from minriff.configs import PRESETS, SD15_SCHEDULER, TAESD_PRESETS, ConfigError, ModelConfig, TAESDConfig
+from minriff.configs import (
+    CONTROLNET_PRESETS,
+    PRESETS,
+    SD15_SCHEDULER,
+    TAESD_PRESETS,
+    ConfigError,
+    ControlNetConfig,
+    ModelConfig,
+    TAESDConfig,
+)
 from minriff.errors import WeightsError
 from minriff.models.clip import CLIPTextModel
+from minriff.models.controlnet import ControlNetModel
 from minriff.models.taesd import AutoencoderTiny
 from minriff.models.tokenizer import CLIPTokenizer, tiny_vocab
 from minriff.models.unet import UNet2DConditionModel
@@ -81,6 +91,18 @@ def random_taesd(config="taesd", seed=0) -> AutoencoderTiny:
     if not isinstance(config, TAESDConfig):
         raise ConfigError(f"config must be a TAESDConfig or a preset name, got {type(config).__name__}")
     return init_random(AutoencoderTiny(config), seed=seed)
+
+
+def random_controlnet(config="sd15", seed=0, dtype=np.float32) -> ControlNetModel:
+    """A randomly initialised ControlNet (`init_random`: its zero convolutions are random too, so it
+    changes the UNet's output); config: a ControlNetConfig or a name of configs.CONTROLNET_PRESETS."""
+    if isinstance(config, str):
+        if config not in CONTROLNET_PRESETS:
+            raise ConfigError(f"unknown ControlNet preset {config!r}; choose one of {', '.join(CONTROLNET_PRESETS)}")
+        config = CONTROLNET_PRESETS[config]
+    if not isinstance(config, ControlNetConfig):
+        raise ConfigError(f"config must be a ControlNetConfig or a preset name, got {type(config).__name__}")
+    return init_random(ControlNetModel(config), seed=seed, dtype=dtype)
 
 
 def random_models(config="tiny", seed=0) -> dict:

@@ -177,7 +177,50 @@ class TimestepEmbedding(Module):
         return self.linear_2(kernels.ops().silu(self.linear_1(x)))
 
 
-class UNet2DConditionModel(Module):
+class _TimedInput(Module):
+    """What the UNet and the ControlNet share ahead of conv_in: the input checks and the time
+    embedding (needs `conv_in`, `time_embedding` and a config with the UNet's input fields)."""
+
+    @property
+    def downscale(self) -> int:
+        return 2 ** (len(self.config.block_out_channels) - 1)
+
+    def _prepare(self, x, t, context, rec=lambda *a: None):
+        """Checked inputs (centred if the config says so) and SiLU(time embedding) (B, 4·C0)."""
+        F = kernels.ops()
+        dtype = activation_dtype(self.conv_in.weight.dtype)  # fp16-held weights compute in float32
+        x, t, context = self._check_inputs(F, x, t, context, dtype)
+        c = self.config
+        t_emb = F.timestep_embedding(t, c.block_out_channels[0], c.flip_sin_to_cos, float(c.freq_shift))
+        temb = self.time_embedding(t_emb.astype(dtype, copy=False))
+        rec("time_embedding", temb)
+        if c.center_input_sample:
+            x = 2 * x - 1.0
+        return x, context, F.silu(temb)  # every ResNet applies SiLU to temb first: do it once
+
+    def _check_inputs(self, F, x, t, context, dtype):
+        xp, c = F.xp, self.config
+        x = F.asarray(x, dtype=dtype)
+        if x.ndim != 4 or x.shape[1] != c.in_channels:
+            raise InputError(f"UNet: latents must be (B, {c.in_channels}, h, w), got shape {tuple(x.shape)}")
+        B, _, h, w = x.shape
+        d = self.downscale
+        if h % d or w % d or h == 0 or w == 0:
+            raise InputError(f"UNet: latent size {h}×{w} must be a positive multiple of {d} "
+                             f"(image size a multiple of {8 * d} pixels)")
+        t = xp.asarray(F.asarray(t), dtype=xp.float32).reshape(-1)
+        if t.shape[0] == 1:
+            t = xp.broadcast_to(t, (B,)).copy()
+        if t.shape[0] != B:
+            raise InputError(f"UNet: {t.shape[0]} timesteps for a batch of {B}")
+        context = F.asarray(context, dtype=dtype)
+        if context.ndim != 3 or context.shape[0] != B or context.shape[2] != c.cross_attention_dim:
+            raise InputError(f"UNet: text states must be (B={B}, S, {c.cross_attention_dim}), "
+                             f"got shape {tuple(context.shape)}")
+        return x, t, context
+
+
+class UNet2DConditionModel(_TimedInput):
     def __init__(self, cfg: UNetConfig):
         if isinstance(cfg.only_cross_attention, (list, tuple)):
             raise ConfigError("UNet: per-block only_cross_attention is unsupported")
@@ -204,16 +247,17 @@ class UNet2DConditionModel(Module):
         self.conv_norm_out = GroupNorm(cfg.norm_num_groups, ch[0], cfg.norm_eps)
         self.conv_out = Conv2d(ch[0], cfg.out_channels, 3, padding=1)
 
-    @property
-    def downscale(self) -> int:
-        return 2 ** (len(self.config.block_out_channels) - 1)
-
-    def __call__(self, x, t, context, trace: dict | None = None):
+    def __call__(self, x, t, context, trace: dict | None = None, down_block_additional_residuals=None,
+                 mid_block_additional_residual=None):
         """x (B, in, h, w) noisy latents, t scalar or (B,) timesteps, context (B, S, cross_dim) text
         states -> predicted noise (B, out, h, w). `trace`, when given, receives each block's output
-        under its diffusers module name (for layer-by-layer comparisons)."""
+        under its diffusers module name (for layer-by-layer comparisons).
+        ControlNet (as diffusers): `down_block_additional_residuals`, one array per skip tensor (12
+        for SD 1.5, each shaped like its skip), are added to the skips before the up path takes
+        them; `mid_block_additional_residual` to the mid block's output. Give both or neither."""
         F = kernels.ops()
         rec = (lambda name, v: trace.__setitem__(name, F.to_host(v).copy())) if trace is not None else (lambda *a: None)
+        control = self._check_residuals(down_block_additional_residuals, mid_block_additional_residual)
         x, context, temb_act = self._prepare(x, t, context, rec)
         x = self.conv_in(x)
         rec("conv_in", x)
@@ -222,7 +266,11 @@ class UNet2DConditionModel(Module):
             x, s = block(x, temb_act, context)
             skips += s
             rec(f"down_blocks.{i}", x)
+        if control:  # new arrays: the last skip is also the mid block's input, which stays as it is
+            skips = [s + self._residual(F, r, s) for s, r in zip(skips, down_block_additional_residuals)]
         x = self.mid_block(x, temb_act, context)
+        if control:
+            x += self._residual(F, mid_block_additional_residual, x)
         rec("mid_block", x)
         for i, block in enumerate(self.up_blocks):
             x = block(x, skips, temb_act, context)
@@ -231,18 +279,24 @@ class UNet2DConditionModel(Module):
         rec("conv_out", x)
         return x
 
-    def _prepare(self, x, t, context, rec=lambda *a: None):
-        """Checked inputs (centred if the config says so) and SiLU(time embedding) (B, 4·C0)."""
-        F = kernels.ops()
-        dtype = activation_dtype(self.conv_in.weight.dtype)  # fp16-held weights compute in float32
-        x, t, context = self._check_inputs(F, x, t, context, dtype)
-        c = self.config
-        t_emb = F.timestep_embedding(t, c.block_out_channels[0], c.flip_sin_to_cos, float(c.freq_shift))
-        temb = self.time_embedding(t_emb.astype(dtype, copy=False))
-        rec("time_embedding", temb)
-        if c.center_input_sample:
-            x = 2 * x - 1.0
-        return x, context, F.silu(temb)  # every ResNet applies SiLU to temb first: do it once
+    def _check_residuals(self, down, mid) -> bool:
+        if down is None and mid is None:
+            return False
+        n = self.deep_cache_branches  # = the skip tensors: conv_in's and the down blocks'
+        if down is None or mid is None:
+            raise InputError("UNet: give both down_block_additional_residuals and mid_block_additional_residual "
+                             "(a ControlNet's outputs), or neither")
+        if len(down) != n:
+            raise InputError(f"UNet: {len(down)} down-block residuals for {n} skip tensors")
+        return True
+
+    @staticmethod
+    def _residual(F, r, like):
+        r = F.asarray(r, dtype=like.dtype)
+        if tuple(r.shape) != tuple(like.shape):
+            raise InputError(f"UNet: a ControlNet residual of shape {tuple(r.shape)} for a tensor of shape "
+                             f"{tuple(like.shape)}")
+        return r
 
     def _head(self, x):  # (B, C0, h, w) -> (B, out, h, w)
         return self.conv_out(self.conv_norm_out(x, silu=True))
@@ -326,24 +380,3 @@ class UNet2DConditionModel(Module):
             raise InputError(f"DeepCache feature has shape {got}, but this branch and these latents need {want}: "
                              "pass the feature that deep_cache_full returned for the same branch and batch")
         return F.asarray(feature, dtype=x.dtype)
-
-    def _check_inputs(self, F, x, t, context, dtype):
-        xp, c = F.xp, self.config
-        x = F.asarray(x, dtype=dtype)
-        if x.ndim != 4 or x.shape[1] != c.in_channels:
-            raise InputError(f"UNet: latents must be (B, {c.in_channels}, h, w), got shape {tuple(x.shape)}")
-        B, _, h, w = x.shape
-        d = self.downscale
-        if h % d or w % d or h == 0 or w == 0:
-            raise InputError(f"UNet: latent size {h}×{w} must be a positive multiple of {d} "
-                             f"(image size a multiple of {8 * d} pixels)")
-        t = xp.asarray(F.asarray(t), dtype=xp.float32).reshape(-1)
-        if t.shape[0] == 1:
-            t = xp.broadcast_to(t, (B,)).copy()
-        if t.shape[0] != B:
-            raise InputError(f"UNet: {t.shape[0]} timesteps for a batch of {B}")
-        context = F.asarray(context, dtype=dtype)
-        if context.ndim != 3 or context.shape[0] != B or context.shape[2] != c.cross_attention_dim:
-            raise InputError(f"UNet: text states must be (B={B}, S, {c.cross_attention_dim}), "
-                             f"got shape {tuple(context.shape)}")
-        return x, t, context
