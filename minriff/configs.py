@@ -416,5 +416,6 @@ CONTROLNET_PRESETS = {
     "sd15": ControlNetConfig(),
     "tiny": ControlNetConfig(block_out_channels=(8, 16), layers_per_block=1,
                              down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), attention_head_dim=2,
-                             cross_attention_dim=16, norm_num_groups=4, conditioning_embedding_out_channels=(4, 8, 8, 16)),
+                             cross_attention_dim=16, norm_num_groups=4,
+                             conditioning_embedding_out_channels=(4, 8, 8, 16)),
 }

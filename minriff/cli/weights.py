@@ -12,7 +12,7 @@ from minriff import weights
 from minriff.atomic import check_target
 from minriff.configs import PRESETS
 from minriff.errors import WeightsError
-from minriff.weights import taesd
+from minriff.weights import controlnet, taesd
 from minriff.weights.format import file_kind
 from minriff.weights.safetensors import SafetensorsFile
 
@@ -26,6 +26,11 @@ def _run_convert(args) -> int:
             raise WeightsError(f"{args.src} is TAESD (the tiny autoencoder): only -o and --dtype apply")
         taesd.convert_taesd(args.src, args.output, dtype=args.dtype)
         return 0
+    if controlnet.is_controlnet_source(args.src):
+        if args.tokenizer or args.ema or args.inert_globals:
+            raise WeightsError(f"{args.src} is a ControlNet: only -o, --dtype and (single files) --config apply")
+        controlnet.convert_controlnet(args.src, args.output, dtype=args.dtype, config=args.config)
+        return 0
     do_convert(args.src, args.output, dtype=args.dtype, tokenizer=args.tokenizer, config=args.config, ema=args.ema,
                inert_globals=args.inert_globals, quiet=args.quiet)
     return 0
@@ -34,13 +39,15 @@ def _run_convert(args) -> int:
 def _args_convert(p) -> None:
     p.add_argument("src", help="a diffusers folder, or an original single-file checkpoint (.ckpt / .safetensors); "
                                "or TAESD: its diffusers folder (madebyollin/taesd) or the original "
-                               "taesd_encoder.pth + taesd_decoder.pth (a folder or one of the two)")
+                               "taesd_encoder.pth + taesd_decoder.pth (a folder or one of the two); or a ControlNet: "
+                               "its diffusers folder, or an original control_sd15_*.pth / control_v11*_sd15_* file")
     p.add_argument("-o", "--output", required=True, help="output file, e.g. weights/NAME.safetensors")
     p.add_argument("--dtype", choices=("fp16", "fp32"), default="fp16", help="storage dtype (default fp16)")
     p.add_argument("--tokenizer", help="CLIP tokenizer folder (vocab.json + merges.txt, or tokenizer.json) or a "
                                        "diffusers folder; single-file checkpoints carry none")
     p.add_argument("--config", help="single files: model configs from a preset (sd15, tiny) or a diffusers folder "
-                                    "(default sd15)")
+                                    "(default sd15); for a ControlNet single file a preset or a diffusers "
+                                    "ControlNet folder / config.json")
     p.add_argument("--ema", action="store_true", help="single files with EMA copies: use the EMA UNet weights "
                                                       "(default: non-EMA, as diffusers' converter)")
     p.add_argument("--inert-globals", action="store_true",
@@ -84,8 +91,11 @@ download = SimpleNamespace(add_arguments=_args_download, run=_run_download)
 
 
 def _run_info(args) -> int:
-    if file_kind(SafetensorsFile(args.file).metadata) == "taesd":
+    kind = file_kind(SafetensorsFile(args.file).metadata)
+    if kind == "taesd":
         return _info_taesd(args, taesd.TAESDFile(args.file))
+    if kind == "controlnet":
+        return _info_controlnet(args, controlnet.ControlNetFile(args.file))
     wf = weights.WeightsFile(args.file)
     summary = wf.summary()
     if args.json:
@@ -135,8 +145,26 @@ def _info_taesd(args, tf) -> int:
     return 0
 
 
+def _info_controlnet(args, cf) -> int:
+    summary = cf.summary()
+    cfg = cf.config
+    if args.json:
+        print(json.dumps({"format": "minriff-1", "kind": "controlnet", "source": cf.source, "controlnet": summary,
+                          "config": cfg.to_dict()}, indent=2))
+        return 0
+    print(f"{args.file}: ControlNet, {Path(args.file).stat().st_size / 2**20:.1f} MiB")
+    print(f"  source: {json.dumps(cf.source)}")
+    print(f"  controlnet {summary['parameters']:>13,d} parameters in {summary['tensors']:4d} tensors  "
+          f"({', '.join(summary['dtypes'])})")
+    print(f"  for a UNet of {'/'.join(map(str, cfg.block_out_channels))} channels, cross-attention "
+          f"{cfg.cross_attention_dim}; control image: {cfg.conditioning_channels} channels "
+          f"({cfg.controlnet_conditioning_channel_order}) at {cfg.hint_downscale}x the latent size"
+          + ("; global pooling (always guess mode)" if cfg.global_pool_conditions else ""))
+    return 0
+
+
 def _args_info(p) -> None:
-    p.add_argument("file", help="a converted minriff weights file (or a TAESD file)")
+    p.add_argument("file", help="a converted minriff weights file (or a TAESD or ControlNet file)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 

@@ -11,6 +11,8 @@
     firstrun.py     `ensure_weights`: found, else converted from the HF cache, else downloaded once
     taesd.py        TAESD's own small file: convert (diffusers folder or the original .pth pair),
                     load, find beside the main file, download madebyollin/taesd
+    controlnet.py   ControlNet files: convert (diffusers folder, original control_sd15_* / control_v11*
+                    single files), load
     lora.py         LoRA files (kohya-ss, diffusers/PEFT, older diffusers): read, check, resolve to layers
     lora_names.py   the layers a LoRA may target and their kohya / LDM names (from minriff's own models)
 

@@ -13,7 +13,8 @@ stays near the model's size, never file + copy.
     load_models(path, dtype=None) -> dict(text_encoder, unet, vae, tokenizer, scheduler_config, config)
     find_weights(path=None)  the file to load: a path, $MINRIFF_WEIGHTS, the newest in ./weights/ or in
                              minriff's home (~/.cache/minriff); `firstrun.ensure_weights` adds the download
-                             (files holding only TAESD, weights/taesd.py, are skipped)
+                             (files holding only TAESD or a ControlNet, weights/taesd.py and controlnet.py,
+                             are skipped)
     compute_dtype(dtype)     a dtype to hold weights in: float32 (also for None) / float16 / float64, else InputError
     check_vocab(...)         tokenizer ids must index the text encoder's embedding
     write_weights(...)       the one writer (convert, init-random and Riffusion.save use it)
@@ -93,12 +94,15 @@ class _CastOnRead:
 
 
 def file_kind(meta: dict) -> str:
-    """"taesd" for a file holding only the tiny autoencoder (weights/taesd.py), else "models"."""
+    """"taesd" for a file holding only the tiny autoencoder (weights/taesd.py), "controlnet" for a
+    ControlNet (weights/controlnet.py), else "models"."""
     try:
         config = json.loads(meta.get("config", "{}"))
     except ValueError:
         return "models"
-    return "taesd" if isinstance(config, dict) and set(config) == {"taesd"} else "models"
+    if isinstance(config, dict) and set(config) in ({"taesd"}, {"controlnet"}):
+        return next(iter(config))
+    return "models"
 
 
 class WeightsFile:
@@ -113,6 +117,9 @@ class WeightsFile:
         if file_kind(meta) == "taesd":
             raise WeightsError(f"{self.path} holds only TAESD, the tiny autoencoder, not the models to generate "
                                "with; pass it as --taesd FILE (Riffusion(taesd=...)) and the main file as --weights")
+        if file_kind(meta) == "controlnet":
+            raise WeightsError(f"{self.path} holds a ControlNet, not the models to generate with; pass it as "
+                               "--control FILE:IMAGE (controls=[...]) and the main file as --weights")
         self.format = _json(meta, "format", self.path)
         if self.format != FORMAT:
             raise WeightsError(f"{self.path}: format {self.format!r} is not supported (this minriff reads {FORMAT!r})")
