@@ -39,6 +39,10 @@ fully every N steps and only its shallow branch `cache_branch` (0 = the least) i
 deep feature of the last full step; `cache_schedule="quadratic"` places the full steps
 non-uniformly. Faster per step, approximate; interval 1 changes nothing.
 
+All three take `controls=[(controlnet, image, scale), ...]` (ControlNet, `minriff.controlnet`: a
+ControlNetModel or a converted ControlNet file, the control image, the conditioning scale) with
+`control_start`, `control_end` (the fraction of the run it acts in) and `guess_mode`.
+
 Image geometry and the duration limit: `minriff.inputs`.
 """
 from __future__ import annotations
@@ -49,7 +53,7 @@ import os
 
 import numpy as np
 
-from minriff import atomic, deepcache, kernels, longform, prompt_weighting, schedulers, values, weights
+from minriff import atomic, controlnet, deepcache, kernels, longform, prompt_weighting, schedulers, values, weights
 from minriff import remix as remix_mod
 from minriff.audio.spectrogram import SpectrogramParams, audio_to_image, image_to_audio
 from minriff.configs import SD15_SCHEDULER, ModelConfig
@@ -145,13 +149,16 @@ class Riffusion:
 
     # ---- the sampling loop ----------------------------------------------------------------------
     def _sample(self, sched, timesteps, latents, context, guidance, label, after_step=None, generator=None,
-                callback=None, cache=None, bar=None):
+                callback=None, cache=None, bar=None, control=None):
         """Denoise `latents` over `timesteps`: the UNet predicts the noise, the scheduler steps.
         `after_step(latents, step_index)` may change the latents after each step (mask blending);
         `cache`: a `deepcache.DeepCache` (most steps then run only the UNet's shallow branch);
-        `bar`: a Progress to advance instead of a new one labelled `label`."""
+        `bar`: a Progress to advance instead of a new one labelled `label`; `control`: a
+        `controlnet.ControlRun` (the UNet then gets its ControlNets' residuals)."""
         bar = Progress(len(timesteps), label, self.quiet) if bar is None else bar
         unet = self.unet if cache is None else cache.bind(self.unet, sched.timesteps, timesteps)
+        if control is not None:
+            unet = control.bind(unet, len(timesteps), guidance > 1.0)
         for i, t in enumerate(timesteps):
             x_in = sched.scale_model_input(latents, t)
             eps = self._eps(np.asarray(x_in, dtype=np.float32), t, context, guidance, unet)
@@ -314,19 +321,22 @@ class Riffusion:
                              scheduler=None, init_image=None, strength: float = 0.75,
                              callback=None, decoder: str | None = None, encoder: str | None = None,
                              cache_interval: int | None = None, cache_branch: int = 0,
-                             cache_schedule: str = "uniform") -> np.ndarray:
+                             cache_schedule: str = "uniform", controls=None, control_start: float = 0.0,
+                             control_end: float = 1.0, guess_mode: bool = False) -> np.ndarray:
         """Text -> (512, W, 3) uint8 spectrogram. With `init_image` (a 512-px-high spectrogram) this is
         image-to-image at `strength` (diffusers' img2img schedule) and the width is the image's.
         scheduler: a name or object (default: the one given at construction, else dpmpp2m).
         `callback(step_index, total_steps, timestep, latents)` after each step (module docstring).
         decoder / encoder: "full" (the VAE) or "taesd" (default: the construction's).
         cache_interval / cache_branch / cache_schedule: DeepCache (module docstring; off by default).
+        controls / control_start / control_end / guess_mode: ControlNet (module docstring).
         The seed used is kept in `self.last_seed`."""
         check_prompt(prompt)
         decoder = self._autoencoder(decoder, "decoder")
         check_autoencoder(self.encoder if encoder is None else encoder, "encoder")  # (used with init_image)
         check_negative_prompt(negative_prompt)
         cache = deepcache.options(self.unet, cache_interval, cache_branch, cache_schedule)
+        control = controlnet.options(self, controls, control_start, control_end, guess_mode, cache)
         steps, guidance = check_steps(steps), check_guidance(guidance)
         scheduler = check_scheduler(self._scheduler_or(scheduler, "dpmpp2m"))
         rgb = None
@@ -351,7 +361,7 @@ class Riffusion:
             noise = gen.randn(z.shape)
             latents = np.asarray(sched.add_noise(z, noise, timesteps[0]), dtype=np.float32)
         latents = self._sample(sched, timesteps, latents.astype(np.float32), context, guidance,
-                               "denoising", generator=gen, callback=callback, cache=cache)
+                               "denoising", generator=gen, callback=callback, cache=cache, control=control)
         return fit_width(self.decode_latents(latents, decoder), width)
 
     def interpolate_styles(self, prompt_a: str, prompt_b: str, alpha: float, seed_a: int | None = None,
@@ -360,14 +370,18 @@ class Riffusion:
                            scheduler=None, seed_image=None, denoising: float = 0.75,
                            callback=None, decoder: str | None = None, encoder: str | None = None,
                            cache_interval: int | None = None, cache_branch: int = 0,
-                           cache_schedule: str = "uniform") -> np.ndarray:
+                           cache_schedule: str = "uniform", controls=None, control_start: float = 0.0,
+                           control_end: float = 1.0, guess_mode: bool = False) -> np.ndarray:
         """A spectrogram between two prompts: text states lerped, the two seeds' noises slerped, at
         `alpha` (0 = A, 1 = B). With `seed_image` it is exactly `riffuse` (img2img at `denoising`).
         seed_a: default the construction seed, else 42; seed_b: default seed_a.
         scheduler: default the construction one, else dpmpp2m from noise, pndm (the original's) with a
         seed image. `callback(step_index, total_steps, timestep, latents)` after each step.
-        cache_interval / cache_branch / cache_schedule: DeepCache, as in `generate_spectrogram`."""
-        cache_kw = dict(cache_interval=cache_interval, cache_branch=cache_branch, cache_schedule=cache_schedule)
+        cache_interval / cache_branch / cache_schedule, controls / control_start / control_end /
+        guess_mode: DeepCache and ControlNet, as in `generate_spectrogram`."""
+        cache_kw = dict(cache_interval=cache_interval, cache_branch=cache_branch, cache_schedule=cache_schedule,
+                        controls=controls, control_start=control_start, control_end=control_end,
+                        guess_mode=guess_mode)
         cache = deepcache.options(self.unet, cache_interval, cache_branch, cache_schedule)
         scheduler = self._scheduler_or(scheduler, "pndm" if seed_image is not None else "dpmpp2m")
         alpha = check_alpha(alpha)
@@ -382,6 +396,7 @@ class Riffusion:
         check_prompt(prompt_a, "prompt A")
         check_prompt(prompt_b, "prompt B")
         check_negative_prompt(negative_prompt)
+        control = controlnet.options(self, controls, control_start, control_end, guess_mode, cache)
         steps, guidance = check_steps(steps), check_guidance(guidance)
         scheduler = check_scheduler(scheduler)
         decoder = self._autoencoder(decoder, "decoder")
@@ -394,13 +409,14 @@ class Riffusion:
         sched = self.make_scheduler(scheduler, steps)
         latents = noise * np.float32(sched.init_noise_sigma)
         latents = self._sample(sched, list(sched.timesteps), latents, context, guidance, "denoising", generator=gen,
-                               callback=callback, cache=cache)
+                               callback=callback, cache=cache, control=control)
         return self.decode_latents(latents, decoder)
 
     def riffuse(self, start, end, alpha: float, seed_image, mask=None, steps: int = 50,
                 scheduler=None, callback=None, decoder: str | None = None, encoder: str | None = None,
                 cache_interval: int | None = None, cache_branch: int = 0,
-                cache_schedule: str = "uniform") -> np.ndarray:
+                cache_schedule: str = "uniform", controls=None, control_start: float = 0.0,
+                control_end: float = 1.0, guess_mode: bool = False) -> np.ndarray:
         """One request of the original Riffusion server (reference/riffusion.md §2.3-2.5).
 
         start/end: `riffuse.PromptInput` or dicts with its fields. Text states, guidance and denoising
@@ -413,8 +429,10 @@ class Riffusion:
         `callback(step_index, total_steps, timestep, latents)` after each step (module docstring; with
         a mask it sees the blended latents). decoder / encoder: "full" or "taesd" (TAESD encodes
         without sampling, so start.seed then only seeds the noise). cache_*: DeepCache, as in
-        `generate_spectrogram`."""
+        `generate_spectrogram`; controls / control_start / control_end / guess_mode: ControlNet, as there
+        (the control image is stretched to the seed image's model width like the seed image)."""
         cache = deepcache.options(self.unet, cache_interval, cache_branch, cache_schedule)
+        control = controlnet.options(self, controls, control_start, control_end, guess_mode, cache)
         start = start if isinstance(start, PromptInput) else PromptInput.from_dict(start, "start")
         end = end if isinstance(end, PromptInput) else PromptInput.from_dict(end, "end")
         alpha = check_alpha(alpha)
@@ -464,7 +482,7 @@ class Riffusion:
 
         latents = self._sample(sched, timesteps, latents, context, guidance, "riffusing",
                                after_step=blend if keep is not None else None, generator=gen_a, callback=callback,
-                               cache=cache)
+                               cache=cache, control=control)
         return fit_width(self.decode_latents(latents, decoder), width)
 
     # ---- longer music: clip by clip, and audio-to-audio ----------------------------------------------

@@ -74,16 +74,21 @@ class ControlNetModel(_TimedInput):
         d = self.config.hint_downscale
         return h * d, w * d
 
-    def __call__(self, x, t, context, hint, conditioning_scale: float = 1.0, guess_mode: bool = False):
+    def __call__(self, x, t, context, hint, conditioning_scale: float = 1.0, guess_mode: bool = False,
+                 hint_embedding=None):
         """x (B, 4, h, w) the UNet's (scaled) input, t, context (B, S, cross_dim), hint (B, 3, H, W)
-        in [0, 1] -> (down residuals: a list, one per skip tensor, mid residual (B, C, h/8, w/8))."""
+        in [0, 1] -> (down residuals: a list, one per skip tensor, mid residual (B, C, h/8, w/8)).
+        `hint_embedding`: `embed_hint(hint)` made before (it depends on the hint only), instead of hint."""
         F = kernels.ops()
         x, context, temb_act = self._prepare(x, t, context)
-        hint = self._check_hint(F, hint, x)
-        if self.config.controlnet_conditioning_channel_order == "bgr":
-            hint = F.xp.ascontiguousarray(hint[:, ::-1])
+        if hint_embedding is None:
+            hint_embedding = self.embed_hint(self._check_hint(F, hint, x))
+        want = (x.shape[0], self.config.block_out_channels[0], *x.shape[2:])
+        if tuple(hint_embedding.shape) != want:
+            raise InputError(f"ControlNet: hint embedding of shape {tuple(hint_embedding.shape)} for latents of shape "
+                             f"{tuple(x.shape)} (needs {want})")
         h = self.conv_in(x)
-        h += self.controlnet_cond_embedding(hint)
+        h += hint_embedding
         skips = [h]
         for block in self.down_blocks:
             h, s = block(h, temb_act, context)
@@ -99,6 +104,14 @@ class ControlNetModel(_TimedInput):
             down = [r.mean(axis=(2, 3), keepdims=True) for r in down]
             mid = mid.mean(axis=(2, 3), keepdims=True)
         return down, mid
+
+    def embed_hint(self, hint):
+        """(B, 3, H, W) in [0, 1] -> (B, C0, h, w): the control image through the hint encoder."""
+        F = kernels.ops()
+        hint = F.asarray(hint, dtype=activation_dtype(self.conv_in.weight.dtype))
+        if self.config.controlnet_conditioning_channel_order == "bgr":
+            hint = F.xp.ascontiguousarray(hint[:, ::-1])
+        return self.controlnet_cond_embedding(hint)
 
     def scales(self, n_down: int, conditioning_scale: float, guess_mode: bool) -> list[float]:
         """The factor of each down residual and (last) of the mid one: all `conditioning_scale`, or
