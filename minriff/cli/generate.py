@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from minriff import atomic, presets
+from minriff.cli import control as control_flags
 from minriff.cli import int_arg
 from minriff.cli.lora import add_lora_argument, apply_loras, check_lora_files
 from minriff.errors import InputError
@@ -65,6 +66,7 @@ def _common(p, steps: int, scheduler: str):
                                    "else in ./weights/; get it with `minriff download --taesd`)")
     p.add_argument("--backend", default="cpu", help="kernel backend: cpu (default), ref or cuda")
     add_lora_argument(p)
+    control_flags.add_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -196,7 +198,7 @@ def _write(args, riff, image: np.ndarray, out: str | None, image_out: str | None
 
 class _Generate:
     needs = {"strength": ("init_image", "seed_image"), "format": "output", "method": "output",
-             "seed_images": "seed_image", **CACHE_NEEDS}
+             "seed_images": "seed_image", **CACHE_NEEDS, **control_flags.NEEDS}
     excludes = {"seconds": "init_image", "init_image": "seed_image"}  # the init image's width sets the length
 
     def add_arguments(self, p):
@@ -234,7 +236,7 @@ class _Generate:
             isinstance(args.seconds, float) and not args.init_image and args.seconds > MAX_SECONDS)
 
     def run(self, args) -> int:
-        from minriff.inputs import check_duration, check_strength, open_model_image, random_seed
+        from minriff.inputs import check_duration, check_strength, image_width, open_model_image, random_seed
 
         _apply_preset(args)
         if not (args.output or args.image):
@@ -242,6 +244,8 @@ class _Generate:
         _check_outputs(args, "output", "image")
         _check_flags(args, {"prompt": args.prompt})
         if self.is_long(args):
+            if args.control:
+                raise InputError("--control steers one clip (up to 30 s, without the long-piece options)")
             return self.run_long(args)
         if args.init_image:
             check_strength(args.strength)
@@ -249,13 +253,14 @@ class _Generate:
         else:
             check_duration(args.seconds)
             init = None
+        control = control_flags.controls(args, init.shape[1] if init is not None else image_width(args.seconds))
         riff = _load(args)
         seed = random_seed() if args.seed is None else args.seed
         _say(args, f"seed {seed}")
         image = riff.generate_spectrogram(
             args.prompt, negative_prompt=args.negative, duration_s=args.seconds, steps=args.steps,
             guidance=args.guidance, seed=seed, scheduler=_scheduler(args, riff), init_image=init,
-            strength=args.strength, **_cache(args))
+            strength=args.strength, **_cache(args), **control)
         _write(args, riff, image, args.output, args.image)
         return 0
 
@@ -288,7 +293,8 @@ class _Generate:
 
 
 class _Interpolate:
-    needs = {"denoising": "seed_image", "seed_images": "seed_image", **CACHE_NEEDS}  # -o is required here
+    needs = {"denoising": "seed_image", "seed_images": "seed_image", **CACHE_NEEDS,  # -o is required here
+             **control_flags.NEEDS}
     excludes = {"seconds": "seed_image"}  # the seed image's width sets the length
 
     def add_arguments(self, p):
@@ -309,7 +315,7 @@ class _Interpolate:
         _common(p, steps=30, scheduler=None)
 
     def run(self, args) -> int:
-        from minriff.inputs import check_duration, check_frames, check_strength, open_model_image
+        from minriff.inputs import check_duration, check_frames, check_strength, image_width, open_model_image
 
         _apply_preset(args)
         check_frames(args.frames, "--frames")
@@ -324,6 +330,8 @@ class _Interpolate:
                                                         allow_path=True))
         else:
             check_duration(args.seconds)
+        control = control_flags.controls(args, seed_image.shape[1] if seed_image is not None
+                                         else image_width(args.seconds))
         riff = _load(args)
         scheduler = _scheduler(args, riff)
         clips = []
@@ -333,7 +341,7 @@ class _Interpolate:
                 args.prompt_a, args.prompt_b, float(alpha), seed_a=args.seed, seed_b=args.seed_b,
                 negative_prompt=args.negative, duration_s=args.seconds, steps=args.steps,
                 guidance=args.guidance, scheduler=scheduler, seed_image=seed_image,
-                denoising=args.denoising, **_cache(args)))
+                denoising=args.denoising, **_cache(args), **control))
         # Seamless join: the clips' spectrograms side by side, turned into audio in one pass, so the
         # phase (Griffin-Lim) runs continuously across every boundary instead of restarting per clip
         # (past 4096 px: long overlapping pieces, crossfaded; see Riffusion.spectrogram_to_audio).
@@ -345,7 +353,7 @@ class _Riffuse:
     # the JSON request replaces every request flag: giving both would silently drop the flags
     excludes = {flag: "json" for flag in ("start_prompt", "end_prompt", "start_seed", "end_seed", "alpha", "denoising",
                                           "guidance", "negative", "seed_image", "mask", "steps")}
-    needs = {"format": "output", **CACHE_NEEDS}
+    needs = {"format": "output", **CACHE_NEEDS, **control_flags.NEEDS}
 
     def add_arguments(self, p):
         p.add_argument("--json", help="the server's InferenceInput as a JSON file ('-' = stdin, at most 64 KiB), "
@@ -404,9 +412,11 @@ class _Riffuse:
         if req.mask_image_id:
             mask = open_model_image(resolve_image(req.mask_image_id, "mask image", args.seed_images,
                                                   allow_path=paths_ok), "mask image")
+        control = control_flags.controls(args, seed_image.shape[1])
         riff = _load(args)
         image = riff.riffuse(req.start, req.end, req.alpha, seed_image, mask=mask,
-                             steps=req.num_inference_steps, scheduler=_scheduler(args, riff), **_cache(args))
+                             steps=req.num_inference_steps, scheduler=_scheduler(args, riff), **_cache(args),
+                             **control)
         _write(args, riff, image, args.output, args.image)
         if args.output_json:
             self.write_json(args, riff, image)
