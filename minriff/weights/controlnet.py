@@ -227,7 +227,10 @@ class ControlNetFile:
         self.path = Path(path)
         if not self.path.is_file():
             raise WeightsError(f"{self.path}: no such ControlNet file")
-        self.tensors = SafetensorsFile(path)
+        try:
+            self.tensors = SafetensorsFile(path)
+        except WeightsError as e:
+            raise WeightsError(f"{self.path} is not a minriff ControlNet file ({e}); {HOW_TO_GET}") from None
         meta = self.tensors.metadata
         if "minriff" not in meta.get("format", "") or file_kind(meta) != "controlnet":
             raise WeightsError(f"{self.path} is not a minriff ControlNet file; {HOW_TO_GET}")
