@@ -81,13 +81,13 @@ def check_controls(controls, unet, vae_downscale: int) -> list[Control]:
         if not isinstance(model, ControlNetModel):
             raise InputError(f"{what}: the controlnet must be a ControlNetModel or a ControlNet file, "
                              f"got {type(model).__name__}")
-        _check_fits(model, unet, vae_downscale, what)
+        check_fits(model, unet, vae_downscale, what)
         scale = values.number(scale, f"{what} scale", 0.0, MAX_SCALE)
         out.append(Control(model, control_image(image, f"{what} image"), scale))
     return out
 
 
-def _check_fits(model: ControlNetModel, unet, vae_downscale: int, what: str) -> None:
+def check_fits(model: ControlNetModel, unet, vae_downscale: int, what: str) -> None:
     c, u = model.config, unet.config
     mine = (tuple(c.block_out_channels), c.layers_per_block, c.cross_attention_dim, c.in_channels)
     theirs = (tuple(u.block_out_channels), u.layers_per_block, u.cross_attention_dim, u.in_channels)

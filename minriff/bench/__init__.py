@@ -44,6 +44,9 @@ class command:  # the CLI's subcommand object
         p.add_argument("--cache-branch", type=int_arg, nargs="+", metavar="B",
                        help="unet bench: time DeepCache cached steps of these branches (e.g. 0 1 2 3) against a "
                             "full step of the same run, instead of comparing with torch")
+        p.add_argument("--controlnet", nargs="?", const="random", default=None, metavar="FILE",
+                       help="unet bench: time a step guided by one ControlNet (random SD 1.5 shapes, or FILE) "
+                            "against a plain step of the same run, instead of comparing with torch")
         p.add_argument("--weights", default=None, help="weights file (unet/vae/lora/clip bench: default random sd15 "
                                                        "shapes; with --decoder taesd a TAESD file)")
         p.add_argument("--rank", type=int_arg, default=None,
@@ -69,12 +72,15 @@ class command:  # the CLI's subcommand object
             values.integer(args.rounds, "--rounds", 1, 100)
         given = getattr(args, "given", ())
         for flag, where in (("weights", ("unet", "vae", "lora", "clip", "seams")), ("profile", ("unet", "vae")),
-                            ("rank", ("lora",)), ("cache_branch", ("unet",)), ("preset", ("clip",)),
+                            ("rank", ("lora",)), ("cache_branch", ("unet",)), ("controlnet", ("unet",)),
+                            ("preset", ("clip",)),
                             ("rounds", ("clip",))):
             if flag in given and args.target not in where:  # elsewhere it would be ignored
                 name = flag.replace("_", "-")
                 raise InputError(f"--{name} has no effect on `bench {args.target}` (only {', '.join(where)})")
         if "cache_branch" in given and "profile" in given:
             raise InputError("--profile has no effect with --cache-branch")
+        if "controlnet" in given and ({"profile", "cache_branch"} & set(given)):
+            raise InputError("--controlnet times its own steps: not with --profile or --cache-branch")
         mod = importlib.import_module(f"minriff.bench.{MODULES.get(args.target, args.target)}")
         return mod.run(args)

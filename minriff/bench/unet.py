@@ -7,7 +7,8 @@ count, rounds interleaved with minriff's) when torch is installed, as a ratio to
 minriff_time (> 1: minriff is faster), and the largest difference between the two outputs; peak
 RSS of this process.
 `bench unet --cache-branch B [B ...]`: DeepCache's cached steps against a full step instead
-(bench/deepcache.py).
+(bench/deepcache.py); `bench unet --controlnet [FILE]`: a ControlNet-guided step against a plain
+one (bench/controlnet.py).
 
 `--weights-dtype`: the weights held in fp16 (the default: half the memory, widened where the ops
 use them) or fp32; `both` builds the fp16 model and its exact fp32 widening, times them in
@@ -138,6 +139,12 @@ def run(args) -> int:
         from minriff.bench import deepcache
 
         return deepcache.run(args, model, cfg, source, arrays)
+    if getattr(args, "controlnet", None) is not None:
+        if kind != "unet":
+            raise InputError("--controlnet is for `minriff bench unet`")
+        from minriff.bench import controlnet
+
+        return controlnet.run(args, model, cfg, source, arrays, dtype)
     hw = arrays[0].shape[-1]
     on_device = tuple(F.asarray(a) if a.ndim > 1 else a for a in arrays)
     wide = None

@@ -3,6 +3,8 @@ generate`, `interpolate` and `riffuse` (the tiny SD and ControlNet A of tests/fi
 plain image sources; PREP:AUDIO sources need minriff.audio.controlmaps, merged from another branch)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -100,3 +102,20 @@ def test_preset_fast_drops_its_deepcache_for_a_control(files, tmp_path, capsys):
                     f"{files / 'a.safetensors'}:{files / 'edges.png'}")
     assert code == 0, err
     assert "without DeepCache" in err
+
+
+def test_bench_unet_controlnet(tiny, files, capsys):
+    assert main(["bench", "unet", "--quick", "--json", "--repeat", "3", "--weights", tiny, "--controlnet"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out[out.index("{"):])
+    assert [r["step"] for r in report["rows"]] == ["plain", "controlled", "controlled, guess mode", "controlnet only",
+                                                   "hint embedding (once per run)"]
+    assert report["controlnet"] == "random tiny ControlNet shapes" and report["hint"] == "256x256"
+    assert report["max_rel_change_by_the_controlnet"] > 0.01
+    for row in report["rows"]:
+        assert row["ratio_to_plain"] == pytest.approx(row["seconds"] / report["rows"][0]["seconds"])
+    assert main(["bench", "unet", "--quick", "--json", "--repeat", "3", "--weights", tiny, "--controlnet",
+                 str(files / "a.safetensors")]) == 0
+    assert "file " in capsys.readouterr().out
+    code, err = run(capsys, "bench", "vae", "--quick", "--controlnet")
+    assert code == 2 and "--controlnet has no effect on `bench vae`" in err
