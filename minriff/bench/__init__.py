@@ -11,7 +11,8 @@ from minriff.errors import InputError
 
 TARGETS = {
     "ops": "per-op throughput at Stable Diffusion shapes vs sgemm peak and torch",
-    "unet": "one UNet step (batch 2, 64x64 latents, full-size random weights) vs torch/diffusers",
+    "unet": "one UNet step (batch 2, 64x64 latents, full-size random weights) vs torch/diffusers; "
+            "--cache-branch: DeepCache's cached steps, --controlnet: a ControlNet-guided step, vs a plain step",
     "vae": "one VAE decode (64x64 latents -> 512x512 image, full-size random weights) vs torch/diffusers; "
            "--decoder taesd: TAESD's",
     "audio": "spectrogram image -> audio: inverse mel + Griffin-Lim vs librosa",

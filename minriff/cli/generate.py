@@ -4,6 +4,8 @@
 when `--seconds` is above 30 or a long-piece option is given (`--prompt-at`, `--seed-image`,
 `--clip-px`, `--overlap-px`).
 
+`--control` (all three; minriff/cli/control.py) steers a clip with ControlNets.
+
 Every output (-o, --image, --output-json) is checked before any work (`_check_outputs`) and written
 atomically (minriff.atomic). Seed and mask images given as flags are ids or PNG paths (a value with
 a `/` or an image suffix is a path); ids in a JSON request are only ids (minriff.riffuse)."""
