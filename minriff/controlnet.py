@@ -61,7 +61,7 @@ def control_image(image, what: str = "control image") -> np.ndarray:
     return images.rgb8(image, what)
 
 
-def check_controls(controls, unet, vae_downscale: int) -> list[Control]:
+def check_controls(controls, unet_config, vae_downscale: int) -> list[Control]:
     """`controls` as Controls: each (controlnet or file, image[, scale]) checked, files loaded, each
     ControlNet checked to fit this UNet and this VAE's image size."""
     if isinstance(controls, (tuple, Control)) and controls and not isinstance(controls[0], (tuple, list, Control)):
@@ -81,14 +81,16 @@ def check_controls(controls, unet, vae_downscale: int) -> list[Control]:
         if not isinstance(model, ControlNetModel):
             raise InputError(f"{what}: the controlnet must be a ControlNetModel or a ControlNet file, "
                              f"got {type(model).__name__}")
-        check_fits(model, unet, vae_downscale, what)
+        check_fits(model, unet_config, vae_downscale, what)
         scale = values.number(scale, f"{what} scale", 0.0, MAX_SCALE)
         out.append(Control(model, control_image(image, f"{what} image"), scale))
     return out
 
 
-def check_fits(model: ControlNetModel, unet, vae_downscale: int, what: str) -> None:
-    c, u = model.config, unet.config
+def check_fits(model: ControlNetModel, unet_config, vae_downscale: int, what: str) -> None:
+    """A WeightsError unless `model`'s residuals fit a UNet of `unet_config` and its control images
+    are the size of the images a VAE of `vae_downscale` makes."""
+    c, u = model.config, unet_config
     mine = (tuple(c.block_out_channels), c.layers_per_block, c.cross_attention_dim, c.in_channels)
     theirs = (tuple(u.block_out_channels), u.layers_per_block, u.cross_attention_dim, u.in_channels)
     if mine != theirs:
@@ -125,7 +127,7 @@ def options(riff, controls, start=0.0, end=1.0, guess_mode=False, cache=None) ->
     if cache is not None:
         raise InputError("ControlNet and DeepCache cannot be combined (DeepCache's cached steps skip the UNet layers "
                          "the ControlNet's residuals go to): drop cache_interval or controls")
-    checked = check_controls(controls, riff.unet, riff.latent_downscale)
+    checked = check_controls(controls, riff.config.unet, riff.latent_downscale)  # (low_memory: no UNet loaded)
     if riff.backend == "cuda":  # the cuda kernels take float32 weights on the device
         F = kernels.ops("cuda")
         for c in checked:

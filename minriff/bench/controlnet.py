@@ -38,7 +38,7 @@ def _controlnet(path, dtype, unet):
         if not fits:
             raise InputError("--controlnet: no ControlNet preset fits this UNet; give a ControlNet FILE")
         net, source = random_controlnet(fits[0], dtype=dtype), f"random {fits[0]} ControlNet shapes"
-    check_fits(net, unet, net.config.hint_downscale, "--controlnet")
+    check_fits(net, unet.config, net.config.hint_downscale, "--controlnet")
     return net, source
 
 
