@@ -64,7 +64,8 @@ def control_image(image, what: str = "control image") -> np.ndarray:
 def check_controls(controls, unet_config, vae_downscale: int) -> list[Control]:
     """`controls` as Controls: each (controlnet or file, image[, scale]) checked, files loaded, each
     ControlNet checked to fit this UNet and this VAE's image size."""
-    if isinstance(controls, (tuple, Control)) and controls and not isinstance(controls[0], (tuple, list, Control)):
+    if isinstance(controls, Control) or (isinstance(controls, tuple) and controls
+                                         and not isinstance(controls[0], (tuple, list, Control))):
         controls = [controls]  # one (controlnet, image, scale) without the list
     if not isinstance(controls, (list, tuple)) or not controls:
         raise InputError("controls must be a non-empty list of (controlnet, image[, scale]) tuples")

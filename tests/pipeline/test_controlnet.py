@@ -16,7 +16,7 @@ import pytest
 
 from minriff import Riffusion
 from minriff.configs import CONTROLNET_PRESETS
-from minriff.controlnet import ControlledUNet
+from minriff.controlnet import Control, ControlledUNet
 from minriff.errors import InputError, WeightsError
 from minriff.models import init_random
 from minriff.models.controlnet import ControlNetModel
@@ -136,6 +136,7 @@ def test_zero_scale_and_a_window_without_steps_change_nothing(riff, nets):
 def test_a_file_path_and_a_single_tuple(riff, nets):
     want = small(riff, controls=[(nets["a"], edges(), 0.5)])
     assert np.array_equal(small(riff, controls=(str(nets["a_file"]), edges(), 0.5)), want)
+    assert np.array_equal(small(riff, controls=Control(nets["a"], edges(), 0.5)), want)
     assert np.array_equal(small(riff, controls=[(nets["a"], edges())]), small(riff, controls=[(nets["a"], edges(), 1)]))
 
 
@@ -190,3 +191,11 @@ def test_a_controlnet_for_another_model_is_refused(riff):
     coarse = init_random(ControlNetModel(replace(tiny, conditioning_embedding_out_channels=(4, 8, 16))))
     with pytest.raises(WeightsError, match="4x the latent size"):
         small(riff, controls=[(coarse, edges(), 1.0)])
+
+
+def test_low_memory_pipeline_takes_controls(riff, nets):
+    """Riffusion.load(low_memory=True) (the CLI's way): the same image, the ControlNet beside the UNet."""
+    lazy = Riffusion.load(base.WEIGHTS, quiet=True, low_memory=True)
+    want = small(riff, controls=[(nets["a"], edges(), 0.7)], guess_mode=True)
+    assert np.array_equal(small(lazy, controls=[(nets["a"], edges(), 0.7)], guess_mode=True), want)
+    assert lazy.low_memory
