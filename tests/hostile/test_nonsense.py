@@ -188,14 +188,19 @@ def test_every_declared_option_rule_is_enforced(tmp_path, monkeypatch, capsys):
               "method": "nnls", "seed_images": ".", "start_prompt": "a", "end_prompt": "b", "negative": "n",
               "mask": "m.png", "steps": "3", "start_seed": "1", "end_seed": "2", "cache_branch": "1",
               "cache_schedule": "quadratic", "ray_cpus": "1"}
+
+    def value(parser, dest) -> list[str]:  # none for a switch (--guess-mode)
+        action = next(a for a in parser.command_parser._actions if a.dest == dest)
+        return [] if action.nargs == 0 else [sample.get(dest, "0.5")]
+
     checked = 0
     for name, (target, _) in COMMANDS.items():
         command, parser = _resolve(target), build_parser(only=name)
         for kind in ("needs", "excludes"):
             for opt, other in getattr(command, kind, {}).items():
-                argv = [name, *positionals.get(name, []), _flag(parser, opt), sample.get(opt, "0.5")]
+                argv = [name, *positionals.get(name, []), _flag(parser, opt), *value(parser, opt)]
                 if kind == "excludes":
-                    argv += [_flag(parser, other), sample.get(other, "0.5")]
+                    argv += [_flag(parser, other), *value(parser, other)]
                 elif other == "output":
                     argv = [a for a in argv if a not in ("-o", "o.wav")]
                 assert main(argv) == 2, argv
