@@ -113,11 +113,13 @@ def pitch_rows(image, *, params: SpectrogramParams | None = None, fmin: float = 
     p = _params(h, params)
     if not 0 < fmin < fmax:
         raise InputError(f"melody range must satisfy 0 < fmin < fmax, got {fmin}-{fmax} Hz")
-    top = int(np.clip(np.ceil(mel_row(min(fmax, p.max_frequency), p)), 0, h - 1))
-    bottom = int(np.clip(np.floor(mel_row(max(fmin, p.min_frequency), p)), 0, h - 1))
-    if top > bottom:
+    if fmin >= p.max_frequency or fmax <= p.min_frequency:
         raise InputError(f"melody range {fmin}-{fmax} Hz is outside the spectrogram's "
                          f"{p.min_frequency}-{p.max_frequency} Hz")
+    top = int(np.clip(np.ceil(mel_row(min(fmax, p.max_frequency), p)), 0, h - 1))
+    bottom = int(np.clip(np.floor(mel_row(max(fmin, p.min_frequency), p)), 0, h - 1))
+    if top > bottom:  # a range narrower than one mel bin: its nearest bin
+        top = bottom = int(np.clip(np.rint(mel_row(np.sqrt(fmin * fmax), p)), 0, h - 1))
     band = e[top:bottom + 1]  # (rows in range, W)
     rows = top + np.argmax(band, axis=0)
     peak = band.max(axis=0)

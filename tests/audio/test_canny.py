@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from support import FIXTURES, fixture_script
 
 from minriff.audio.canny import canny, canny_mask
 from minriff.errors import InputError
+from support import FIXTURES, fixture_script
 
 
 def step(height: int, h: int = 6, w: int = 10, at: int = 5) -> np.ndarray:

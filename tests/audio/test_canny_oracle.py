@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from support import fixture_script, oracle, shared_file
 
 from minriff.audio.canny import canny_mask
 from minriff.audio.spectrogram import audio_to_image
 from minriff.images import rgb8
+from support import fixture_script, oracle, shared_file
 
 pytestmark = pytest.mark.oracle
 SR = 44100
@@ -59,7 +59,7 @@ def test_real_clip():
 
 def test_committed_fixture_is_what_opencv_makes_now():
     make = fixture_script("make_controlmaps")
-    for name, source, low, high, l2 in make.CASES:
+    for _, source, low, high, l2 in make.CASES:
         agree(make.load(source), low, high, l2)
 
 
