@@ -282,3 +282,9 @@ def test_hostile_sources(tmp_path):
                                (tmp_path, InputError, "cannot read")]:
         with pytest.raises(error, match=words):
             control_image("melody", path)
+
+
+def test_width_limit_is_the_longest_clip():
+    from minriff import inputs
+
+    assert MAX_WIDTH == inputs.MAX_IMAGE_WIDTH  # audio may not import inputs: the number is repeated
