@@ -51,7 +51,7 @@ PREPROCESSORS = {"canny": canny, "rhythm": rhythm, "melody": melody}
 
 
 def control_image(prep: str, source: str | Path, width: int | None = None, **options) -> np.ndarray:
-    """An audio file or spectrogram image -> (512, width, 3) uint8 control map (module docstring).
+    """An audio file or spectrogram image -> (H, width, 3) uint8 control map, H = its mel bins (512).
     `options` go to the preprocessor (canny: low, high; rhythm/melody: see musicmaps.py)."""
     fn = preprocessor(prep)
     width = check_width(DEFAULT_WIDTH if width is None else width)
