@@ -19,6 +19,7 @@ from minriff.audio.spectrogram import SpectrogramParams, audio_to_image, save_im
 from minriff.errors import AudioError, InputError
 from minriff.images import rgb8
 from support import shared_file
+from support.hostile import png_bytes, wav_bytes
 
 SR = 44100
 COLUMNS_PER_SECOND = 100  # Riffusion: one column per 10 ms step
@@ -276,9 +277,15 @@ def test_hostile_sources(tmp_path):
     fake_png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     huge_png = tmp_path / "huge.png"
     Image.new("L", (4, 2000)).save(huge_png)  # 2000 px high: over the 1024 mel-bin limit
+    wide_png = tmp_path / "wide.png"  # declares 10^7 x 512 px in its header: refused before decoding
+    wide_png.write_bytes(png_bytes(np.zeros((2, 2), np.uint8), 8, 0, declared=(10**7, 512)))
+    low_rate = tmp_path / "low.wav"  # 1 Hz: a few samples would become hours of upsampled audio
+    low_rate.write_bytes(wav_bytes(np.zeros((10, 1)), 1, "s16"))
     for path, error, words in [(text, AudioError, "cannot read"), (empty, AudioError, "no audio samples"),
                                (tiny, AudioError, "too short"), (fake_png, AudioError, "cannot read"),
-                               (huge_png, AudioError, "limit"), (tmp_path / "missing.mp3", InputError, "cannot read"),
+                               (huge_png, AudioError, "limit"), (wide_png, AudioError, "limit"),
+                               (low_rate, AudioError, "sampled at 1 Hz"),
+                               (tmp_path / "missing.mp3", InputError, "cannot read"),
                                (tmp_path, InputError, "cannot read")]:
         with pytest.raises(error, match=words):
             control_image("melody", path)
