@@ -153,14 +153,20 @@ def load_image_id(image_id: str, what: str = "seed image", search: str | None = 
 
 
 def render(riff, request: InferenceInput, seed_images: str | None = None, steps: int | None = None,
-           callback=None) -> np.ndarray:
-    """One request (InferenceInput) -> its spectrogram (512, W, 3) uint8. `steps` overrides the
-    request's num_inference_steps (a server running a few-step sampler); an empty mask id is no
-    mask, as the web app sends it for `maskImageId=none`."""
+           callback=None, guidance: float | None = None, **sampling) -> np.ndarray:
+    """One request (InferenceInput) -> its spectrogram (512, W, 3) uint8. `steps` and `guidance`
+    override the request's num_inference_steps and both ends' guidance (a server running a few-step
+    sampler: LCM wants guidance 1 whatever the web app asks); `sampling`: more `riffuse` keywords
+    (scheduler, decoder, cache_interval, ... from a preset). An empty mask id is no mask, as the web
+    app sends it for `maskImageId=none`."""
     seed = load_image_id(request.seed_image_id, "seed image", seed_images)
     mask = load_image_id(request.mask_image_id, "mask image", seed_images) if request.mask_image_id else None
-    return riff.riffuse(request.start, request.end, request.alpha, seed, mask=mask,
-                        steps=request.num_inference_steps if steps is None else steps, callback=callback)
+    start, end = request.start, request.end
+    if guidance is not None:
+        start, end = replace(start, guidance=guidance), replace(end, guidance=guidance)
+    return riff.riffuse(start, end, request.alpha, seed, mask=mask,
+                        steps=request.num_inference_steps if steps is None else steps, callback=callback,
+                        **sampling)
 
 
 def clip_audio(image: np.ndarray, method: str = "nnls", progress=None) -> np.ndarray:

@@ -15,7 +15,8 @@ TARGETS = {
     "vae": "one VAE decode (64x64 latents -> 512x512 image, full-size random weights) vs torch/diffusers; "
            "--decoder taesd: TAESD's",
     "audio": "spectrogram image -> audio: inverse mel + Griffin-Lim vs librosa",
-    "serve": "minriff serve, one listener: time to first audio and clips per minute per sampler setting",
+    "serve": "minriff serve, one listener: time to first audio and clips per minute per preset "
+             "(quality, fast) and dpmpp2m",
     "batch": "minriff batch overheads (tiny model): jobs/s sequential vs --workers 2 vs --ray with 2 actors",
     "clip": "one 5.11 s clip, prompt to WAV, by stage (text, denoise, decode, audio), real-time factor; "
             "--preset quality|fast; vs diffusers running the same preset",
@@ -36,7 +37,7 @@ class command:  # the CLI's subcommand object
         p.add_argument("--quick", action="store_true", help="smaller shapes / fewer repeats (smoke run)")
         p.add_argument("--decoder", choices=("full", "taesd"), default="full",
                        help="vae bench: the full VAE (default) or TAESD (then also the full VAE, same rounds)")
-        p.add_argument("--setting", action="append", choices=("original", "dpmpp2m", "lcm-taesd"),
+        p.add_argument("--setting", action="append", choices=("quality", "dpmpp2m", "fast"),
                        help="serve bench: only these settings (repeatable; default all)")
         p.add_argument("--profile", action="store_true",
                        help="unet/vae bench: after the timed rounds, one more call with every op timed "

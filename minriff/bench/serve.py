@@ -2,10 +2,12 @@
 audio (WebSocket start message -> first clip message) and clips per minute after that, through the
 real Starlette app (in-process transport, one listener, the web app's loop: og_beat, denoising 0.75).
 
-Settings (a `--preset` table when issue 15's presets land on main):
-  original   PNDM, 50 steps (38 run at denoising 0.75), guidance 7, full VAE  - the original server
-  dpmpp2m    DPM-Solver++ 20 steps (15 run), guidance 7, full VAE
-  lcm-taesd  LCM 4 steps (3 run), guidance 1 (batch 1), TAESD encode + decode  - wants an LCM-LoRA
+Settings (`minriff serve --preset NAME`, the server imposing them on every request):
+  quality    the original's sampling: PNDM, the web app's 50 steps (38 run at denoising 0.75),
+             guidance 7, full VAE
+  dpmpp2m    DPM-Solver++ 20 steps (15 run), guidance 7, full VAE (`--scheduler dpmpp2m --steps 20`)
+  fast       LCM 4 steps (3 run), guidance 1 (batch 1), DeepCache (interval 2, branch 0), TAESD
+             encode + decode  - wants an LCM-LoRA for good images (timing does not depend on it)
 Weights: --weights FILE (e.g. `minriff init-random --config sd15`), else random sd15 shapes in memory;
 TAESD: beside the weights, $MINRIFF_TAESD, else random TAESD shapes. --quick: the tiny model, 64-px
 clips, few steps (a smoke run). Realtime factor = seconds per clip / clip length (<= 1 keeps up)."""
@@ -18,13 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
+from minriff import presets
 from minriff.bench.common import emit, peak_rss_mb
 
-SETTINGS = {  # name -> (scheduler, steps, guidance, autoencoder)
-    "original": ("pndm", 50, 7.0, "full"),
-    "dpmpp2m": ("dpmpp2m", 20, 7.0, "full"),
-    "lcm-taesd": ("lcm", 4, 1.0, "taesd"),
+SETTINGS = {  # name -> (scheduler, steps (None: the request's), guidance override, autoencoder, sampling)
+    "quality": ("pndm", None, None, "full", {}),
+    "dpmpp2m": ("dpmpp2m", 20, None, "full", {}),
+    "fast": ("lcm", presets.options("fast")["steps"], presets.options("fast")["guidance"], "taesd",
+             {"cache_interval": presets.FAST_CACHE_INTERVAL, "cache_branch": presets.FAST_CACHE_BRANCH}),
 }
+REQUEST_STEPS, REQUEST_GUIDANCE = 50, 7.0  # what the web app asks
 
 
 def _seed_folder(width: int) -> str:
@@ -61,16 +66,17 @@ def _listen(riff, folder, setting, clips: int, quick: bool) -> dict:
 
     from minriff.server import ServeConfig, Server, create_app
 
-    scheduler, steps, guidance, coder = setting
+    scheduler, steps, guidance, coder, sampling = setting
     riff.scheduler, riff.decoder, riff.encoder = scheduler, coder, coder
-    server = Server(riff, ServeConfig(seed_images=folder, max_steps=100))
+    server = Server(riff, ServeConfig(seed_images=folder, max_steps=100, steps=2 if quick else steps,
+                                      guidance=guidance, sampling=sampling))
     client = TestClient(create_app(server))
     times = []
     with client, client.websocket_connect("/stream") as ws:
         json.loads(ws.receive_text())  # hello
         t0 = time.perf_counter()
         ws.send_text(json.dumps({"type": "start", "prompt": "lofi hip hop beat", "seed": 42, "ahead": 4,
-                                 "steps": 2 if quick else steps, "guidance": guidance}))
+                                 "steps": REQUEST_STEPS, "guidance": REQUEST_GUIDANCE}))
         while len(times) < clips:
             msg = json.loads(ws.receive_text())
             if msg["type"] == "clip":
@@ -96,8 +102,10 @@ def run(args) -> int:
     folder = _seed_folder(64 if quick else 512)
     rows = []
     for name in names:
-        row = {"setting": name, "scheduler": SETTINGS[name][0], "steps": SETTINGS[name][1],
-               "guidance": SETTINGS[name][2], "autoencoder": SETTINGS[name][3]}
+        scheduler, steps, guidance, coder, sampling = SETTINGS[name]
+        row = {"setting": name, "scheduler": scheduler, "steps": steps or REQUEST_STEPS,
+               "guidance": guidance or REQUEST_GUIDANCE, "autoencoder": coder,
+               "deepcache": f"{sampling['cache_interval']}/{sampling['cache_branch']}" if sampling else "off"}
         row.update(_listen(riff, folder, SETTINGS[name], clips, quick))
         rows.append(row)
     size = "quick: tiny model, 64-px clips" if quick else "512-px clips"

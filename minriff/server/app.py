@@ -12,7 +12,7 @@ import os
 import resource
 import time
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -49,6 +49,12 @@ class ServeConfig:
     method: str = "nnls"  # inverse mel
     threads: int | None = None  # Numba threads for the worker (default: all cores)
     shutdown_grace_s: float = 30.0
+    guidance: float | None = None  # every request's guidance (LCM wants 1 whatever the web app asks), else its own
+    sampling: dict = field(default_factory=dict)  # more riffuse keywords for every request (a preset's cache_*)
+
+    def render_options(self) -> dict:
+        """The keywords `stream.render` takes from the server's settings."""
+        return dict(steps=self.steps, guidance=self.guidance, **self.sampling)
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -104,7 +110,7 @@ class Server:
         def run(job: Job) -> dict:
             if self.loras:
                 self.apply_loras(loras)
-            image = render(self.riff, req, self.config.seed_images, steps=self.config.steps, callback=job.check)
+            image = render(self.riff, req, self.config.seed_images, callback=job.check, **self.config.render_options())
             wave = clip_audio(image, method=self.config.method, progress=job.check)
             return asdict(http_response(image, wave))
         return run
@@ -115,6 +121,7 @@ class Server:
                 "model": os.path.basename(getattr(riff, "source", "") or "") or "in-memory model",
                 "backend": riff.backend, "scheduler": _name(riff.scheduler) or "pndm (the original's)",
                 "decoder": riff.decoder, "steps": self.config.steps, "max_steps": self.config.max_steps,
+                "guidance": self.config.guidance, "sampling": self.config.sampling,
                 "previews": self.previews, "loras": self.loras,
                 "queue": self.queue.snapshot(), "listeners": self.listeners.snapshot(),
                 "max_listeners": self.config.max_listeners,

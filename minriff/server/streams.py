@@ -219,8 +219,8 @@ def clip_job(server, listener: Listener, request, index: int, loop):
 
     def run(job: Job) -> dict:
         started = time.monotonic()
-        image = render(riff, request, server.config.seed_images, steps=server.config.steps,
-                       callback=lambda *a: on_step(job, *a))
+        image = render(riff, request, server.config.seed_images, callback=lambda *a: on_step(job, *a),
+                       **server.config.render_options())
         start = listener.audio.position
         piece = listener.audio.push(image, progress=job.check)
         wav = audio_io.encode_audio(piece, SAMPLE_RATE, "wav")

@@ -12,10 +12,10 @@ pytestmark = pytest.mark.usefixtures("serial_numba")
 
 
 def test_bench_serve_quick(capsys):
-    assert main(["bench", "serve", "--quick", "--json", "--setting", "lcm-taesd", "--setting", "original"]) == 0
+    assert main(["bench", "serve", "--quick", "--json", "--setting", "fast", "--setting", "quality"]) == 0
     out = capsys.readouterr().out
     report = json.loads(out[out.index("{"):])
-    assert [r["setting"] for r in report["rows"]] == ["lcm-taesd", "original"]
+    assert [r["setting"] for r in report["rows"]] == ["fast", "quality"]
     for row in report["rows"]:
         assert row["clips"] == 2 and row["clip_s"] == 0.64
         assert row["first_audio_s"] > 0 and row["clips_per_min"] > 0
