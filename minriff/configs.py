@@ -136,6 +136,11 @@ class UNetConfig:
     num_class_embeds: object = None
     transformer_layers_per_block: object = 1
 
+    @property
+    def deep_cache_branches(self) -> int:
+        """DeepCache branches of a UNet of this config (= its skip tensors; 12 for SD 1.5)."""
+        return len(self.down_block_types) * (self.layers_per_block + 1)
+
     @classmethod
     def from_dict(cls, d):
         return _from_dict(cls, d, "UNet")

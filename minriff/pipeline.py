@@ -92,7 +92,7 @@ class Riffusion:
     def __init__(self, models: dict | None = None, *, unet=None, vae=None, text_encoder=None, tokenizer=None,
                  scheduler=None, spectrogram: SpectrogramParams | None = None, seed: int | None = None,
                  backend: str = "cpu", quiet: bool = False, weights_path=None, source: str = "",
-                 taesd=None, decoder: str = "full", encoder: str = "full"):
+                 taesd=None, decoder: str = "full", encoder: str = "full", on_demand=None):
         if backend not in kernels.BACKENDS:
             raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(kernels.BACKENDS)}")
         parts = {"text_encoder": text_encoder, "unet": unet, "vae": vae, "tokenizer": tokenizer}
@@ -106,9 +106,12 @@ class Riffusion:
         kernels.backend(backend)
         self.F = kernels.ops(backend)
         self.backend = backend
-        self.text_encoder, self.unet, self.vae = models["text_encoder"], models["unet"], models["vae"]
+        self._parts = {name: models[name] for name in COMPONENTS}
+        self._on_demand = on_demand  # (weights file, dtype): parts not loaded come from it when used
+        if on_demand is None and any(m is None for m in self._parts.values()):
+            raise InputError("Riffusion needs a text_encoder, unet and vae (or a weights file to load them from)")
         self.tokenizer = models["tokenizer"]
-        self.config = ModelConfig(self.text_encoder.config, self.unet.config, self.vae.config)
+        self.config = models["config"] if on_demand else ModelConfig(*(m.config for m in self._parts.values()))
         self.scheduler_config = dict(models.get("scheduler_config") or SD15_SCHEDULER)
         self.scheduler = None if scheduler is None else check_scheduler(scheduler)
         if spectrogram is not None and not isinstance(spectrogram, SpectrogramParams):
@@ -117,17 +120,57 @@ class Riffusion:
         self.seed = None if seed is None else check_seed(seed)
         self.quiet = quiet
         self.source = source
-        if backend == "cuda":  # the cuda kernels take float32 weights: float16-held ones are widened once here
-            for m in (self.text_encoder, self.unet, self.vae):
-                m.apply_to_parameters(lambda a: self.F.asarray(a, dtype=np.float32) if a.dtype == np.float16
-                                      else self.F.asarray(a))
+        for m in self._parts.values():
+            if m is not None:
+                self._to_backend(m)
         self._text_cache: dict[str, np.ndarray] = {}
         self._lora = LoraStack()
         self.decoder, self.encoder = check_autoencoder(decoder, "decoder"), check_autoencoder(encoder, "encoder")
         self._taesd = taesd if taesd is None or isinstance(taesd, (str, os.PathLike)) else self._attach_taesd(taesd)
 
+    def _to_backend(self, model):
+        if self.backend == "cuda":  # the cuda kernels take float32 weights: float16-held ones are widened once here
+            model.apply_to_parameters(lambda a: self.F.asarray(a, dtype=np.float32) if a.dtype == np.float16
+                                      else self.F.asarray(a))
+        return model
+
+    # ---- the models, resident or loaded on demand (low_memory) ------------------------------------
+    def _part(self, name: str):
+        model = self._parts[name]
+        if model is None:  # low_memory: load it, dropping the other networks first (one resident at a time)
+            for other in COMPONENTS:
+                self._parts[other] = None
+            path, dtype = self._on_demand
+            model = self._parts[name] = self._to_backend(weights.load_component(path, name, dtype, self.quiet))
+        return model
+
+    def _set_part(self, name: str, model) -> None:
+        self.keep_loaded()  # a model given by hand cannot be reloaded from the file
+        self._parts[name] = model
+
+    text_encoder = property(lambda self: self._part("text_encoder"), lambda self, m: self._set_part("text_encoder", m))
+    unet = property(lambda self: self._part("unet"), lambda self, m: self._set_part("unet", m))
+    vae = property(lambda self: self._part("vae"), lambda self, m: self._set_part("vae", m))
+
+    @property
+    def low_memory(self) -> bool:
+        """True when the networks are loaded on demand, one at a time (`Riffusion.load(low_memory=True)`)."""
+        return self._on_demand is not None
+
+    def keep_loaded(self) -> None:
+        """Load every network and keep them (ends low_memory): done before anything changes weights
+        in place (LoRA, set_parameters), since a reload from the file would lose the change."""
+        if self._on_demand is None:
+            return
+        path, dtype = self._on_demand
+        for name in COMPONENTS:
+            if self._parts[name] is None:
+                self._parts[name] = self._to_backend(weights.load_component(path, name, dtype, self.quiet))
+        self._on_demand = None
+
     @classmethod
-    def load(cls, path=None, backend: str = "cpu", quiet: bool = False, dtype=None, **parts) -> Riffusion:
+    def load(cls, path=None, backend: str = "cpu", quiet: bool = False, dtype=None, low_memory: bool = False,
+             **parts) -> Riffusion:
         """Load a converted weights file: `path`, else what `minriff.weights.find_weights()` finds, else (a
         first run) riffusion-model-v1 from the Hugging Face cache or the Hub, converted once into
         ~/.cache/minriff (`minriff.weights.firstrun`). `dtype`: the dtype the weights are held in; None
@@ -135,13 +178,20 @@ class Riffusion:
         where the ops use them; compute is float32 either way), float32, float16, or float64 (the
         model then also computes in float64: reference-precision runs). The cuda backend holds
         float16 weights as float32 copies on the device.
+        `low_memory=True`: each network (text encoder, UNet, VAE) is loaded from the file when a stage
+        needs it and the others are dropped first, so only one is resident: a one-shot clip peaks
+        lower (SD 1.5: ~0.4 GB less for the text encoder and VAE during denoising, and the 1.7 GB
+        UNet is gone while the VAE decodes), but every call reloads what it uses (seconds). For one
+        clip, not a server; LoRAs and `set_parameters` end it (`keep_loaded`).
         `parts` as for the constructor (scheduler=, spectrogram=, seed=, or a model to use instead)."""
         if backend not in kernels.BACKENDS:
             raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(kernels.BACKENDS)}")
         dtype = None if dtype is None else weights.compute_dtype(dtype)  # before anything is downloaded
         file = ensure_weights(path, quiet=quiet)
-        return cls(weights.load_models(file, dtype=dtype, quiet=quiet), backend=backend, quiet=quiet,
-                   source=str(file), **parts)
+        lazy = bool(low_memory) and not any(parts.get(name) is not None for name in COMPONENTS)
+        models = weights.load_models(file, dtype=dtype, quiet=quiet, components=() if lazy else COMPONENTS)
+        return cls(models, backend=backend, quiet=quiet, source=str(file), on_demand=(file, dtype) if lazy else None,
+                   **parts)
 
     # ---- the sampling loop ----------------------------------------------------------------------
     def _sample(self, sched, timesteps, latents, context, guidance, label, after_step=None, generator=None,
@@ -326,7 +376,7 @@ class Riffusion:
         decoder = self._autoencoder(decoder, "decoder")
         check_autoencoder(self.encoder if encoder is None else encoder, "encoder")  # (used with init_image)
         check_negative_prompt(negative_prompt)
-        cache = deepcache.options(self.unet, cache_interval, cache_branch, cache_schedule)
+        cache = deepcache.options(self.config.unet, cache_interval, cache_branch, cache_schedule)
         steps, guidance = check_steps(steps), check_guidance(guidance)
         scheduler = check_scheduler(self._scheduler_or(scheduler, "dpmpp2m"))
         rgb = None
@@ -368,7 +418,7 @@ class Riffusion:
         seed image. `callback(step_index, total_steps, timestep, latents)` after each step.
         cache_interval / cache_branch / cache_schedule: DeepCache, as in `generate_spectrogram`."""
         cache_kw = dict(cache_interval=cache_interval, cache_branch=cache_branch, cache_schedule=cache_schedule)
-        cache = deepcache.options(self.unet, cache_interval, cache_branch, cache_schedule)
+        cache = deepcache.options(self.config.unet, cache_interval, cache_branch, cache_schedule)
         scheduler = self._scheduler_or(scheduler, "pndm" if seed_image is not None else "dpmpp2m")
         alpha = check_alpha(alpha)
         check_callback(callback)
@@ -414,7 +464,7 @@ class Riffusion:
         a mask it sees the blended latents). decoder / encoder: "full" or "taesd" (TAESD encodes
         without sampling, so start.seed then only seeds the noise). cache_*: DeepCache, as in
         `generate_spectrogram`."""
-        cache = deepcache.options(self.unet, cache_interval, cache_branch, cache_schedule)
+        cache = deepcache.options(self.config.unet, cache_interval, cache_branch, cache_schedule)
         start = start if isinstance(start, PromptInput) else PromptInput.from_dict(start, "start")
         end = end if isinstance(end, PromptInput) else PromptInput.from_dict(end, "end")
         alpha = check_alpha(alpha)
@@ -487,7 +537,7 @@ class Riffusion:
             self, prompt, duration_s, negative_prompt=negative_prompt, steps=steps, guidance=guidance, seed=seed,
             scheduler=scheduler, seed_image=seed_image, strength=strength, prompt_schedule=prompt_schedule,
             clip_px=clip_px, overlap_px=overlap_px, on_clip=on_clip,
-            cache=deepcache.options(self.unet, cache_interval, cache_branch, cache_schedule))
+            cache=deepcache.options(self.config.unet, cache_interval, cache_branch, cache_schedule))
 
     def remix(self, audio, prompt: str, strength: float = 0.55, *, sample_rate: int | None = None,
               start_s: float | None = None, end_s: float | None = None, negative_prompt: str | None = None,
@@ -508,7 +558,7 @@ class Riffusion:
             self, audio, prompt, strength, sample_rate=sample_rate, start_s=start_s, end_s=end_s,
             negative_prompt=negative_prompt, steps=steps, guidance=guidance, seed=seed, scheduler=scheduler,
             window_px=window_px, overlap_px=overlap_px, join=join, method=method,
-            cache=deepcache.options(self.unet, cache_interval, cache_branch, cache_schedule))
+            cache=deepcache.options(self.config.unet, cache_interval, cache_branch, cache_schedule))
 
     # ---- spectrogram <-> audio ------------------------------------------------------------------
     def spectrogram_to_audio(self, image, method: str = "nnls", seed: int = 0) -> np.ndarray:
@@ -548,6 +598,7 @@ class Riffusion:
         """Merge a LoRA file (kohya-ss, diffusers/PEFT; formats in minriff.weights.lora) into the text
         encoder and UNet at `weight`; returns its name (default: the file's stem). Several stack.
         strict=False skips keys that match no layer (with a warning) instead of refusing the file."""
+        self.keep_loaded()
         return self._lora.load(self, path, weight, name, strict)
 
     def set_lora_weight(self, name: str, weight: float) -> None:
@@ -599,6 +650,7 @@ class Riffusion:
         if self._lora:
             raise InputError(f"set_parameters with LoRAs loaded ({', '.join(i.name for i in self.loras)}): "
                              "unload them first (save() keeps a merged model)")
+        self.keep_loaded()
         i = 0
         for comp in COMPONENTS:
             model = getattr(self, comp)
@@ -611,8 +663,7 @@ class Riffusion:
     def clone(self) -> Riffusion:
         """A deep copy: changing the parameters (or anything else) of one does not change the other."""
         new = copy.copy(self)
-        for comp in COMPONENTS:
-            setattr(new, comp, copy.deepcopy(getattr(self, comp)))
+        new._parts = {comp: copy.deepcopy(m) for comp, m in self._parts.items()}  # None stays None (low_memory)
         new.tokenizer = copy.deepcopy(self.tokenizer)
         new._taesd = copy.deepcopy(self._taesd)
         new.scheduler = copy.deepcopy(self.scheduler)

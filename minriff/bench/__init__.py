@@ -69,9 +69,9 @@ class command:  # the CLI's subcommand object
         if args.rounds is not None:
             values.integer(args.rounds, "--rounds", 1, 100)
         given = getattr(args, "given", ())
-        for flag, where in (("weights", ("unet", "vae", "lora", "clip", "seams")), ("profile", ("unet", "vae")),
-                            ("rank", ("lora",)), ("cache_branch", ("unet",)), ("preset", ("clip",)),
-                            ("rounds", ("clip",))):
+        for flag, where in (("weights", ("unet", "vae", "lora", "clip", "seams", "serve")),
+                            ("profile", ("unet", "vae")), ("rank", ("lora",)), ("cache_branch", ("unet",)),
+                            ("preset", ("clip",)), ("rounds", ("clip",))):
             if flag in given and args.target not in where:  # elsewhere it would be ignored
                 name = flag.replace("_", "-")
                 raise InputError(f"--{name} has no effect on `bench {args.target}` (only {', '.join(where)})")

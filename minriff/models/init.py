@@ -14,11 +14,13 @@ from minriff.models.vae import AutoencoderKL
 COMPONENTS = ("text_encoder", "unet", "vae")
 
 
-def build_models(config: ModelConfig) -> dict:
-    """Empty (unallocated) models for a config: name -> nn.Module."""
+def build_models(config: ModelConfig, only: str | None = None) -> dict:
+    """Empty (unallocated) models for a config: name -> nn.Module (`only`: just that one)."""
     models = {}
     for name, cls, cfg in (("text_encoder", CLIPTextModel, config.text_encoder),
                            ("unet", UNet2DConditionModel, config.unet), ("vae", AutoencoderKL, config.vae)):
+        if only is not None and name != only:
+            continue
         try:
             models[name] = cls(cfg)
         except (TypeError, ValueError, OverflowError, MemoryError, ZeroDivisionError, IndexError, KeyError) as e:

@@ -23,6 +23,7 @@ from minriff.weights.format import (  # noqa: F401
     WeightsFile,
     compute_dtype,
     find_weights,
+    load_component,
     load_models,
     write_random,
 )

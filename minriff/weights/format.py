@@ -195,20 +195,34 @@ def compute_dtype(dtype) -> np.dtype:
     return dt
 
 
-def load_models(path, dtype=None, quiet: bool = True) -> dict:
+def load_models(path, dtype=None, quiet: bool = True, components=COMPONENTS) -> dict:
     """Build the three models from a converted file's configs and fill them: tensors held as stored
     (dtype None: float16 and float32 tensors as they are) or cast to `dtype` per tensor;
-    `quiet=False` shows one progress bar per component ("loading unet [###...] 686/686 2.1s")."""
+    `quiet=False` shows one progress bar per component ("loading unet [###...] 686/686 2.1s").
+    Components not in `components` are None (loaded later with `load_component`)."""
     dtype = None if dtype is None else compute_dtype(dtype)
     wf = WeightsFile(path)
-    models = build_models(wf.config)
-    for name, model in models.items():
-        component = wf.component(name)
-        bar = Progress(len(component), f"loading {name:12s}", quiet=quiet)
-        nn.load(model, component.cast(dtype, bar.update), what=name.replace("_", " "), dtype=dtype)
-        bar.close()
+    models = dict.fromkeys(COMPONENTS)
+    for name in components:
+        models[name] = fill_component(wf, name, build_models(wf.config, only=name)[name], dtype, quiet)
     tokenizer = wf.tokenizer() if wf.has_tokenizer else MissingTokenizer(wf)
     return dict(models, tokenizer=tokenizer, scheduler_config=wf.scheduler_config, config=wf.config)
+
+
+def fill_component(wf: WeightsFile, name: str, model, dtype=None, quiet: bool = True):
+    """Load component `name` ("unet", ...) of a weights file into its (unallocated) model."""
+    component = wf.component(name)
+    bar = Progress(len(component), f"loading {name:12s}", quiet=quiet)
+    nn.load(model, component.cast(dtype, bar.update), what=name.replace("_", " "), dtype=dtype)
+    bar.close()
+    return model
+
+
+def load_component(path, name: str, dtype=None, quiet: bool = True):
+    """One model of a converted file (`name`: text_encoder, unet or vae), e.g. to load parts on demand."""
+    dtype = None if dtype is None else compute_dtype(dtype)
+    wf = WeightsFile(path)
+    return fill_component(wf, name, build_models(wf.config, only=name)[name], dtype, quiet)
 
 
 class MissingTokenizer:
