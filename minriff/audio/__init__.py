@@ -13,6 +13,9 @@ numba, scipy, PIL and minriff's leaf modules: errors, rng, values, images, progr
     io.py           read/write WAV/FLAC/OGG/MP3 (whole, a part, or block by block: AudioFile),
                     resampling, the original's loudness stage
     seams.py        how audible a join is: a spectral-flux seam measure (long pieces, remixes)
+    controlmaps.py  ControlNet control images from music: control_image(prep, source, width), PREPROCESSORS
+    canny.py        Canny edges on NumPy with OpenCV's conventions (what the SD 1.5 canny ControlNet saw)
+    musicmaps.py    rhythm (spectral-flux onsets as lines) and melody (dominant pitch as a line) maps
 
 The file functions are re-exported here: `minriff.audio.read_audio(path)`.
 """

@@ -18,15 +18,15 @@ MAX_ATTEMPTS = 3
 _riff = None  # the model, once per worker process
 
 
-def sequential(jobs, outdir, weights, backend="cpu"):
-    riff = load_model(weights, backend)
+def sequential(jobs, outdir, weights, backend="cpu", loras=()):
+    riff = load_model(weights, backend, loras)
     for job in jobs:
         yield run_job(riff, job, outdir, worker_name("main"))
 
 
-def _init(weights, backend):
+def _init(weights, backend, loras=()):
     global _riff
-    _riff = load_model(weights, backend)
+    _riff = load_model(weights, backend, loras)
 
 
 def _work(job, outdir):
@@ -51,14 +51,14 @@ class _env:
                 os.environ[k] = v
 
 
-def processes(jobs, outdir, weights, backend="cpu", workers=2, threads=None):
+def processes(jobs, outdir, weights, backend="cpu", workers=2, threads=None, loras=()):
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     todo = list(jobs)
     attempts = dict.fromkeys((j.id for j in todo), 0)
     ctx = multiprocessing.get_context("spawn")
     while todo:
         pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx, initializer=_init,
-                                   initargs=(weights, backend))
+                                   initargs=(weights, backend, tuple(loras)))
         try:
             with _env(thread_env(threads)):  # processes start at submit (spawn starts them on demand)
                 pending = {pool.submit(_work, job, str(outdir)): job for job in todo}

@@ -31,11 +31,11 @@ MAX_RESTARTS = 4
 
 
 class BatchWorker:  # made a Ray actor class by `actor_class()` (ray is an optional import)
-    def __init__(self, weights, backend: str, threads: int):
+    def __init__(self, weights, backend: str, threads: int, loras=()):
         import numba
 
         numba.set_num_threads(threads)
-        self.riff = load_model(weights, backend)
+        self.riff = load_model(weights, backend, loras)
         import ray
 
         self.name = worker_name("ray-" + ray.get_runtime_context().get_actor_id()[:8])
@@ -69,10 +69,10 @@ def connect(address: str | None, num_cpus: int | None = None):
     return ray
 
 
-def start_actors(ray, weights, backend: str, n: int, threads: int) -> list:
+def start_actors(ray, weights, backend: str, n: int, threads: int, loras=()) -> list:
     cls = ray.remote(BatchWorker)
     return [cls.options(num_cpus=threads, max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS,
-                        runtime_env={"env_vars": thread_env(threads)}).remote(weights, backend, threads)
+                        runtime_env={"env_vars": thread_env(threads)}).remote(weights, backend, threads, tuple(loras))
             for _ in range(n)]
 
 

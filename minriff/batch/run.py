@@ -58,7 +58,9 @@ def default_workers(weights_file, cores: int | None = None, memory: int | None =
 
 def run_batch(jobs, outdir, weights=None, mode: str = "sequential", workers: int | None = None,
               ray_address: str | None = None, backend: str = "cpu", quiet: bool = False, say=None,
-              ray_num_cpus: int | None = None) -> Summary:
+              ray_num_cpus: int | None = None, loras=()) -> Summary:
+    """Run `jobs` (minriff.batch.read_jobs) into `outdir`, skipping those the manifest has finished.
+    `loras`: (file, weight) pairs every worker merges into its model after loading `weights`."""
     if mode not in MODES:
         raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     say = say or (lambda msg: None)
@@ -75,7 +77,7 @@ def run_batch(jobs, outdir, weights=None, mode: str = "sequential", workers: int
         say(f"{summary.skipped} of {len(jobs)} jobs already finished in {outdir}: skipped")
     if not todo:
         return summary
-    records = _records(todo, outdir, weights, mode, workers, ray_address, backend, say, ray_num_cpus)
+    records = _records(todo, outdir, weights, mode, workers, ray_address, backend, say, ray_num_cpus, tuple(loras))
     bar = JobProgress(len(todo), quiet=quiet)
     with manifest.Writer(outdir) as out:
         try:
@@ -94,14 +96,14 @@ def run_batch(jobs, outdir, weights=None, mode: str = "sequential", workers: int
     return summary
 
 
-def _records(todo, outdir, weights, mode, workers, ray_address, backend, say, ray_num_cpus):
+def _records(todo, outdir, weights, mode, workers, ray_address, backend, say, ray_num_cpus, loras):
     if mode == "sequential":
-        return local.sequential(todo, outdir, weights, backend)
+        return local.sequential(todo, outdir, weights, backend, loras)
     if mode == "local":
         if workers is None:
             workers, why = default_workers(weights)
             say(why)
-        return local.processes(todo, outdir, weights, backend, workers=workers)
+        return local.processes(todo, outdir, weights, backend, workers=workers, loras=loras)
     from minriff.batch import ray_pool
 
     ray = ray_pool.connect(ray_address, ray_num_cpus)
@@ -110,7 +112,7 @@ def _records(todo, outdir, weights, mode, workers, ray_address, backend, say, ra
     threads = max(1, cpus // n)
     say(f"Ray: {n} actor{'s' if n > 1 else ''} x {threads} CPU{'s' if threads > 1 else ''} "
         f"({cpus} CPUs in the cluster)")
-    actors = ray_pool.start_actors(ray, weights, backend, n, threads)
+    actors = ray_pool.start_actors(ray, weights, backend, n, threads, loras)
     return _ray_records(ray_pool.actors_pool(todo, outdir, actors, ray), ray, actors)
 
 

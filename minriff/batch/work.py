@@ -25,10 +25,14 @@ def worker_name(tag: str = "") -> str:
     return f"{socket.gethostname()}:{os.getpid()}" + (f":{tag}" if tag else "")
 
 
-def load_model(weights, backend: str = "cpu"):
+def load_model(weights, backend: str = "cpu", loras=()):
+    """The worker's model: the weights file, with each (LoRA file, weight) of `loras` merged."""
     from minriff.pipeline import Riffusion
 
-    return Riffusion.load(weights, backend=backend, quiet=True)
+    riff = Riffusion.load(weights, backend=backend, quiet=True)
+    for path, weight in loras:
+        riff.load_lora(path, weight=weight)
+    return riff
 
 
 def run_job(riff, job, outdir, worker: str = "") -> dict:

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from minriff import presets
-from minriff.bench.common import ChildTimer, emit, peak_rss_mb, torch_or_none
+from minriff.bench.common import ChildTimer, emit, peak_rss_mb, torch_or_none, torch_text_encoder
 from minriff.bench.ops import SETTLE_S
 
 CLIP_S = 5.11  # 512 px at 10 ms per column, (512 - 1) * 441 samples at 44.1 kHz
@@ -128,22 +128,12 @@ def diffusers_factory(weights_path, quick: bool, lora_dir, preset: str, ids: np.
     """ChildTimer factory: one clip in diffusers (module docstring), one callable per stage."""
     import diffusers
     import torch
-    import transformers
 
     if threads:
         torch.set_num_threads(threads)
     riff, _ = build(weights_path, quick, lora_dir)
     opts = presets.options(preset)
-    t = riff.config.text_encoder
-    te = transformers.CLIPTextModel(transformers.CLIPTextConfig(  # not on "meta": it has unsaved buffers
-        vocab_size=t.vocab_size, hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
-        num_hidden_layers=t.num_hidden_layers, num_attention_heads=t.num_attention_heads,
-        projection_dim=t.projection_dim, max_position_embeddings=t.max_position_embeddings,
-        hidden_act=t.hidden_act, layer_norm_eps=t.layer_norm_eps))
-    state = {k if k.startswith("text_model.") else "text_model." + k: torch.from_numpy(np.asarray(v, np.float32))
-             for k, v in riff.text_encoder.named_parameters()}
-    te.load_state_dict(state, strict=False, assign=True)
-    te.eval()
+    te = torch_text_encoder(riff.text_encoder)
     unet = _torch_module(diffusers.UNet2DConditionModel, torch, riff.unet, **_config_kwargs(riff.config.unet))
     if opts["decoder"] == "taesd":
         vae = _torch_module(diffusers.AutoencoderTiny, torch, riff.taesd, **_config_kwargs(riff.taesd.config))
@@ -273,7 +263,8 @@ def run(args) -> int:
                 note = child.value("deepcache")
                 ref = child.value("image")
                 if ref.shape == image.shape:
-                    diff = int(np.abs(ref.astype(int) - image.astype(int)).max())
+                    gap = np.abs(ref.astype(int) - image.astype(int))
+                    diff = {"max": int(gap.max()), "share_within_1": round(float(np.mean(gap <= 1)), 5)}
         finally:
             if child is not None:
                 child.close()
@@ -291,7 +282,7 @@ def run(args) -> int:
                  peak_rss_mb=round(peak_rss_mb()),
                  diffusers=(note or "in a child process (bench/common.py ChildTimer)") if torch is not None
                  else "torch not installed: no baseline",
-                 max_pixel_diff_vs_diffusers=diff)
+                 pixel_diff_vs_diffusers=diff)
     emit(rows, args.json, "One 5.11 s clip, prompt to WAV (median seconds per stage; "
                           "diffusers_over_minriff > 1 means minriff is faster)", extra)
     return 0

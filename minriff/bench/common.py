@@ -51,6 +51,30 @@ def torch_or_none():
         return None
 
 
+def torch_text_encoder(text_encoder, dtype=np.float32):
+    """transformers' CLIPTextModel holding the values of minriff's text encoder (for the child-process
+    baselines). Every parameter must be filled: transformers 5 dropped the `text_model.` prefix that
+    4.x keeps, and a silently unloaded model would compute on its random init."""
+    import torch
+    import transformers
+
+    t = text_encoder.config
+    te = transformers.CLIPTextModel(transformers.CLIPTextConfig(  # not on "meta": it has unsaved buffers
+        vocab_size=t.vocab_size, hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
+        num_hidden_layers=t.num_hidden_layers, num_attention_heads=t.num_attention_heads,
+        projection_dim=t.projection_dim, max_position_embeddings=t.max_position_embeddings,
+        hidden_act=t.hidden_act, layer_norm_eps=t.layer_norm_eps))
+    names = set(te.state_dict())
+    state = {k if k in names else k.removeprefix("text_model."): torch.from_numpy(np.asarray(v, dtype))
+             for k, v in text_encoder.named_parameters()}
+    te.load_state_dict({k: v for k, v in state.items() if k in names}, strict=False, assign=True)
+    missing = sorted(k for k in names if k not in state and not k.endswith("position_ids"))
+    unused = sorted(k for k in state if k not in names)
+    if missing or unused:
+        raise RuntimeError(f"text encoder keys not filled: {missing[:3]}, not used: {unused[:3]}")
+    return te.eval()
+
+
 def emit(rows: list[dict], as_json: bool, title: str, extra: dict | None = None) -> None:
     if as_json:
         print(json.dumps({"title": title, **(extra or {}), "rows": rows}, indent=2))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minriff.bench.common import ChildTimer, emit, sgemm_gflops, torch_or_none
+from minriff.bench.common import ChildTimer, emit, sgemm_gflops, torch_or_none, torch_text_encoder
 from minriff.weights.lora_names import Targets
 from minriff.weights.safetensors import write_safetensors
 
@@ -161,7 +161,6 @@ def _diffusers_lora(weights_path, quick, lora_path, threads=None) -> dict:
     """ChildTimer factory: diffusers' UNet and CLIP text encoder on the same weights, the same file
     through `load_lora_weights`; each callable returns its own wall time (they run once, in order)."""
     import torch
-    import transformers
     from diffusers import StableDiffusionPipeline
 
     from minriff.bench.unet import _torch_model
@@ -170,15 +169,7 @@ def _diffusers_lora(weights_path, quick, lora_path, threads=None) -> dict:
         torch.set_num_threads(threads)
     riff, _ = _pipeline(weights_path, quick)
     unet = _torch_model("unet", torch, riff.unet, riff.config.unet)
-    te_cfg = transformers.CLIPTextConfig(**riff.config.text_encoder.to_dict())
-    te = transformers.CLIPTextModel(te_cfg)  # not on "meta": its position_ids buffer is not in the state dict
-    names = set(te.state_dict())  # transformers 5 drops the `text_model.` prefix, 4.x keeps it
-    state = {k if k in names else k.removeprefix("text_model."): torch.from_numpy(np.asarray(v))
-             for k, v in riff.text_encoder.named_parameters()}
-    te.load_state_dict({k: v for k, v in state.items() if k in names}, strict=False, assign=True)
-    missing = [k for k in names if k not in state and not k.endswith("position_ids")]
-    if missing:
-        raise RuntimeError(f"text encoder keys not filled: {missing[:3]}")
+    te = torch_text_encoder(riff.text_encoder, dtype=None)
     del riff
     pipe = StableDiffusionPipeline(vae=None, text_encoder=te.eval(), tokenizer=None, unet=unet, scheduler=None,
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)

@@ -32,6 +32,8 @@ COMMANDS = {
     "image2audio": ("minriff.cli.audio:image2audio", "Riffusion spectrogram PNG -> audio file"),
     "remix": ("minriff.cli.remix:remix",
               "audio-to-audio: riff a song (or a part of it) toward a prompt, any length, stereo kept"),
+    "control-image": ("minriff.cli.control:control_image",
+                      "music -> ControlNet control image: canny edges, rhythm onsets or melody line (PNG)"),
     "exif": ("minriff.cli.audio:exif", "print the spectrogram parameters stored in a PNG's EXIF (print-exif)"),
     "clips": ("minriff.cli.audio:clips", "cut N random clips of S seconds from an audio file (sample-clips)"),
     "convert": ("minriff.cli.weights:convert",

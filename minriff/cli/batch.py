@@ -4,8 +4,10 @@ some failed (their errors are in OUTDIR/manifest.jsonl), 2 for a bad job file or
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from minriff.cli import int_arg
+from minriff.cli.lora import add_lora_argument, check_lora_files
 
 
 def _say(args, msg):
@@ -31,6 +33,7 @@ class _Batch:
                        help="sampling options for every generate/interpolate/riffuse job that does not set them "
                             "itself (as `minriff generate --preset`; fast: LCM 4 steps, guidance 1, DeepCache, "
                             "TAESD decode, or the full VAE with a note when no TAESD file is found)")
+        add_lora_argument(p)
         p.add_argument("--seed-images", help="folder of seed images for ids like og_beat")
         p.add_argument("--weights", help="converted weights file, a path every worker can read (default: as for "
                                          "`minriff generate`)")
@@ -44,7 +47,10 @@ class _Batch:
         jobs = read_jobs(args.jobs, args.seed_images)  # every line checked before anything runs
         if args.workers is not None:
             values.integer(args.workers, "--workers", 0, 1024)
+        check_lora_files(args.lora)
+        loras = [(str(Path(path).resolve()), weight) for path, weight in args.lora]  # workers may run elsewhere
         weights = _weights(args)
+        _check_loras(loras, weights)
         if args.preset:
             jobs = _preset(args, jobs, weights)
         if args.ray is not None:
@@ -53,7 +59,7 @@ class _Batch:
             mode = "sequential" if args.workers == 0 else "local"
         summary = run_batch(jobs, args.output, weights=weights, mode=mode, workers=args.workers or None,
                             ray_address=args.ray or None, backend=args.backend, quiet=args.quiet,
-                            say=lambda m: _say(args, m), ray_num_cpus=args.ray_cpus)
+                            say=lambda m: _say(args, m), ray_num_cpus=args.ray_cpus, loras=loras)
         _say(args, f"{summary.ok} done, {summary.failed} failed, {summary.skipped} skipped (already done) "
                    f"of {summary.total}; manifest: {args.output}/manifest.jsonl")
         return 1 if summary.failed else 0
@@ -78,3 +84,17 @@ def _preset(args, jobs, weights: str):
 
 
 batch = _Batch()
+
+
+def _check_loras(loras, weights: str) -> None:
+    """Each LoRA file read against the model's layers here, once, so a bad file is one clear error
+    before any worker starts (in a worker it would fail every job)."""
+    if not loras:
+        return
+    from minriff.weights import WeightsFile
+    from minriff.weights.lora import read_lora
+    from minriff.weights.lora_names import Targets
+
+    targets = Targets.for_config(WeightsFile(weights).config)
+    for path, _ in loras:
+        read_lora(path, targets)

@@ -4,7 +4,7 @@
 when `--seconds` is above 30 or a long-piece option is given (`--prompt-at`, `--seed-image`,
 `--clip-px`, `--overlap-px`).
 
-`--control` (all three; minriff/cli/control.py) steers a clip with ControlNets.
+`--control` (all three; minriff/cli/controlnet.py) steers a clip with ControlNets.
 
 Every output (-o, --image, --output-json) is checked before any work (`_check_outputs`) and written
 atomically (minriff.atomic). Seed and mask images given as flags are ids or PNG paths (a value with
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from minriff import atomic, presets
-from minriff.cli import control as control_flags
+from minriff.cli import controlnet as control_flags
 from minriff.cli import int_arg
 from minriff.cli.lora import add_lora_argument, apply_loras, check_lora_files
 from minriff.errors import InputError

@@ -36,6 +36,9 @@ log = logging.getLogger("minriff.server")
 SERVER_FIELDS = {"lora"}  # request fields the server reads itself (not the original's)
 MAX_BODY = 64 * 1024  # the app's requests are ~400 bytes
 DISCONNECT_POLL_S = 0.5
+# A request still running when SIGTERM's grace ends is answered (503 JSON) this long before uvicorn's
+# own deadline, which would cancel the handler and send a plain-text 500 the web app cannot parse.
+GRACE_MARGIN_S = 1.0
 
 
 @dataclass
@@ -72,11 +75,19 @@ class Server:
         self.started = time.monotonic()
         self.previews = _has_taesd(riff)
         self.shutting_down = False
+        self.shutdown_started: float | None = None
 
     def begin_shutdown(self):
         """SIGTERM: refuse new work, cancel what waits, let the running job finish."""
+        if self.shutdown_started is None:
+            self.shutdown_started = time.monotonic()
         self.shutting_down = True
         self.queue.close(cancel_running=False, timeout=0)
+
+    def grace_over(self) -> bool:
+        """SIGTERM's grace period (less GRACE_MARGIN_S) has run out."""
+        return self.shutdown_started is not None and \
+            time.monotonic() - self.shutdown_started >= self.config.shutdown_grace_s - GRACE_MARGIN_S
 
     def check_request(self, req: InferenceInput) -> None:
         steps = req.num_inference_steps
@@ -171,6 +182,10 @@ async def run_inference(request: Request) -> JSONResponse:
         if await request.is_disconnected():  # e.g. the app's proxy gave up after 60 s
             server.queue.cancel(job)
             return error(499, "client disconnected")
+        if server.grace_over():  # stopped at its next check; the answer goes out now, as JSON
+            server.queue.cancel(job)
+            return error(503, f"the server is shutting down: the request was cancelled when the "
+                              f"{server.config.shutdown_grace_s:g} s grace period ran out")
     try:
         return JSONResponse(future.result())
     except Cancelled:

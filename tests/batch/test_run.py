@@ -123,3 +123,39 @@ def test_preset_fast_reaches_every_job(tiny, tmp_path, capsys):
     assert records["f1"]["params"]["scheduler"] == "lcm" and records["f1"]["params"]["steps"] == 4
     assert records["f1"]["params"]["guidance"] == 1.0 and records["f1"]["params"]["cache_interval"] == 2
     assert records["f2"]["params"]["steps"] == 2 and "decoder" not in records["f2"]["params"]
+
+
+def test_lora_is_merged_in_every_worker(tiny, tmp_path, capsys):
+    """--lora FILE:W: each job's image is the API's with that LoRA merged, in this process and in
+    --workers 2 processes; a missing LoRA file is refused before any work."""
+    import numpy as np
+    from PIL import Image
+
+    from minriff import Riffusion
+
+    lora = FIXTURES / "lora" / "kohya.safetensors"
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [
+        {"id": "l1", "kind": "generate", "prompt": "jazz", "duration_s": 0.3, "seed": 1, "steps": 2, "image": True},
+        {"id": "l2", "kind": "generate", "prompt": "rock", "duration_s": 0.3, "seed": 2, "steps": 2,
+         "image": True}])
+    riff = Riffusion.load(tiny, quiet=True)
+    plain = riff.generate_spectrogram("jazz", duration_s=0.3, seed=1, steps=2)
+    riff.load_lora(lora, weight=0.8)
+    want = {"l1": riff.generate_spectrogram("jazz", duration_s=0.3, seed=1, steps=2),
+            "l2": riff.generate_spectrogram("rock", duration_s=0.3, seed=2, steps=2)}
+    assert not np.array_equal(plain, want["l1"])  # the LoRA changes the image, so the check can fail
+    for workers in ("0", "2"):
+        out = tmp_path / f"out{workers}"
+        code = main(["batch", str(jobs), "-o", str(out), "--workers", workers, "--weights", tiny,
+                     "--lora", f"{lora}:0.8", "--quiet"])
+        assert code == 0, capsys.readouterr().err
+        for job_id, image in want.items():
+            assert np.array_equal(np.asarray(Image.open(out / f"{job_id}.png").convert("RGB")), image), workers
+    capsys.readouterr()
+    assert main(["batch", str(jobs), "-o", str(tmp_path / "x"), "--weights", tiny, "--lora", "nope.safetensors"]) == 2
+    assert "LoRA file nope.safetensors not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file at all")
+    assert main(["batch", str(jobs), "-o", str(tmp_path / "y"), "--weights", tiny, "--lora", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.safetensors" in err and "Traceback" not in err and not (tmp_path / "y" / "manifest.jsonl").exists()

@@ -11,7 +11,7 @@ from PIL import Image
 
 from minriff import Riffusion
 from minriff.cli import main
-from minriff.cli.control import parse_spec
+from minriff.cli.controlnet import parse_spec
 from minriff.errors import InputError
 from minriff.weights.controlnet import convert_controlnet, load_controlnet
 from support import FIXTURES, fixture_script
@@ -119,3 +119,22 @@ def test_bench_unet_controlnet(tiny, files, capsys):
     assert "file " in capsys.readouterr().out
     code, err = run(capsys, "bench", "vae", "--quick", "--controlnet")
     assert code == 2 and "--controlnet has no effect on `bench vae`" in err
+
+
+@pytest.mark.parametrize("prep", ["canny", "rhythm", "melody"])
+def test_prep_audio_source_is_the_control_image_command(files, tmp_path, capsys, prep):
+    """--control CN:PREP:clip.wav steers with the map `minriff control-image PREP clip.wav --width W`
+    writes (W: the clip's width), the same image as --control CN:that.png."""
+    import soundfile as sf
+
+    t = np.arange(44100) / 44100
+    tone = 0.3 * np.sin(2 * np.pi * (300 + 400 * t) * t) * (np.mod(t, 0.25) < 0.08)
+    sf.write(tmp_path / "clip.wav", tone.astype(np.float32), 44100)
+    code, err = run(capsys, "control-image", prep, tmp_path / "clip.wav", "-o", tmp_path / "map.png", "--width", 64,
+                    "--quiet")
+    assert code == 0, err
+    cn = files / "a.safetensors"
+    via_prep = generate(capsys, tmp_path / "a.png", "--control", f"{cn}:{prep}:{tmp_path / 'clip.wav'}:0.8")
+    via_png = generate(capsys, tmp_path / "b.png", "--control", f"{cn}:{tmp_path / 'map.png'}:0.8")
+    assert np.array_equal(via_prep, via_png)
+    assert np.asarray(Image.open(tmp_path / "map.png")).max() == 255  # the map has something in it

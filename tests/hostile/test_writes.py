@@ -557,11 +557,13 @@ def cli_cases(tiny, png):
                                   "--weights", bogus],
         "audio2image -o": ["audio2image", wav, "-o", "OUT.png"],
         "image2audio -o": ["image2audio", png, "-o", "OUT"],
+        "control-image -o": ["control-image", "canny", wav, "-o", "OUT.png"],
     }
 
 
 @pytest.mark.parametrize("case", ["init-random -o", "convert -o", "generate -o", "generate --image", "interpolate -o",
-                                  "riffuse -o", "riffuse --output-json", "audio2image -o", "image2audio -o"])
+                                  "riffuse -o", "riffuse --output-json", "audio2image -o", "image2audio -o",
+                                  "control-image -o"])
 @pytest.mark.parametrize("kind", ["char-device", "fifo", "folder"])
 def test_cli_refuses_bad_targets_before_any_work(tiny, spectrogram_png, tmp_path, capsys, case, kind):
     """The reproduction was `init-random -o /dev/full` replacing the device node (exit 0); here

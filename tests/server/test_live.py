@@ -66,3 +66,26 @@ def test_sigterm_finishes_the_running_request_and_refuses_the_rest(live_server):
     code = live.proc.wait(120)
     assert code in (0, -signal.SIGTERM), live.output()  # uvicorn re-raises the signal once it has stopped
     assert "Traceback" not in live.output()
+
+
+def test_a_request_outliving_the_grace_period_gets_json_not_uvicorns_plain_500(live_server):
+    live = live_server("--shutdown-grace", 1)  # grace 1 s less the 1 s margin: answered at the next poll
+    answers = {}
+    slow = {**request("wide"), "num_inference_steps": 90}  # 512 px, 90 steps and Griffin-Lim: seconds
+
+    def post():
+        answers["running"] = httpx.post(live.url + "/run_inference/", json=slow, timeout=300)
+
+    running = threading.Thread(target=post)
+    running.start()
+    end = time.monotonic() + 120
+    while (live.health()["queue"]["running"] or {}).get("kind") != "http":
+        assert time.monotonic() < end and running.is_alive()
+        time.sleep(0.05)
+    live.proc.send_signal(signal.SIGTERM)
+    running.join(120)
+    r = answers["running"]
+    assert r.status_code == 503 and r.headers["content-type"].startswith("application/json"), r.text
+    assert "grace period" in r.json()["error"]
+    assert live.proc.wait(120) in (0, -signal.SIGTERM), live.output()
+    assert "Traceback" not in live.output()
