@@ -29,16 +29,14 @@ import re
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from minriff import atomic
 from minriff.configs import CONTROLNET_PRESETS, ConfigError, ControlNetConfig
 from minriff.errors import WeightsError
 from minriff.models import nn, random_controlnet
 from minriff.models.controlnet import ControlNetModel
 from minriff.weights.convert import Ref, _read_json, ldm_unet_key, read_component, read_tensor_file
-from minriff.weights.format import FORMAT, STORE_DTYPES, _fits_fp16, file_kind
-from minriff.weights.safetensors import SafetensorsFile, write_safetensors
+from minriff.weights.format import SingleModelFile, write_single_model
+from minriff.weights.safetensors import SafetensorsFile
 
 PREFIX = "controlnet."
 ORIGINAL_PREFIX = "control_model."
@@ -180,19 +178,7 @@ def _parsed(config: dict, where) -> ControlNetConfig:
 def write_controlnet(out, tensors: dict, config: dict, source: dict | None = None, dtype: str = "fp16") -> int:
     """Write a ControlNet file. `tensors`: {diffusers key: (shape, read[, release])}; `config`: the
     ControlNetModel config dict (stored without diffusers' `_` bookkeeping keys)."""
-    if dtype not in STORE_DTYPES:
-        raise WeightsError(f"dtype {dtype!r}: choose fp16 or fp32")
-    name = STORE_DTYPES[dtype]
-    entries = []
-    for key, (shape, read, *release) in sorted(tensors.items()):
-        full = PREFIX + key
-        entries.append((full, shape, name, _fits_fp16(full, read) if name == "F16" else read, *release))
-    config = {k: v for k, v in config.items() if not k.startswith("_")}
-    meta = {"format": FORMAT, "config": {"controlnet": config}, "source": source or {}}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_safetensors(out, entries, {k: json.dumps(v) for k, v in meta.items()})
-    return len(entries)
+    return write_single_model(out, "controlnet", PREFIX, tensors, config, source, dtype)
 
 
 def convert_controlnet(src, out, dtype: str = "fp16", config=None, log=None) -> int:
@@ -222,7 +208,9 @@ def write_random_controlnet(out, config: str = "sd15", dtype: str = "fp16", seed
 # ----------------------------------------------------------------------------- loading
 
 
-class ControlNetFile:
+class ControlNetFile(SingleModelFile):
+    prefix = PREFIX
+
     def __init__(self, path):
         self.path = Path(path)
         if not self.path.is_file():
@@ -231,28 +219,14 @@ class ControlNetFile:
             self.tensors = SafetensorsFile(path)
         except WeightsError as e:
             raise WeightsError(f"{self.path} is not a minriff ControlNet file ({e}); {HOW_TO_GET}") from None
-        meta = self.tensors.metadata
-        if "minriff" not in meta.get("format", "") or file_kind(meta) != "controlnet":
-            raise WeightsError(f"{self.path} is not a minriff ControlNet file; {HOW_TO_GET}")
-        if json.loads(meta["format"]) != FORMAT:
-            raise WeightsError(f"{self.path}: format {meta['format']} is not supported (this minriff reads {FORMAT!r})")
-        self.config = _parsed(json.loads(meta["config"])["controlnet"], self.path)
-        self.source = json.loads(meta.get("source", "{}"))
-
-    def tensor_names(self) -> list[str]:
-        return [k[len(PREFIX):] for k in self.tensors if k.startswith(PREFIX)]
+        config, self.source = self._read_header("controlnet", "ControlNet", HOW_TO_GET)
+        self.config = _parsed(config, self.path)
 
     def load(self, dtype=None) -> ControlNetModel:
         """The model, weights held as stored (dtype None: fp16 files stay fp16, computing in float32)
         or cast to `dtype`."""
         tensors = {key: self.tensors[PREFIX + key] for key in self.tensor_names()}
         return nn.load(ControlNetModel(self.config), tensors, what="ControlNet", dtype=dtype)
-
-    def summary(self) -> dict:
-        names = self.tensor_names()
-        dtypes = sorted({self.tensors.dtype_name(PREFIX + k) for k in names})
-        params = sum(int(np.prod(self.tensors.shape(PREFIX + k))) for k in names)
-        return {"tensors": len(names), "parameters": params, "dtypes": dtypes}
 
 
 def load_controlnet(path, dtype=None) -> ControlNetModel:

@@ -322,6 +322,49 @@ def write_weights(out, tensors: dict, configs: dict, vocab=None, merges=None, sc
     return len(entries)
 
 
+def write_single_model(out, kind: str, prefix: str, tensors: dict, config: dict, source: dict | None = None,
+                       dtype: str = "fp16") -> int:
+    """Write a file holding one model beside the main weights (`kind` "taesd" or "controlnet", see
+    `file_kind`): `tensors` {diffusers key: (shape, read[, release])} stored under `prefix`; `config`
+    the model's config dict (stored without diffusers' `_` bookkeeping keys)."""
+    if dtype not in STORE_DTYPES:
+        raise WeightsError(f"dtype {dtype!r}: choose fp16 or fp32")
+    name = STORE_DTYPES[dtype]
+    entries = []
+    for key, (shape, read, *release) in sorted(tensors.items()):
+        full = prefix + key
+        entries.append((full, shape, name, _fits_fp16(full, read) if name == "F16" else read, *release))
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    meta = {"format": FORMAT, "config": {kind: config}, "source": source or {}}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_safetensors(out, entries, {k: json.dumps(v) for k, v in meta.items()})
+    return len(entries)
+
+
+class SingleModelFile:
+    """What a single-model file (`write_single_model`) offers once opened: `self.path`, `self.tensors`
+    (a SafetensorsFile) and `self.prefix` are set by the subclass; `_read_header` checks the kind and
+    format and returns (config dict, source)."""
+
+    def _read_header(self, kind: str, label: str, how_to_get: str) -> tuple[dict, dict]:
+        meta = self.tensors.metadata
+        if "minriff" not in meta.get("format", "") or file_kind(meta) != kind:
+            raise WeightsError(f"{self.path} is not a minriff {label} file; {how_to_get}")
+        if json.loads(meta["format"]) != FORMAT:
+            raise WeightsError(f"{self.path}: format {meta['format']} is not supported (this minriff reads {FORMAT!r})")
+        return json.loads(meta["config"])[kind], json.loads(meta.get("source", "{}"))
+
+    def tensor_names(self) -> list[str]:
+        return [k[len(self.prefix):] for k in self.tensors if k.startswith(self.prefix)]
+
+    def summary(self) -> dict:
+        names = self.tensor_names()
+        dtypes = sorted({self.tensors.dtype_name(self.prefix + k) for k in names})
+        params = sum(int(np.prod(self.tensors.shape(self.prefix + k))) for k in names)
+        return {"tensors": len(names), "parameters": params, "dtypes": dtypes}
+
+
 def _fits_fp16(name: str, read):
     """read() plus a check that fp16 storage will not turn large weights into inf."""
     def make():

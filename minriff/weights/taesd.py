@@ -38,8 +38,8 @@ from minriff.models import nn, random_taesd
 from minriff.models.taesd import AutoencoderTiny
 from minriff.weights.convert import Ref, _read_json, read_component, read_tensor_file
 from minriff.weights.download import download_repo
-from minriff.weights.format import FORMAT, STORE_DTYPES, _fits_fp16, _newest, file_kind
-from minriff.weights.safetensors import SafetensorsFile, write_safetensors
+from minriff.weights.format import SingleModelFile, _newest, write_single_model
+from minriff.weights.safetensors import SafetensorsFile
 
 REPO = "madebyollin/taesd"
 FILES = ("config.json", "diffusion_pytorch_model.safetensors")  # what the conversion reads
@@ -146,19 +146,7 @@ def taesd_config(config: dict, where) -> TAESDConfig:
 def write_taesd(out, tensors: dict, config: dict, source: dict | None = None, dtype: str = "fp16") -> int:
     """Write a TAESD file. `tensors`: {diffusers key: (shape, read[, release])}; `config`: the
     AutoencoderTiny config dict (stored without diffusers' `_` bookkeeping keys)."""
-    if dtype not in STORE_DTYPES:
-        raise WeightsError(f"dtype {dtype!r}: choose fp16 or fp32")
-    name = STORE_DTYPES[dtype]
-    entries = []
-    for key, (shape, read, *release) in sorted(tensors.items()):
-        full = PREFIX + key
-        entries.append((full, shape, name, _fits_fp16(full, read) if name == "F16" else read, *release))
-    config = {k: v for k, v in config.items() if not k.startswith("_")}
-    meta = {"format": FORMAT, "config": {"taesd": config}, "source": source or {}}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_safetensors(out, entries, {k: json.dumps(v) for k, v in meta.items()})
-    return len(entries)
+    return write_single_model(out, "taesd", PREFIX, tensors, config, source, dtype)
 
 
 def convert_taesd(src, out, dtype: str = "fp16", log=None) -> int:
@@ -187,20 +175,14 @@ def write_random_taesd(out, config: str = "taesd", dtype: str = "fp16", seed: in
 # ----------------------------------------------------------------------------- loading, finding
 
 
-class TAESDFile:
+class TAESDFile(SingleModelFile):
+    prefix = PREFIX
+
     def __init__(self, path):
         self.path = Path(path)
         self.tensors = SafetensorsFile(path)
-        meta = self.tensors.metadata
-        if "minriff" not in meta.get("format", "") or file_kind(meta) != "taesd":
-            raise WeightsError(f"{self.path} is not a minriff TAESD file; {HOW_TO_GET}")
-        if json.loads(meta["format"]) != FORMAT:
-            raise WeightsError(f"{self.path}: format {meta['format']} is not supported (this minriff reads {FORMAT!r})")
-        self.config = taesd_config(json.loads(meta["config"])["taesd"], self.path)
-        self.source = json.loads(meta.get("source", "{}"))
-
-    def tensor_names(self) -> list[str]:
-        return [k[len(PREFIX):] for k in self.tensors if k.startswith(PREFIX)]
+        config, self.source = self._read_header("taesd", "TAESD", HOW_TO_GET)
+        self.config = taesd_config(config, self.path)
 
     def load(self, dtype=np.float32) -> AutoencoderTiny:
         cast = {}
@@ -208,12 +190,6 @@ class TAESDFile:
             a = self.tensors[PREFIX + key]
             cast[key] = a.astype(dtype) if a.dtype != dtype else a
         return nn.load(AutoencoderTiny(self.config), cast, what="TAESD", dtype=dtype)
-
-    def summary(self) -> dict:
-        names = self.tensor_names()
-        dtypes = sorted({self.tensors.dtype_name(PREFIX + k) for k in names})
-        params = sum(int(np.prod(self.tensors.shape(PREFIX + k))) for k in names)
-        return {"tensors": len(names), "parameters": params, "dtypes": dtypes}
 
 
 def load_taesd(path, dtype=np.float32) -> AutoencoderTiny:
