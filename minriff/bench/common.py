@@ -21,6 +21,19 @@ def timeit(fn, repeat: int = 5, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def interleaved_medians(steps: dict, repeat: int, settle_s: float = 0.0) -> dict:
+    """{name: median seconds} of each callable in `steps`, timed in `repeat` interleaved rounds (each
+    round runs every step once, after `settle_s` of sleep), so machine load hits every step alike."""
+    times = {name: [] for name in steps}
+    for _ in range(repeat):
+        for name, step in steps.items():
+            time.sleep(settle_s)
+            t0 = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def sgemm_gflops(n: int = 1024, repeat: int = 5) -> float:
     """Same-run BLAS peak estimate: float32 n×n×n matmul."""
     rng = np.random.default_rng(0)

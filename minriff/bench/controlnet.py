@@ -12,13 +12,10 @@ about 1 + k · (ratio - 1) plain steps.
 """
 from __future__ import annotations
 
-import statistics
-import time
-
 import numpy as np
 
 from minriff import kernels
-from minriff.bench.common import emit, peak_rss_mb
+from minriff.bench.common import emit, interleaved_medians, peak_rss_mb
 from minriff.bench.ops import SETTLE_S
 from minriff.configs import CONTROLNET_PRESETS
 from minriff.controlnet import check_fits
@@ -71,17 +68,10 @@ def run(args, model, cfg, source: str, arrays: tuple, dtype) -> int:
     plain = F.to_host(steps["plain"]())  # also the first calls (kernel compilation), untimed
     changed = float(np.abs(F.to_host(controlled()) - plain).max() / np.abs(plain).max())
     guessed()
-    times = {name: [] for name in steps}
     repeat = max(3, args.repeat or 3)
-    for _ in range(repeat):  # interleaved, so machine load hits every kind of step alike
-        for name, step in steps.items():
-            time.sleep(SETTLE_S)
-            t0 = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - t0)
-    base = statistics.median(times["plain"])
-    rows = [dict(step=name, seconds=statistics.median(ts), ratio_to_plain=statistics.median(ts) / base)
-            for name, ts in times.items()]
+    medians = interleaved_medians(steps, repeat, SETTLE_S)
+    base = medians["plain"]
+    rows = [dict(step=name, seconds=s, ratio_to_plain=s / base) for name, s in medians.items()]
     hw = arrays[0].shape[-1]
     extra = dict(weights=source, controlnet=net_source, batch=arrays[0].shape[0], latent=f"{hw}x{hw}",
                  hint=f"{H}x{W}", repeat=repeat, peak_rss_mb=round(peak_rss_mb()),

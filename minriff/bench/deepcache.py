@@ -10,13 +10,10 @@ steps per step (the `run_cost_interval_3` column for N = 3; the text encoder, VA
 """
 from __future__ import annotations
 
-import statistics
-import time
-
 import numpy as np
 
 from minriff import kernels
-from minriff.bench.common import emit, peak_rss_mb
+from minriff.bench.common import emit, interleaved_medians, peak_rss_mb
 from minriff.bench.ops import SETTLE_S
 from minriff.errors import InputError
 
@@ -38,18 +35,11 @@ def run(args, model, cfg, source: str, arrays: tuple) -> int:
              f"full + cache (branch {branches[0]})": lambda: model.deep_cache_full(x, t, ctx, branches[0])}
     for b in branches:
         steps[f"cached, branch {b}"] = lambda b=b: model.deep_cache_step(x, t, ctx, b, features[b])
-    times = {name: [] for name in steps}
     repeat = max(3, args.repeat or 3)
-    for _ in range(repeat):  # interleaved, so machine load hits every kind of step alike
-        for name, step in steps.items():
-            time.sleep(SETTLE_S)
-            t0 = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - t0)
-    full = statistics.median(times["full"])
+    medians = interleaved_medians(steps, repeat, SETTLE_S)
+    full = medians["full"]
     rows = []
-    for name, ts in times.items():
-        s = statistics.median(ts)
+    for name, s in medians.items():
         branch = int(name.rsplit(" ", 1)[1]) if name.startswith("cached") else None
         rows.append(dict(step=name, seconds=s, ratio_to_full=s / full, speedup=full / s,
                          run_cost_interval_3=(1 + 2 * s / full) / 3 if branch is not None else None,
