@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,10 +76,7 @@ def test_positions_follow_the_scheduler_list_as_the_helper_does(riff, name, monk
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     oracle("torch"), oracle("diffusers"), oracle("transformers"), oracle("DeepCache")
-    tmp = tmp_path_factory.mktemp("tiny_sd")
-    comps = base.build_components(Path(tmp))
-    base.write_minriff_weights(comps, tmp / "tiny.safetensors")
-    return comps, Riffusion.load(tmp / "tiny.safetensors", quiet=True)
+    return base.live_pipeline(tmp_path_factory.mktemp("tiny_sd"))
 
 
 @pytest.mark.oracle

@@ -8,8 +8,6 @@ tests/fixtures/make_pipeline_lcm_tcd.py); `pytest -m oracle` runs diffusers live
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -65,10 +63,7 @@ def live(tmp_path_factory):
     oracle("torch")
     oracle("diffusers")
     oracle("transformers")
-    tmp = tmp_path_factory.mktemp("tiny_sd")
-    comps = base.build_components(Path(tmp))
-    base.write_minriff_weights(comps, tmp / "tiny.safetensors")
-    return comps, Riffusion.load(tmp / "tiny.safetensors", quiet=True)
+    return base.live_pipeline(tmp_path_factory.mktemp("tiny_sd"))
 
 
 @pytest.mark.oracle

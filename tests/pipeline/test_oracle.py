@@ -7,8 +7,6 @@ tests/fixtures/make_pipeline.py); `pytest -m oracle` runs diffusers live on fres
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -58,12 +56,7 @@ def live(tmp_path_factory):
     oracle("torch")
     oracle("diffusers")
     oracle("transformers")
-    from minriff import Riffusion
-
-    tmp = tmp_path_factory.mktemp("tiny_sd")
-    comps = make.build_components(Path(tmp))
-    make.write_minriff_weights(comps, tmp / "tiny.safetensors")
-    return comps, Riffusion.load(tmp / "tiny.safetensors", quiet=True)
+    return make.live_pipeline(tmp_path_factory.mktemp("tiny_sd"))
 
 
 @pytest.mark.oracle
