@@ -57,7 +57,7 @@ from minriff import atomic, controlnet, deepcache, kernels, longform, prompt_wei
 from minriff import remix as remix_mod
 from minriff.audio.spectrogram import SpectrogramParams, audio_to_image, image_to_audio
 from minriff.configs import SD15_SCHEDULER, ModelConfig
-from minriff.errors import InputError, NumericsError, WeightsError
+from minriff.errors import InputError, MinriffError, NumericsError, WeightsError
 from minriff.inputs import (
     HEIGHT,
     MAX_PROMPT_CHARS,
@@ -349,6 +349,14 @@ class Riffusion:
                                    f"{taesd_weights.HOW_TO_GET}")
             self._taesd = self._attach_taesd(taesd_weights.load_taesd(path))
         return self._taesd
+
+    @property
+    def has_taesd(self) -> bool:
+        """Whether TAESD is at hand (loads it, as `taesd` does); False instead of its error."""
+        try:
+            return self.taesd is not None
+        except MinriffError:
+            return False
 
     def _attach_taesd(self, model):
         if model.config.latent_channels != self.latent_channels or model.downscale != self.latent_downscale:

@@ -8,7 +8,7 @@ import sys
 from minriff import presets
 from minriff.cli.lora import add_lora_argument, apply_loras, check_lora_files
 from minriff.deepcache import DeepCache
-from minriff.errors import InputError, MinriffError
+from minriff.errors import InputError
 
 
 class _Serve:
@@ -85,7 +85,7 @@ class _Serve:
 
         riff = Riffusion.load(args.weights, backend=args.backend, taesd=args.taesd, decoder=args.decoder or "full",
                               encoder=args.encoder or "full", scheduler=args.scheduler)
-        if args.decoder == "taesd" and args.preset and not {"decoder", "taesd"} & args.given and not _has_taesd(riff):
+        if args.decoder == "taesd" and args.preset and not {"decoder", "taesd"} & args.given and not riff.has_taesd:
             riff.decoder = "full"
             if "encoder" not in args.given:
                 riff.encoder = "full"
@@ -118,12 +118,5 @@ def _apply_preset(args) -> None:
         setattr(args, key, value)
     if "encoder" not in args.given and args.decoder == "taesd" and "decoder" not in args.given:
         args.encoder = "taesd"
-
-
-def _has_taesd(riff) -> bool:
-    try:
-        return riff.taesd is not None
-    except MinriffError:
-        return False
 
 serve = _Serve()

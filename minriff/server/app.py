@@ -73,7 +73,7 @@ class Server:
         self.listeners = Listeners(self)
         self.loras = dict(loras or {})  # name -> default weight (LoRAs loaded at start)
         self.started = time.monotonic()
-        self.previews = _has_taesd(riff)
+        self.previews = riff.has_taesd  # loads it (found beside the weights, $MINRIFF_TAESD, --taesd)
         self.shutting_down = False
         self.shutdown_started: float | None = None
 
@@ -142,13 +142,6 @@ class Server:
 
 def _name(scheduler) -> str | None:
     return scheduler if isinstance(scheduler, str) or scheduler is None else type(scheduler).__name__
-
-
-def _has_taesd(riff) -> bool:
-    try:
-        return riff.taesd is not None  # loads it (found beside the weights, $MINRIFF_TAESD, --taesd)
-    except MinriffError:
-        return False
 
 
 async def run_inference(request: Request) -> JSONResponse:
