@@ -30,6 +30,7 @@ from numba import njit, prange
 
 from minriff.kernels.cpu import weightgemm
 from minriff.kernels.cpu import winograd as cpu_winograd
+from minriff.kernels.cpu import winograd4 as cpu_winograd4
 from minriff.kernels.cpu.blas import gemm_into, run_items
 from minriff.kernels.cpu.elementwise import add_bias_channels
 from minriff.kernels.cpu.half import as_float32
@@ -42,7 +43,9 @@ TAPS_MIN_CHANNELS = 64  # below this a K = C GEMM per tap is too thin; im2col's 
 BATCH_COLUMNS = 512  # at most this many output pixels in the whole batch: one im2col GEMM
 WINOGRAD_MIN_CHANNELS = 64  # input channels; and >= 4 output channels (VAE's 128 -> 3 is faster by taps)
 WINOGRAD_MIN_PIXELS = 256  # output pixels per image (16x16); at 8x8 the batch path was 1.0-1.3x faster
-PATHS = ("1x1", "batch", "winograd", "taps", "im2col")
+WINOGRAD4_MIN_CHANNELS = 10**9  # set from measurements
+WINOGRAD4_MIN_PIXELS = 32 * 32
+PATHS = ("1x1", "batch", "winograd4", "winograd", "taps", "im2col")
 FORCE_PATH = None  # tests: one of PATHS to run every conv it applies to through that path
 
 
@@ -120,6 +123,11 @@ def im2col(x, kh, kw, stride, top, left, oh0, Wo, cols):
                     cols[r, base + ow] = x[c, ih, iw] if 0 <= iw < W else np.float32(0)
 
 
+def _winograd4_wins(C, O, Ho, Wo) -> bool:
+    """Where F(4x4, 3x3) measured faster than F(2x2, 3x3) (module docstring)."""
+    return C >= WINOGRAD4_MIN_CHANNELS and O >= WINOGRAD4_MIN_CHANNELS and Ho * Wo >= WINOGRAD4_MIN_PIXELS
+
+
 def choose_path(xshape, wshape, stride, pads) -> str:
     """Which of PATHS conv2d takes (see the module docstring); FORCE_PATH wins where it applies."""
     N, C, H, W = xshape
@@ -130,6 +138,7 @@ def choose_path(xshape, wshape, stride, pads) -> str:
     fits = {
         "1x1": kh == kw == 1 and stride == 1 and pads == (0, 0, 0, 0),
         "batch": 4 * C * kh * kw * N * Ho * Wo <= COLS_LIMIT_BYTES,
+        "winograd4": kh == kw == 3 and stride == 1,
         "winograd": kh == kw == 3 and stride == 1,
         "taps": stride == 1,
         "im2col": True,
@@ -138,6 +147,8 @@ def choose_path(xshape, wshape, stride, pads) -> str:
         return FORCE_PATH
     if fits["1x1"]:
         return "1x1"
+    if fits["winograd4"] and _winograd4_wins(C, O, Ho, Wo):
+        return "winograd4"
     if fits["winograd"] and C >= WINOGRAD_MIN_CHANNELS and O >= 4 and Ho * Wo >= WINOGRAD_MIN_PIXELS:
         return "winograd"
     if fits["batch"] and N * Ho * Wo <= BATCH_COLUMNS:
@@ -159,7 +170,7 @@ def conv2d(x, w, b, stride, pads):
     path = choose_path(x.shape, w.shape, stride, pads)
     # float16 weights: Winograd widens them as it transforms them, the batch path per block of
     # rows; the others widen the whole weight first
-    w2 = None if path in ("winograd", "batch") else as_float32(w, "weight").reshape(O, C * kh * kw)
+    w2 = None if path in ("winograd4", "winograd", "batch") else as_float32(w, "weight").reshape(O, C * kh * kw)
     if path == "1x1":
         x3 = x.reshape(N, C, H * W)
         items = [(n, c0, min(c0 + BAND_COLUMNS, H * W)) for n in range(N) for c0 in range(0, H * W, BAND_COLUMNS)]
@@ -183,6 +194,9 @@ def conv2d(x, w, b, stride, pads):
         else:
             np.matmul(as_float32(w, "weight").reshape(O, K), cols, out=y2)
         y[:] = y2.reshape(O, N, P).transpose(1, 0, 2)
+    elif path == "winograd4":
+        cpu_winograd4.conv3x3(x, w, b, pads, y.reshape(N, O, Ho, Wo))
+        return y.reshape(N, O, Ho, Wo)
     elif path == "winograd":
         cpu_winograd.conv3x3(x, w, b, pads, y.reshape(N, O, Ho, Wo))
         return y.reshape(N, O, Ho, Wo)

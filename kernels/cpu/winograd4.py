@@ -1,0 +1,254 @@
+"""3x3 stride-1 convolution by Winograd's minimal filtering F(4x4, 3x3) on the CPU.
+
+Each 4x4 block of output pixels (a "tile") is computed from the 6x6 input patch under it,
+Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A, with the interpolation points 0, ±1, ±2 and ∞ (Lavin & Gray,
+"Fast Algorithms for Convolutional Neural Networks", 2015):
+
+    Bᵀ = [4  0 -5  0  1  0]   G = [ 1/4     0     0  ]   Aᵀ = [1  1  1  1  1  0]
+         [0 -4 -4  1  1  0]       [-1/6  -1/6  -1/6 ]        [0  1 -1  2 -2  0]
+         [0  4 -4 -1  1  0]       [-1/6   1/6  -1/6 ]        [0  1  1  4  4  0]
+         [0 -2 -1  2  1  0]       [1/24  1/12  1/6  ]        [0  1 -1  8 -8  1]
+         [0  2 -1 -2  1  0]       [1/24 -1/12  1/6  ]
+         [0  4  0 -5  0  1]       [  0     0     1  ]
+
+(BT, G, AT below; tests/kernels/test_winograd4.py checks them against a direct conv in float64).
+Summed over input channels that is 36 GEMMs  M[e] (O, T) = U[e] (O, C) @ V[e] (C, T): 36
+multiplies per 16 outputs (2.25 per output, F(2x2, 3x3) needs 4), and V holds 2.25 floats per
+output pixel instead of 4. The price: U is 36·O·C floats (4x the weights), and the transforms
+have entries up to 8, so float32 rounding grows (measured in the tests: max error relative to
+|x| conv |w| ~1e-6 at SD shapes, against ~2e-7 for F(2x2, 3x3)). G's thirds and sixths are not
+exact in binary: U = G g Gᵀ is computed in float64 and rounded once.
+
+Work items (cpu_blas.run_items threads, BLAS single-threaded), as winograd.py:
+- images with many tiles (>= SPLIT_TILES): a band of tile rows of one image: pad the band's
+  input rows (winograd.pad_band), input transform into V, 36 sgemm calls, output transform
+  (plus bias) straight into y.
+- fewer tiles: the whole batch's V once, an item is a block of output channels (U is then the
+  big operand, streamed once).
+Items depend on the shape only: results do not depend on the thread count.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from minriff.kernels.cpu import blas as cpu_blas
+from minriff.kernels.cpu.blas import run_items, sgemm
+from minriff.kernels.cpu.half import widen
+from minriff.kernels.cpu.vecmath import FMA_FLAGS, prefer_wide_vectors
+from minriff.kernels.cpu.winograd import pad_band
+from minriff.kernels.cpu.workspace import buffer
+
+BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0],
+               [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], np.float64)
+G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
+              [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], np.float64)
+AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], np.float64)
+
+_SIXTH = 1.0 / 6.0
+_2, _4, _5, _8 = np.float32(2), np.float32(4), np.float32(5), np.float32(8)  # float32 * int would be float64
+TILES_PER_ITEM = 64  # GEMM width T of the band path
+MIN_ITEMS = 4  # work items per conv at least
+SPLIT_TILES = 65  # tiles per image from which items are bands of tile rows
+CHANNEL_BLOCK = 128  # output channels per item below that
+
+
+@njit(inline="always", error_model="numpy")
+def _g6(a, b, c):
+    """G (a, b, c)ᵀ in float64 (products by the rounded 1/6 and 1/24 stay within float64's
+    precision: rounding to float32 afterwards is the only loss that matters)."""
+    s = a + c
+    q, h = 0.25 * a + c, 0.5 * b
+    return 0.25 * a, -(s + b) * _SIXTH, (b - s) * _SIXTH, (q + h) * _SIXTH, (q - h) * _SIXTH, c
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def transform_weights(w, u):
+    """w (O, C, 3, 3) float32 or float16 bits -> u (36, O, C) float32: u[6r + s, o, c] =
+    (G w[o, c] Gᵀ)[r, s], computed in float64 and rounded once. Per output channel: the taps
+    gathered into (9, C) float64, then loops over c (contiguous, vectorised) for each row r."""
+    O, C = w.shape[0], w.shape[1]
+    for o in prange(O):
+        taps = np.empty((9, C), np.float64)
+        gg = np.empty((18, C), np.float64)  # G g: row r, column j at 3r + j
+        for c in range(C):
+            for k in range(9):
+                taps[k, c] = np.float64(widen(w[o, c, k // 3, k % 3]))
+        for j in range(3):
+            for c in range(C):
+                col = _g6(taps[j, c], taps[3 + j, c], taps[6 + j, c])
+                for r in range(6):
+                    gg[3 * r + j, c] = col[r]
+        for r in range(6):
+            for c in range(C):
+                e = _g6(gg[3 * r, c], gg[3 * r + 1, c], gg[3 * r + 2, c])
+                for s in range(6):
+                    u[6 * r + s, o, c] = np.float32(e[s])
+
+
+@njit(inline="always", error_model="numpy", fastmath=FMA_FLAGS)
+def _bt(r0, r1, r2, r3, r4, r5):
+    """Bᵀ (r0..r5)ᵀ."""
+    a, b = r4 - _4 * r2, r3 - _4 * r1
+    c, d = r4 - r2, _2 * (r3 - r1)
+    return _4 * r0 - _5 * r2 + r4, a + b, a - b, c + d, c - d, _4 * r1 - _5 * r3 + r5
+
+
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, nogil=True)
+def input_transform(xp, tr0, tr1, tw, rows, v):
+    """xp (C, Hp, Wp) zero-padded input -> v (36, C, T): v[6r + s, c, t] = (Bᵀ d B)[r, s] for the
+    patch d = xp[c, 4ti : 4ti + 6, 4tj : 4tj + 6] of tile t = (ti - tr0) * tw + tj. rows (6, Wp)
+    scratch: Bᵀ on six input rows (all columns at once), then B along each (stride-4 reads)."""
+    prefer_wide_vectors()
+    C, _, Wp = xp.shape
+    for c in range(C):
+        for ti in range(tr0, tr1):
+            x0, x1, x2, x3, x4, x5 = (xp[c, 4 * ti], xp[c, 4 * ti + 1], xp[c, 4 * ti + 2], xp[c, 4 * ti + 3],
+                                      xp[c, 4 * ti + 4], xp[c, 4 * ti + 5])
+            for k in range(Wp):
+                t = _bt(x0[k], x1[k], x2[k], x3[k], x4[k], x5[k])
+                for i in range(6):
+                    rows[i, k] = t[i]
+            base = (ti - tr0) * tw
+            for i in range(6):
+                row = rows[i]
+                for tj in range(tw):
+                    k = 4 * tj
+                    t = _bt(row[k], row[k + 1], row[k + 2], row[k + 3], row[k + 4], row[k + 5])
+                    for s in range(6):
+                        v[6 * i + s, c, base + tj] = t[s]
+
+
+@njit(inline="always", error_model="numpy", fastmath=FMA_FLAGS)
+def _at(m0, m1, m2, m3, m4, m5):
+    """Aᵀ (m0..m5)ᵀ."""
+    a, b, c, d = m1 + m2, m1 - m2, m3 + m4, m3 - m4
+    return m0 + a + c, b + _2 * d, a + _4 * c, b + _8 * d + m5
+
+
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, nogil=True)
+def output_transform(m, tr0, tr1, tw, bias, has_bias, y, p):
+    """m (36, O, T) -> y (O, Ho, Wo) for the tile rows tr0 .. tr1: the 4x4 block Aᵀ m A (+ bias)
+    of each tile, clipped at the bottom and right edges. p (4, 6, tw) scratch: Aᵀ m for a row of
+    tiles (contiguous loops over tiles), then A along it."""
+    prefer_wide_vectors()
+    O, Ho, Wo = y.shape
+    for o in range(O):
+        bo = bias[o] if has_bias else np.float32(0)
+        for ti in range(tr0, tr1):
+            base = (ti - tr0) * tw
+            for s in range(6):
+                for tj in range(tw):
+                    t = base + tj
+                    q = _at(m[s, o, t], m[6 + s, o, t], m[12 + s, o, t], m[18 + s, o, t], m[24 + s, o, t],
+                            m[30 + s, o, t])
+                    p[0, s, tj], p[1, s, tj], p[2, s, tj], p[3, s, tj] = q
+            for r in range(4):
+                oh = 4 * ti + r
+                if oh >= Ho:
+                    break
+                yr = y[o, oh]
+                for tj in range(tw):
+                    q = _at(p[r, 0, tj], p[r, 1, tj], p[r, 2, tj], p[r, 3, tj], p[r, 4, tj], p[r, 5, tj])
+                    ow = 4 * tj
+                    if ow + 3 < Wo:
+                        yr[ow], yr[ow + 1], yr[ow + 2], yr[ow + 3] = q[0] + bo, q[1] + bo, q[2] + bo, q[3] + bo
+                    else:
+                        for k in range(Wo - ow):
+                            yr[ow + k] = q[k] + bo
+
+
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, nogil=True)
+def winograd4_rows(fn, kind, xp, u, bias, has_bias, y, tr0, tr1, tw, v, m):
+    """y[:, 4*tr0 : 4*tr1] of one image. xp (C, Hp, Wp) padded input, u (36, O, C) transformed
+    weights; v (36, C, >= T), m (36, O, >= T) scratch for T = (tr1 - tr0) * tw tiles."""
+    C = xp.shape[0]
+    O = u.shape[1]
+    T = (tr1 - tr0) * tw
+    rows = np.empty((6, xp.shape[2]), np.float32)
+    input_transform(xp, tr0, tr1, tw, rows, v[:, :, :T])
+    ldv, ldm = v.shape[2], m.shape[2]
+    for e in range(36):
+        sgemm(fn, kind, O, T, C, u[e].ctypes.data, C, v[e].ctypes.data, ldv, np.float32(0), m[e].ctypes.data, ldm)
+    output_transform(m[:, :, :T], tr0, tr1, tw, bias, has_bias, y, np.empty((4, 6, tw), np.float32))
+
+
+@njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, nogil=True)
+def winograd4_channels(fn, kind, v, u, o0, o1, bias, has_bias, y, th, tw, m):
+    """y[:, o0:o1] of every image from the whole batch's transformed input v (36, C, N·th·tw):
+    36 GEMMs (o1-o0, C) @ (C, N·th·tw) into m (36, >= o1-o0, >= N·th·tw), then the output
+    transform image by image."""
+    C, T = v.shape[1], v.shape[2]
+    ob = o1 - o0
+    per_image = th * tw
+    ldv, ldm = v.strides[1] // 4, m.strides[1] // 4
+    for e in range(36):
+        sgemm(fn, kind, ob, T, C, u[e].ctypes.data + 4 * o0 * C, C, v[e].ctypes.data, ldv, np.float32(0),
+              m[e].ctypes.data, ldm)
+    p = np.empty((4, 6, tw), np.float32)
+    for n in range(y.shape[0]):
+        output_transform(m[:, :ob, n * per_image : (n + 1) * per_image], 0, th, tw,
+                         bias[o0:o1] if has_bias else bias, has_bias, y[n, o0:o1], p)
+
+
+def tile_rows_per_item(th: int, tw: int, images: int) -> int:
+    """Tile rows per band item: about TILES_PER_ITEM tiles, halved until there are MIN_ITEMS
+    items. A function of the shape only (never of the thread count: the GEMM width could change
+    OpenBLAS's kernel choice, and with it the bits)."""
+    rows = max(1, TILES_PER_ITEM // tw)
+    while rows > 1 and images * -(-th // rows) < MIN_ITEMS:
+        rows //= 2
+    return rows
+
+
+def conv3x3(x, w, b, pads, y, u=None):
+    """y (N, O, Ho, Wo) = conv of x (N, C, H, W) with w (O, C, 3, 3), stride 1, pads (top, bottom,
+    left, right); float32 contiguous (w may be float16 bits, half.bits_or_float32). u: the
+    weights already transformed (36, O, C) float32 (transform_weights), else computed here."""
+    N, C, H, W = x.shape
+    O = w.shape[0]
+    top, bottom, left, right = pads
+    Ho, Wo = H + top + bottom - 2, W + left + right - 2
+    th, tw = -(-Ho // 4), -(-Wo // 4)
+    Hp, Wp = 4 * th + 2, 4 * tw + 2  # whole tiles: the last patches may read zeros past the padding
+    if u is None:
+        u = np.empty((36, O, C), np.float32)
+        transform_weights(w, u)
+    elif u.shape != (36, O, C) or u.dtype != np.float32 or not u.flags.c_contiguous:
+        raise ValueError(f"winograd4: transformed weights must be float32 (36, {O}, {C}), got {u.dtype} {u.shape}")
+    has_bias = b is not None
+    bias = b if has_bias else np.zeros(1, np.float32)
+    threads = numba.get_num_threads()
+    fn, kind = cpu_blas.SGEMM_ADDR, cpu_blas.SGEMM_KIND
+    if th * tw < SPLIT_TILES:
+        T = N * th * tw
+        v = buffer("v4all", 36 * C * T).reshape(36, C, T)
+        xp = buffer("band", C * Hp * Wp).reshape(C, Hp, Wp)
+        rows = np.empty((6, Wp), np.float32)
+        for n in range(N):
+            pad_band(x[n], 0, top, left, xp)
+            input_transform(xp, 0, th, tw, rows, v[:, :, n * th * tw : (n + 1) * th * tw])
+        items = [(o0, min(o0 + CHANNEL_BLOCK, O)) for o0 in range(0, O, CHANNEL_BLOCK)]
+
+        def by_channels(item):
+            m = buffer("m", 36 * CHANNEL_BLOCK * T).reshape(36, CHANNEL_BLOCK, T)
+            winograd4_channels(fn, kind, v, u, item[0], item[1], bias, has_bias, y, th, tw, m)
+
+        run_items(by_channels, items, threads)
+        return
+    rows = tile_rows_per_item(th, tw, N)
+    T = rows * tw
+    ld = T + 16 if (4 * T) % 4096 == 0 else T  # rows 4 KiB apart would share L1 sets
+    items = [(n, r0, min(r0 + rows, th)) for n in range(N) for r0 in range(0, th, rows)]
+
+    def by_rows(item):  # each item pads its own band of input rows (2 rows overlap the next band's)
+        n, r0, r1 = item
+        Hb = 4 * (r1 - r0) + 2
+        band = buffer("band", C * Hb * Wp).reshape(C, Hb, Wp)
+        pad_band(x[n], 4 * r0, top, left, band)
+        v = buffer("v", 36 * C * ld).reshape(36, C, ld)
+        m = buffer("m", 36 * O * ld).reshape(36, O, ld)
+        winograd4_rows(fn, kind, band, u, bias, has_bias, y[n, :, 4 * r0 : min(4 * r1, Ho)], 0, r1 - r0, tw, v, m)
+
+    run_items(by_rows, items, threads)
