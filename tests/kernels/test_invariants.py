@@ -93,7 +93,9 @@ def _all_ops(rng):
         "conv2d": (x4, f32(rng, 5, 8, 3, 3), f32(rng, 5)),
         "conv2d:taps": (f32(rng, 2, 64, 70, 9), f32(rng, 3, 64, 3, 3), f32(rng, 3), 1, 1),  # < 4 outputs: taps
         "conv2d:batch": (f32(rng, 2, 64, 8, 8), f32(rng, 6, 64, 3, 3), f32(rng, 6), 1, 1),  # one im2col GEMM
-        "conv2d:winograd": (f32(rng, 2, 128, 45, 23), f32(rng, 6, 128, 3, 3), f32(rng, 6), 1, 1),  # 4 tile bands
+        "conv2d:winograd": (f32(rng, 2, 128, 43, 23), f32(rng, 6, 128, 3, 3), f32(rng, 6), 1, 1),  # 4 tile bands
+        "conv2d:winograd4": (f32(rng, 2, 64, 70, 41), f32(rng, 6, 64, 3, 3), f32(rng, 6), 1, 1),  # 4 tile bands
+        "conv2d:winograd4-channels": (f32(rng, 2, 64, 32, 32), f32(rng, 300, 64, 3, 3), None, 1, 1),  # 3 blocks
         "conv2d:winograd-channels": (f32(rng, 2, 128, 16, 16), f32(rng, 300, 128, 3, 3), None, 1, 1),  # 3 blocks
         "conv2d:1x1": (f32(rng, 1, 8, 50, 50), f32(rng, 3, 8, 1, 1), f32(rng, 3)),  # two pixel bands
         "linear": (f32(rng, 3, 50, 24), f32(rng, 7, 24), f32(rng, 7)),

@@ -35,6 +35,19 @@ def assert_close(got, want, scale=None, rtol=RTOL, atol=ATOL, what=""):
         raise AssertionError(f"{what}: mismatch at {i}: got {got[i]!r}, want {want[i]!r} (scale {s[i]:.3g})")
 
 
+def tile_scale(scale, t=4):
+    """Each output's scale raised to the largest in its t x t output tile (tiles start at (0, 0)).
+    Winograd mixes all 36 inputs of a patch into every output of its tile, so an output's rounding
+    error follows the tile's magnitudes: a corner pixel whose window holds one small product in a
+    tile of large ones (c = 1, padding 2) erred by 4.5e-5 of its own |x| conv |w|."""
+    N, O, H, W = scale.shape
+    Hp, Wp = -(-H // t) * t, -(-W // t) * t
+    padded = np.zeros((N, O, Hp, Wp))
+    padded[:, :, :H, :W] = scale
+    tiles = padded.reshape(N, O, Hp // t, t, Wp // t, t).max(axis=(3, 5))
+    return np.repeat(np.repeat(tiles, t, axis=2), t, axis=3)[:, :, :H, :W]
+
+
 def error_scale(op, args, kw):
     """The magnitude a 1e-5 relative error is measured against when comparing with torch
     (None: |expected| itself). Sums of products: the same op on |inputs| (see assert_close).
