@@ -1,18 +1,19 @@
 """conv2d on the CPU. Six paths, all ending in BLAS (choose_path picks one):
 
 - 1x1, stride 1, no padding: GEMMs (O, C) @ (C, band of H*W) on the input itself, no copy.
-- 3x3, stride 1, >= WINOGRAD_MIN_CHANNELS input channels, images of 32x32 and up: Winograd
-  F(4x4, 3x3), winograd4.py, 4x fewer multiplies than direct (1.78x fewer than F(2x2, 3x3)).
-  Measured against F(2x2, 3x3), interleaved medians, 2 threads on the shared machine: SD's
-  64x64 layers (2,320)->320 1.38x, (2,640)->320 1.51x; 32x32 (2,320)->320 1.22x, (2,640)->640
-  1.29x, (2,1280)->1280 1.23x; the VAE's (1,512,64,64) 1.50x, (1,512,128,128) 1.55x,
-  (1,256,256,256) 1.60x, (1,128,512,512) 1.59x; TAESD's 64 channels 1.06x at 64x64, 1.53-1.76x
-  at 256-512 px. At 16x16 it lost ((2,1280)->1280 0.85x, (2,640)->640 1.03x): U = 36·O·C floats
-  (4x the weights) is the big operand there, and the tiles are few.
-- the same convs on 16x16 to 31x31 images (SD's 16 px layers): Winograd F(2x2, 3x3), winograd.py, 2.25x
-  fewer multiplies. Measured against the paths it replaced (2 threads): 1.4-1.7x the taps path at
-  32 and 64 px, 1.3-1.5x the batch path at 16 px; at 64 channels (TAESD, 64-512 px, one thread,
-  CPU time) 1.1-1.35x the taps path.
+- 3x3, stride 1, >= WINOGRAD_MIN_CHANNELS input channels, >= WINOGRAD4_MIN_PIXELS output pixels
+  per image (32x32: SD's 32 and 64 px layers, the VAE's, TAESD's 64-channel ones): Winograd
+  F(4x4, 3x3), winograd4.py, 4x fewer multiplies than direct, 1.78x fewer than F(2x2, 3x3).
+  Measured against F(2x2, 3x3) (interleaved medians of 5, 2 threads, float32 weights): SD's 64 px
+  (2,320)->320 1.38x, (2,640)->320 1.46x; 32 px (2,320)->320 1.26x, (2,640)->640 1.28x,
+  (2,1280)->1280 1.32x; the VAE's (1,512,64,64) 1.50x, (1,512,128,128) 1.49x, (1,256,256,256)
+  1.59x, (1,128,512,512) 1.56x; 64 channels (TAESD) 1.12x at 64 px, 1.45x at 256 px. At 16 px it
+  lost ((2,1280)->1280 0.91x, (2,640)->640 0.94x): U = 36·O·C floats (4x the weights) is the big
+  operand there, and the tiles are few. A whole UNet step (fp16 weights): 1.06x.
+- the same convs with 256 to 1023 output pixels per image (SD's 16 px layers): Winograd
+  F(2x2, 3x3), winograd.py, 2.25x fewer multiplies. Measured against the paths it replaced (2
+  threads): 1.4-1.7x the taps path at 32 and 64 px, 1.3-1.5x the batch path at 16 px; at 64
+  channels (TAESD, 64-512 px, one thread, CPU time) 1.1-1.35x the taps path.
 - small images (at most BATCH_COLUMNS output pixels in the whole batch: SD's 8x8 layers, and
   16x16 ones with few channels): im2col of the whole batch and one GEMM (O, 9C) @ (9C, N*Ho*Wo).
   The weights are the big operand there (118 MB for 2560 -> 1280 channels); per-tap GEMMs on
@@ -50,7 +51,7 @@ TAPS_MIN_CHANNELS = 64  # below this a K = C GEMM per tap is too thin; im2col's 
 BATCH_COLUMNS = 512  # at most this many output pixels in the whole batch: one im2col GEMM
 WINOGRAD_MIN_CHANNELS = 64  # input channels; and >= 4 output channels (VAE's 128 -> 3 is faster by taps)
 WINOGRAD_MIN_PIXELS = 256  # output pixels per image (16x16); at 8x8 the batch path was 1.0-1.3x faster
-WINOGRAD4_MIN_PIXELS = 1024  # output pixels per image (32x32) for F(4x4, 3x3); at 16x16 F(2x2, 3x3) was 1.0-1.2x faster
+WINOGRAD4_MIN_PIXELS = 1024  # output pixels per image (32x32) for F(4x4, 3x3); at 16x16 F(2x2, 3x3) was faster
 PATHS = ("1x1", "batch", "winograd4", "winograd", "taps", "im2col")
 FORCE_PATH = None  # tests: one of PATHS to run every conv it applies to through that path
 

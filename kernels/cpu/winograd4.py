@@ -14,17 +14,23 @@ Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A, with the interpolation points 0, ±1, 
 (BT, G, AT below; tests/kernels/test_winograd4.py checks them against a direct conv in float64).
 Summed over input channels that is 36 GEMMs  M[e] (O, T) = U[e] (O, C) @ V[e] (C, T): 36
 multiplies per 16 outputs (2.25 per output, F(2x2, 3x3) needs 4), and V holds 2.25 floats per
-output pixel instead of 4. The price: U is 36·O·C floats (4x the weights), and the transforms
-have entries up to 8, so float32 rounding grows (measured in the tests: max error relative to
-|x| conv |w| ~1e-6 at SD shapes, against ~2e-7 for F(2x2, 3x3)). G's thirds and sixths are not
-exact in binary: U = G g Gᵀ is computed in float64 and rounded once.
+output pixel instead of 4. The price: U is 36·O·C floats (4x the weights: 177 MB for SD's
+1920 -> 640 conv, written per call unless the caller passes `u`), and float32 accuracy. Max error
+relative to |x| conv |w| at SD depths (C = 256..1280): 1.4-2.0e-6, against 0.7-1.1e-7 for F(2x2,
+3x3). Measured stage by stage in float64 emulation, rounding U and V to float32 costs 1e-7; the
+rest comes from the float32 GEMMs, whose sums are of products the transforms inflate (Bᵀ's
+entries reach 5, Aᵀ's 8) before Aᵀ · A cancels them again, so the order of the transforms'
+additions hardly matters, and scaling G (24·G, undone in A) was not tried: it would move the
+1/24s, not shrink the GEMMs' sums. G's sixths are not exact in
+binary: U = G g Gᵀ is computed in float64 and rounded once (3.8 ms at 640 x 640 channels).
+Near image borders an output's error follows its tile's magnitudes, not its own window's.
 
 Work items (cpu_blas.run_items threads, BLAS single-threaded), as winograd.py:
-- batches with many tiles (> BATCH_TILES): a band of tile rows of one image: pad the band's
-  input rows (winograd.pad_band), input transform into V, 36 sgemm calls, output transform
-  (plus bias) straight into y.
-- fewer tiles: the whole batch's V once, an item is a block of output channels (U is then the
-  big operand, streamed once).
+- batches with many tiles (> BATCH_TILES; SD's 64 px layers, the VAE's big ones): a band of
+  TILES_PER_ITEM tiles of one image: pad the band's input rows (winograd.pad_band), input
+  transform into V, 36 sgemm calls, output transform (plus bias) straight into y.
+- fewer tiles (SD's 32 px layers): the whole batch's V first (items: blocks of input channels),
+  then an item is a block of output channels (channel_block), each doing 36 GEMMs over all tiles.
 Items depend on the shape only: results do not depend on the thread count.
 """
 from __future__ import annotations

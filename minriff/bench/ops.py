@@ -9,8 +9,8 @@ column is the median, while throughputs and ratios use each one's best round (th
 run, the usual estimator of intrinsic speed under noise).
 
 conv3x3's GFLOP/s counts a direct convolution's flops (2·9·C·O per output pixel), the usual
-convention: the Winograd path does 2.25x fewer multiplies, so its "effective" rate can exceed
-sgemm's."""
+convention: the Winograd paths do 4x (F(4x4, 3x3): the 64 and 32 px rows) or 2.25x (F(2x2, 3x3):
+the 16 px row) fewer multiplies, so their "effective" rate can exceed sgemm's."""
 from __future__ import annotations
 
 import statistics
@@ -36,6 +36,7 @@ def _cases(quick: bool):
     xl, wl, bl = r(2 * T, 320), r(1280, 320) * 0.05, r(1280)
     xg, gw, gb = r(2, 640, 32 // s, 32 // s), r(640), r(640)
     w3b = r(640, 640, 3, 3) * 0.015
+    xh, w3h, bh = r(2, 1280, 16 // s, 16 // s), r(1280, 1280, 3, 3) * 0.01, r(1280)
     xs, lw, lb = r(2, T, 320), r(320), r(320)
     q, k, v = r(2, 8, T, 40), r(2, 8, T, 40), r(2, 8, T, 40)
     kc, vc = r(2, 8, 77, 40), r(2, 8, 77, 40)
@@ -47,6 +48,9 @@ def _cases(quick: bool):
         (f"conv3x3 (2,640,{hw // 2},{hw // 2})->640", lambda F: F.conv2d(xg, w3b, gb, 1, 1),
          lambda t, a: t.nn.functional.conv2d(a[0], a[1], a[2], 1, 1), 2 * 2 * 640 * hw * hw // 4 * 640 * 9, None,
          (xg, w3b, gb)),
+        (f"conv3x3 (2,1280,{hw // 4},{hw // 4})->1280", lambda F: F.conv2d(xh, w3h, bh, 1, 1),
+         lambda t, a: t.nn.functional.conv2d(a[0], a[1], a[2], 1, 1), 2 * 2 * 1280 * hw * hw // 16 * 1280 * 9, None,
+         (xh, w3h, bh)),
         (f"conv1x1 (2,320,{hw},{hw})->320", lambda F: F.conv2d(x320, w1, b320),
          lambda t, a: t.nn.functional.conv2d(a[0], a[1], a[2]), 2 * 2 * 320 * hw * hw * 320, None, (x320, w1, b320)),
         (f"linear ({2 * T},320)->1280", lambda F: F.linear(xl, wl, bl),
