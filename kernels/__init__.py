@@ -64,6 +64,18 @@ def _load(name: str) -> types.SimpleNamespace:
     return ns
 
 
+def weight_cache(budget_bytes: int, backend_name: str | None = None):
+    """A context manager: inside it the backend (default: the current one) may keep forms it
+    derives from weight arrays, up to `budget_bytes`, and reuse them while the same arrays come
+    back, e.g. across the steps of a sampling loop (cpu: Winograd-transformed 3x3 conv weights,
+    cpu/weightcache.py). Backends without such forms ignore it. Weights must not be changed in
+    place inside the block (cpu makes cached ones read-only meanwhile); replacing them is fine."""
+    name = backend_name or _current
+    _load(name)  # an unknown name fails here
+    make = getattr(importlib.import_module(_MODULES[name], __name__), "weight_cache", None)
+    return make(budget_bytes) if make is not None else contextlib.nullcontext()
+
+
 def _identity_asarray(xp, which):
     if which == "asarray":
         return lambda a, dtype=None: xp.asarray(a, dtype=dtype)

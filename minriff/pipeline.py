@@ -87,6 +87,9 @@ from minriff.weights.firstrun import ensure_weights
 from minriff.weights.format import MissingTokenizer, config_dicts, write_weights
 
 SAMPLE_RATE = 44100  # Riffusion's SpectrogramParams
+# Riffusion.kernel_cache_budget's default outside low_memory: room for SD 1.5's transformed conv
+# weights (~1.9 GB); MINRIFF_KERNEL_CACHE_MB sets it (0: off)
+KERNEL_CACHE_BYTES = int(float(os.environ.get("MINRIFF_KERNEL_CACHE_MB", "3072")) * (1 << 20))
 
 
 class Riffusion:
@@ -131,6 +134,9 @@ class Riffusion:
         self._lora = LoraStack()
         self.decoder, self.encoder = check_autoencoder(decoder, "decoder"), check_autoencoder(encoder, "encoder")
         self._taesd = taesd if taesd is None or isinstance(taesd, (str, os.PathLike)) else self._attach_taesd(taesd)
+        # bytes of weight forms the kernels may keep across a sampling loop's steps (None: the default,
+        # see kernel_cache_budget); 0 turns the cache off
+        self.kernel_cache_bytes: int | None = None
 
     def _to_backend(self, model):
         if self.backend == "cuda":  # the cuda kernels take float32 weights: float16-held ones are widened once here
@@ -160,6 +166,16 @@ class Riffusion:
     def low_memory(self) -> bool:
         """True when the networks are loaded on demand, one at a time (`Riffusion.load(low_memory=True)`)."""
         return self._on_demand is not None
+
+    def kernel_cache_budget(self) -> int:
+        """Bytes the kernels may keep across the steps of one sampling loop (`kernels.weight_cache`:
+        on the cpu backend the Winograd-transformed 3x3 conv weights, ~1.9 GB for SD 1.5's UNet,
+        which saves their transform on every step after the first). `kernel_cache_bytes` when set,
+        else 0 under low_memory (its point is a low peak) and KERNEL_CACHE_BYTES otherwise. The
+        cache is dropped when the loop ends."""
+        if self.kernel_cache_bytes is not None:
+            return int(self.kernel_cache_bytes)
+        return 0 if self.low_memory else KERNEL_CACHE_BYTES
 
     def keep_loaded(self) -> None:
         """Load every network and keep them (ends low_memory): done before anything changes weights
@@ -205,6 +221,12 @@ class Riffusion:
         `cache`: a `deepcache.DeepCache` (most steps then run only the UNet's shallow branch);
         `bar`: a Progress to advance instead of a new one labelled `label`; `control`: a
         `controlnet.ControlRun` (the UNet then gets its ControlNets' residuals)."""
+        with kernels.weight_cache(self.kernel_cache_budget(), self.backend):
+            return self._sample_steps(sched, timesteps, latents, context, guidance, label, after_step, generator,
+                                      callback, cache, bar, control)
+
+    def _sample_steps(self, sched, timesteps, latents, context, guidance, label, after_step, generator, callback,
+                      cache, bar, control):
         bar = Progress(len(timesteps), label, self.quiet) if bar is None else bar
         unet = self.unet if cache is None else cache.bind(self.unet, sched.timesteps, timesteps)
         if control is not None:

@@ -21,6 +21,7 @@ from minriff.kernels.cpu import norm as cpu_norm
 from minriff.kernels.cpu import weightgemm
 from minriff.kernels.cpu.blas import gemm_into, run_items
 from minriff.kernels.cpu.half import as_float32, bits_or_float32
+from minriff.kernels.cpu.weightcache import weight_cache  # noqa: F401  (kernels.weight_cache finds it here)
 
 xp = np
 
@@ -37,7 +38,7 @@ def _param(a, n, fill):
 def conv2d(x, w, b=None, stride=1, padding=0):
     """x (N, C, H, W), w (O, C, kh, kw) -> (N, O, Ho, Wo). w may be float16 (widened where used)."""
     bias = None if b is None else as_float32(b)
-    return cpu_conv.conv2d(_f32(x), bits_or_float32(w), bias, int(stride), conv_padding(padding))
+    return cpu_conv.conv2d(_f32(x), bits_or_float32(w), bias, int(stride), conv_padding(padding), key=w)
 
 
 LINEAR_BAND_ROWS = 512  # rows per work item of a long linear (a multiple of 16; same for any thread count)

@@ -4,18 +4,22 @@
 - 3x3, stride 1, >= WINOGRAD_MIN_CHANNELS input channels, >= WINOGRAD4_MIN_PIXELS output pixels
   per image (32x32: SD's 32 and 64 px layers, the VAE's, TAESD's 64-channel ones): Winograd
   F(4x4, 3x3), winograd4.py, 4x fewer multiplies than direct, 1.78x fewer than F(2x2, 3x3).
-  Measured against F(2x2, 3x3) (interleaved medians of 5, 2 threads, float32 weights): SD's 64 px
-  (2,320)->320 1.38x, (2,640)->320 1.46x; 32 px (2,320)->320 1.26x, (2,640)->640 1.28x,
-  (2,1280)->1280 1.32x; the VAE's (1,512,64,64) 1.50x, (1,512,128,128) 1.49x, (1,256,256,256)
-  1.59x, (1,128,512,512) 1.56x; 64 channels (TAESD) 1.12x at 64 px, 1.45x at 256 px. At 16 px it
-  lost ((2,1280)->1280 0.91x, (2,640)->640 0.94x): U = 36·O·C floats (4x the weights) is the big
-  operand there, and the tiles are few. A whole UNet step (fp16 weights): 1.06x.
-- the same convs with 256 to 1023 output pixels per image (SD's 16 px layers): Winograd
+  Measured against F(2x2, 3x3) (interleaved medians of 5, 2 threads, float32 weights, transformed
+  per call): SD's 64 px (2,320)->320 1.38x, (2,640)->320 1.46x; 32 px (2,320)->320 1.26x,
+  (2,640)->640 1.28x, (2,1280)->1280 1.32x; the VAE's (1,512,64,64) 1.50x, (1,512,128,128) 1.49x,
+  (1,256,256,256) 1.59x, (1,128,512,512) 1.56x; 64 channels (TAESD) 1.12x at 64 px, 1.45x at
+  256 px. At 16 px it lost ((2,1280)->1280 0.91x, (2,640)->640 0.94x): U = 36·O·C floats (4x the
+  weights) is the big operand there, and the tiles are few. A whole UNet step (fp16 weights):
+  1.06x. Inside kernels.weight_cache its U is kept too (2.25x the size of F(2x2, 3x3)'s).
+- the same convs with 64 to 1023 output pixels per image (SD's 8 and 16 px layers): Winograd
   F(2x2, 3x3), winograd.py, 2.25x fewer multiplies. Measured against the paths it replaced (2
   threads): 1.4-1.7x the taps path at 32 and 64 px, 1.3-1.5x the batch path at 16 px; at 64
-  channels (TAESD, 64-512 px, one thread, CPU time) 1.1-1.35x the taps path.
-- small images (at most BATCH_COLUMNS output pixels in the whole batch: SD's 8x8 layers, and
-  16x16 ones with few channels): im2col of the whole batch and one GEMM (O, 9C) @ (9C, N*Ho*Wo).
+  channels (TAESD, 64-512 px, one thread, CPU time) 1.1-1.35x the taps path. At 8x8 (1280 and
+  2560 -> 1280 channels, batch 2) it ties with the batch path when it transforms the weights per
+  call, and takes 0.62-0.64x its time when a sampling loop keeps them transformed
+  (kernels.weight_cache).
+- small images (at most BATCH_COLUMNS output pixels in the whole batch: 8x8 layers with few
+  channels): im2col of the whole batch and one GEMM (O, 9C) @ (9C, N*Ho*Wo).
   The weights are the big operand there (118 MB for 2560 -> 1280 channels); per-tap GEMMs on
   80-pixel-wide images re-pack them nine times per image. Measured: 8x8 layers 67-73 -> 198-216
   GFLOP/s, 16x16 161-167 -> 245-273 (2 threads; 32x32 stays faster with taps, 252 vs 227).
@@ -36,7 +40,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from minriff.kernels.cpu import weightgemm
+from minriff.kernels.cpu import weightcache, weightgemm
 from minriff.kernels.cpu import winograd as cpu_winograd
 from minriff.kernels.cpu import winograd4 as cpu_winograd4
 from minriff.kernels.cpu.blas import gemm_into, run_items
@@ -50,7 +54,7 @@ BAND_COLUMNS = 2048  # output pixels (padded width) per GEMM work item
 TAPS_MIN_CHANNELS = 64  # below this a K = C GEMM per tap is too thin; im2col's K = 9C wins
 BATCH_COLUMNS = 512  # at most this many output pixels in the whole batch: one im2col GEMM
 WINOGRAD_MIN_CHANNELS = 64  # input channels; and >= 4 output channels (VAE's 128 -> 3 is faster by taps)
-WINOGRAD_MIN_PIXELS = 256  # output pixels per image (16x16); at 8x8 the batch path was 1.0-1.3x faster
+WINOGRAD_MIN_PIXELS = 64  # output pixels per image (8x8); below, the batch path
 WINOGRAD4_MIN_PIXELS = 1024  # output pixels per image (32x32) for F(4x4, 3x3); at 16x16 F(2x2, 3x3) was faster
 PATHS = ("1x1", "batch", "winograd4", "winograd", "taps", "im2col")
 FORCE_PATH = None  # tests: one of PATHS to run every conv it applies to through that path
@@ -158,9 +162,10 @@ def choose_path(xshape, wshape, stride, pads) -> str:
     return "im2col"
 
 
-def conv2d(x, w, b, stride, pads):
+def conv2d(x, w, b, stride, pads, key=None):
     """x (N, C, H, W) float32 contiguous, w (O, C, kh, kw) float32 or float16 bits
-    (half.bits_or_float32), pads (top, bottom, left, right)."""
+    (half.bits_or_float32), pads (top, bottom, left, right). `key`: the weight array the caller
+    holds (w may be a view made per call), under which weightcache keeps derived forms."""
     N, C, H, W = x.shape
     O, _, kh, kw = w.shape
     top, bottom, left, right = pads
@@ -195,10 +200,12 @@ def conv2d(x, w, b, stride, pads):
             np.matmul(as_float32(w, "weight").reshape(O, K), cols, out=y2)
         y[:] = y2.reshape(O, N, P).transpose(1, 0, 2)
     elif path == "winograd4":
-        cpu_winograd4.conv3x3(x, w, b, pads, y.reshape(N, O, Ho, Wo))
+        u = weightcache.derived(key, "winograd4", lambda: cpu_winograd4.transformed(w)) if key is not None else None
+        cpu_winograd4.conv3x3(x, w, b, pads, y.reshape(N, O, Ho, Wo), u)
         return y.reshape(N, O, Ho, Wo)
     elif path == "winograd":
-        cpu_winograd.conv3x3(x, w, b, pads, y.reshape(N, O, Ho, Wo))
+        u = weightcache.derived(key, "winograd", lambda: cpu_winograd.transformed(w)) if key is not None else None
+        cpu_winograd.conv3x3(x, w, b, pads, y.reshape(N, O, Ho, Wo), u)
         return y.reshape(N, O, Ho, Wo)
     elif path == "taps":
         _conv_taps(x, w2.reshape(w.shape), b, pads, y)

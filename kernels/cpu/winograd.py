@@ -23,8 +23,9 @@ Work items (cpu_blas.run_items threads, BLAS single-threaded), each one Numba ke
 - small images (16x16: 64 tiles, 1280 channels): the whole batch's V is computed once, and an
   item is a block of output channels. Split by tiles, every item would stream all of U (16·O·C
   floats, 105 MB at 1280 channels) for a GEMM only 32 tiles wide.
-U itself is computed per call (1280x1280: 8 ms); caching it per weight array would cost 1.8x the
-weights' memory (3.6x for float16 weights). float16 weights are widened while U is computed.
+U is computed per call (1280x1280: 8 ms), or inside a `kernels.weight_cache` block once per weight
+array (weightcache.py: a sampling loop keeps it across its steps, at 1.8x the weights' memory as
+float32, 3.6x for float16 weights). float16 weights are widened while U is computed.
 Items depend on the shape only and each is computed the same way whichever thread runs it, so
 results do not depend on the thread count.
 """
@@ -203,20 +204,27 @@ def tile_rows_per_item(th: int, tw: int, images: int) -> int:
     return rows
 
 
-def conv3x3(x, w, b, pads, y):
+def transformed(w) -> np.ndarray:
+    """U (16, O, C) float32 of w (O, C, 3, 3) float32 or float16 bits."""
+    u = np.empty((16, w.shape[0], w.shape[1]), np.float32)
+    transform_weights(w, u)
+    return u
+
+
+def conv3x3(x, w, b, pads, y, u=None):
     """y (N, O, Ho, Wo) = conv of x (N, C, H, W) with w (O, C, 3, 3), float32 contiguous (w may be
-    float16 bits, half.bits_or_float32), stride 1,
-    pads (top, bottom, left, right). Work items: bands of tile rows when the images have
-    many tiles (>= SPLIT_TILES per image), else blocks of CHANNEL_BLOCK output channels over the
-    whole batch's tiles."""
+    float16 bits, half.bits_or_float32), stride 1, pads (top, bottom, left, right). `u`: w already
+    transformed (`transformed(w)`, e.g. kept by weightcache), else it is computed here. Work items:
+    bands of tile rows when the images have many tiles (>= SPLIT_TILES per image), else blocks of
+    CHANNEL_BLOCK output channels over the whole batch's tiles."""
     N, C, H, W = x.shape
     O = w.shape[0]
     top, bottom, left, right = pads
     Ho, Wo = H + top + bottom - 2, W + left + right - 2
     th, tw = -(-Ho // 2), -(-Wo // 2)
     Hp, Wp = 2 * th + 2, 2 * tw + 2  # whole tiles: the last row/column of patches may read zeros
-    u = np.empty((16, O, C), np.float32)
-    transform_weights(w, u)
+    if u is None:
+        u = transformed(w)
     has_bias = b is not None
     bias = b if has_bias else np.zeros(1, np.float32)
     threads = numba.get_num_threads()

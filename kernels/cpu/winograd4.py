@@ -15,7 +15,7 @@ Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A, with the interpolation points 0, ±1, 
 Summed over input channels that is 36 GEMMs  M[e] (O, T) = U[e] (O, C) @ V[e] (C, T): 36
 multiplies per 16 outputs (2.25 per output, F(2x2, 3x3) needs 4), and V holds 2.25 floats per
 output pixel instead of 4. The price: U is 36·O·C floats (4x the weights: 177 MB for SD's
-1920 -> 640 conv, written per call unless the caller passes `u`), and float32 accuracy. Max error
+1920 -> 640 conv, written per call unless kept by kernels.weight_cache), and float32 accuracy. Max error
 relative to |x| conv |w| at SD depths (C = 256..1280): 1.4-2.0e-6, against 0.7-1.1e-7 for F(2x2,
 3x3). Measured stage by stage in float64 emulation, rounding U and V to float32 costs 1e-7; the
 rest comes from the float32 GEMMs, whose sums are of products the transforms inflate (Bᵀ's
@@ -218,10 +218,18 @@ def tile_rows_per_item(th: int, tw: int, images: int) -> int:
     return rows
 
 
+def transformed(w) -> np.ndarray:
+    """U (36, O, C) float32 of w (O, C, 3, 3) float32 or float16 bits."""
+    u = np.empty((36, w.shape[0], w.shape[1]), np.float32)
+    transform_weights(w, u)
+    return u
+
+
 def conv3x3(x, w, b, pads, y, u=None):
     """y (N, O, Ho, Wo) = conv of x (N, C, H, W) with w (O, C, 3, 3), stride 1, pads (top, bottom,
     left, right); float32 contiguous (w may be float16 bits, half.bits_or_float32). u: the
-    weights already transformed (36, O, C) float32 (transform_weights), else computed here."""
+    weights already transformed (36, O, C) float32 (`transformed(w)`, e.g. kept by weightcache),
+    else computed here."""
     N, C, H, W = x.shape
     O = w.shape[0]
     top, bottom, left, right = pads
@@ -229,8 +237,7 @@ def conv3x3(x, w, b, pads, y, u=None):
     th, tw = -(-Ho // 4), -(-Wo // 4)
     Hp, Wp = 4 * th + 2, 4 * tw + 2  # whole tiles: the last patches may read zeros past the padding
     if u is None:
-        u = np.empty((36, O, C), np.float32)
-        transform_weights(w, u)
+        u = transformed(w)
     elif u.shape != (36, O, C) or u.dtype != np.float32 or not u.flags.c_contiguous:
         raise ValueError(f"winograd4: transformed weights must be float32 (36, {O}, {C}), got {u.dtype} {u.shape}")
     has_bias = b is not None
