@@ -281,14 +281,7 @@ class UNet2DConditionModel(_TimedInput):
         rec = (lambda name, v: trace.__setitem__(name, F.to_host(v).copy())) if trace is not None else (lambda *a: None)
         control = self._check_residuals(down_block_additional_residuals, mid_block_additional_residual)
         x, context, temb_act = self._prepare(x, t, context, rec)
-        shared = _equal_halves(x, temb_act)
-        x = self.conv_in(x[: len(x) // 2] if shared else x)
-        skips = [twice(x) if shared else x]
-        rec("conv_in", skips[0])
-        for i, block in enumerate(self.down_blocks):
-            x, s = block(x, temb_act, context, shared=shared and i == 0)
-            skips += s
-            rec(f"down_blocks.{i}", x)
+        x, skips = self._down(x, temb_act, context, rec=rec)
         if control:  # new arrays: the last skip is also the mid block's input, which stays as it is
             skips = [s + self._residual(F, r, s) for s, r in zip(skips, down_block_additional_residuals)]
         x = self.mid_block(x, temb_act, context)
@@ -308,6 +301,22 @@ class UNet2DConditionModel(_TimedInput):
     # self-attention run on one half (SD 1.5 at 64x64: one 4096-token self-attention of the five,
     # ~3% of a step) and are doubled there. Kernels compute each sample alone, so the result is
     # the same as the whole batch's.
+
+    def _down(self, x, temb_act, context, branch: int | None = None, rec=lambda *a: None):
+        """conv_in and the down blocks -> (h, skips); with `branch`, only until skips 0..branch
+        are made (DeepCache's shallow branch; h is then not meaningful)."""
+        shared = _equal_halves(x, temb_act)
+        h = self.conv_in(x[: len(x) // 2] if shared else x)
+        skips = [twice(h) if shared else h]
+        rec("conv_in", skips[0])
+        for i, block in enumerate(self.down_blocks):
+            if branch is not None and len(skips) > branch:
+                break
+            limit = None if branch is None else branch + 1 - len(skips)
+            h, s = block(h, temb_act, context, limit=limit, shared=shared and i == 0)
+            skips += s
+            rec(f"down_blocks.{i}", h)
+        return h, skips
 
     def _check_residuals(self, down, mid) -> bool:
         if down is None and mid is None:
@@ -351,11 +360,7 @@ class UNet2DConditionModel(_TimedInput):
         input of the up resnet that takes skip `branch`, which `deep_cache_step` starts from."""
         x, context, temb_act = self._prepare(x, t, context)
         block_i, resnet_i = self._cache_entry(branch)
-        h = self.conv_in(x)
-        skips = [h]
-        for block in self.down_blocks:
-            h, s = block(h, temb_act, context)
-            skips += s
+        h, skips = self._down(x, temb_act, context)
         h = self.mid_block(h, temb_act, context)
         for block in self.up_blocks[:block_i]:
             h = block(h, skips, temb_act, context)
@@ -370,13 +375,7 @@ class UNet2DConditionModel(_TimedInput):
         x, context, temb_act = self._prepare(x, t, context)
         block_i, resnet_i = self._cache_entry(branch)
         feature = self._check_feature(feature, x, block_i, resnet_i)
-        h = self.conv_in(x)
-        skips = [h]  # skips 0..branch, made fresh
-        for block in self.down_blocks:
-            if len(skips) > branch:
-                break
-            h, s = block(h, temb_act, context, limit=branch + 1 - len(skips))
-            skips += s
+        _, skips = self._down(x, temb_act, context, branch=int(branch))  # skips 0..branch, made fresh
         return self._shallow_up(feature, skips, temb_act, context, block_i, resnet_i)
 
     def _shallow_up(self, h, skips, temb_act, context, block_i: int, resnet_i: int):
