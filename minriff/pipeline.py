@@ -87,9 +87,26 @@ from minriff.weights.firstrun import ensure_weights
 from minriff.weights.format import MissingTokenizer, config_dicts, write_weights
 
 SAMPLE_RATE = 44100  # Riffusion's SpectrogramParams
-# Riffusion.kernel_cache_budget's default outside low_memory: room for SD 1.5's transformed conv
-# weights (~1.9 GB); MINRIFF_KERNEL_CACHE_MB sets it (0: off)
-KERNEL_CACHE_BYTES = int(float(os.environ.get("MINRIFF_KERNEL_CACHE_MB", "3072")) * (1 << 20))
+# Riffusion.kernel_cache_budget's default outside low_memory: room for all of SD 1.5's transformed
+# conv weights (4.1 GiB: F(4x4, 3x3)'s are 4x the weights as float32, F(2x2, 3x3)'s 1.8x). A full-size
+# UNet step, cache filled (batch 2, 64x64, 3 interleaved rounds): budget 0 6.18 s, 2 GiB 6.40 (the
+# FCFS fill caches the down path's layers; noise), 3 GiB 5.96, 4.5 GiB 5.81.
+# MINRIFF_KERNEL_CACHE_MB sets it (0: off).
+KERNEL_CACHE_MB = 4608
+
+
+def default_kernel_cache_bytes() -> int:
+    """KERNEL_CACHE_MB, or MINRIFF_KERNEL_CACHE_MB when set, in bytes."""
+    raw = os.environ.get("MINRIFF_KERNEL_CACHE_MB")
+    if raw is None:
+        return KERNEL_CACHE_MB << 20
+    try:
+        mb = float(raw)
+    except ValueError:
+        mb = -1.0
+    if not 0 <= mb < float(1 << 40):  # also false for nan
+        raise InputError(f"MINRIFF_KERNEL_CACHE_MB must be a number of megabytes >= 0 (0: no cache), got {raw!r}")
+    return int(mb * (1 << 20))
 
 
 class Riffusion:
@@ -169,13 +186,14 @@ class Riffusion:
 
     def kernel_cache_budget(self) -> int:
         """Bytes the kernels may keep across the steps of one sampling loop (`kernels.weight_cache`:
-        on the cpu backend the Winograd-transformed 3x3 conv weights, ~1.9 GB for SD 1.5's UNet,
+        on the cpu backend the Winograd-transformed 3x3 conv weights, 4.1 GiB for SD 1.5's UNet,
         which saves their transform on every step after the first). `kernel_cache_bytes` when set,
-        else 0 under low_memory (its point is a low peak) and KERNEL_CACHE_BYTES otherwise. The
+        else 0 under low_memory (its point is a low peak) and `default_kernel_cache_bytes()`
+        (KERNEL_CACHE_MB, or the environment's MINRIFF_KERNEL_CACHE_MB) otherwise. The
         cache is dropped when the loop ends."""
         if self.kernel_cache_bytes is not None:
             return int(self.kernel_cache_bytes)
-        return 0 if self.low_memory else KERNEL_CACHE_BYTES
+        return 0 if self.low_memory else default_kernel_cache_bytes()
 
     def keep_loaded(self) -> None:
         """Load every network and keep them (ends low_memory): done before anything changes weights

@@ -27,9 +27,9 @@ def budgets(monkeypatch):
 
 def test_budget_defaults_and_override(tiny, budgets):
     riff = Riffusion.load(tiny, quiet=True)
-    assert riff.kernel_cache_budget() == pipeline.KERNEL_CACHE_BYTES > 0
+    assert riff.kernel_cache_budget() == pipeline.KERNEL_CACHE_MB << 20 > 0
     riff.generate_spectrogram("jazz", duration_s=0.64, steps=2, seed=1)
-    assert budgets == [pipeline.KERNEL_CACHE_BYTES]  # one block for the whole loop
+    assert budgets == [pipeline.KERNEL_CACHE_MB << 20]  # one block for the whole loop
     assert weightcache.used_bytes() == 0 and not weightcache.active()
     lazy = Riffusion.load(tiny, quiet=True, low_memory=True)
     assert lazy.kernel_cache_budget() == 0  # low_memory is for a low peak
@@ -53,3 +53,15 @@ def test_images_do_not_depend_on_the_cache(tiny, monkeypatch):
     assert np.array_equal(on, off)
     assert 0 < len(transforms) < uncached  # the UNet's transforms were made once, not per step
     assert all(p.flags.writeable for _, p in riff.unet.named_parameters())  # writable again after the loop
+
+
+@pytest.mark.parametrize("raw", ["lots", "-5", "nan", "1e400"])
+def test_a_bad_environment_budget_is_named(tiny, monkeypatch, raw):
+    from minriff.errors import InputError
+
+    riff = Riffusion.load(tiny, quiet=True)
+    monkeypatch.setenv("MINRIFF_KERNEL_CACHE_MB", raw)
+    with pytest.raises(InputError, match="MINRIFF_KERNEL_CACHE_MB"):
+        riff.generate_spectrogram("jazz", duration_s=0.64, steps=1, seed=1)
+    monkeypatch.setenv("MINRIFF_KERNEL_CACHE_MB", "1.5")
+    assert riff.kernel_cache_budget() == int(1.5 * (1 << 20))
