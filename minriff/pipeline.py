@@ -95,11 +95,25 @@ SAMPLE_RATE = 44100  # Riffusion's SpectrogramParams
 KERNEL_CACHE_MB = 4608
 
 
+def _available_bytes() -> int:
+    """MemAvailable from /proc/meminfo; elsewhere (or unreadable) as if plenty were free."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 1 << 62
+
+
 def default_kernel_cache_bytes() -> int:
-    """KERNEL_CACHE_MB, or MINRIFF_KERNEL_CACHE_MB when set, in bytes."""
+    """MINRIFF_KERNEL_CACHE_MB when set, else KERNEL_CACHE_MB but at most half the memory the system
+    has available now (Linux: MemAvailable; a server on an 8 GB laptop must not be pushed into
+    swap for a 6% faster step), in bytes."""
     raw = os.environ.get("MINRIFF_KERNEL_CACHE_MB")
     if raw is None:
-        return KERNEL_CACHE_MB << 20
+        return min(KERNEL_CACHE_MB << 20, _available_bytes() // 2)
     try:
         mb = float(raw)
     except ValueError:

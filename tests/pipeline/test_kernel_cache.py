@@ -25,11 +25,14 @@ def budgets(monkeypatch):
     return seen
 
 
-def test_budget_defaults_and_override(tiny, budgets):
+def test_budget_defaults_and_override(tiny, budgets, monkeypatch):
+    monkeypatch.setattr(pipeline, "_available_bytes", lambda: 1 << 40)
     riff = Riffusion.load(tiny, quiet=True)
     assert riff.kernel_cache_budget() == pipeline.KERNEL_CACHE_MB << 20 > 0
     riff.generate_spectrogram("jazz", duration_s=0.64, steps=2, seed=1)
     assert budgets == [pipeline.KERNEL_CACHE_MB << 20]  # one block for the whole loop
+    monkeypatch.setattr(pipeline, "_available_bytes", lambda: 3 << 30)  # a small machine: half of what is free
+    assert riff.kernel_cache_budget() == 3 << 29
     assert weightcache.used_bytes() == 0 and not weightcache.active()
     lazy = Riffusion.load(tiny, quiet=True, low_memory=True)
     assert lazy.kernel_cache_budget() == 0  # low_memory is for a low peak
@@ -63,5 +66,10 @@ def test_a_bad_environment_budget_is_named(tiny, monkeypatch, raw):
     monkeypatch.setenv("MINRIFF_KERNEL_CACHE_MB", raw)
     with pytest.raises(InputError, match="MINRIFF_KERNEL_CACHE_MB"):
         riff.generate_spectrogram("jazz", duration_s=0.64, steps=1, seed=1)
-    monkeypatch.setenv("MINRIFF_KERNEL_CACHE_MB", "1.5")
+    monkeypatch.setenv("MINRIFF_KERNEL_CACHE_MB", "1.5")  # set: taken as it is
     assert riff.kernel_cache_budget() == int(1.5 * (1 << 20))
+
+
+def test_available_memory_is_read():
+    free = pipeline._available_bytes()
+    assert 0 < free < 1 << 62  # this test machine runs Linux
