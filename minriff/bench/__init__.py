@@ -49,6 +49,11 @@ class command:  # the CLI's subcommand object
         p.add_argument("--controlnet", nargs="?", const="random", default=None, metavar="FILE",
                        help="unet bench: time a step guided by one ControlNet (random SD 1.5 shapes, or FILE) "
                             "against a plain step of the same run, instead of comparing with torch")
+        p.add_argument("--loop", action="store_true",
+                       help="unet bench: a step as the quality preset's sampling loop runs it: the guided pair's "
+                            "latent halves equal (the layers before the first cross-attention run once) and "
+                            "the Winograd weight transforms kept from the first step (kernels.weight_cache); "
+                            "diffusers gets the same inputs")
         p.add_argument("--weights", default=None, help="weights file (unet/vae/lora/clip bench: default random sd15 "
                                                        "shapes; with --decoder taesd a TAESD file)")
         p.add_argument("--rank", type=int_arg, default=None,
@@ -75,12 +80,15 @@ class command:  # the CLI's subcommand object
         given = getattr(args, "given", ())
         for flag, where in (("weights", ("unet", "vae", "lora", "clip", "seams", "serve")),
                             ("profile", ("unet", "vae")), ("rank", ("lora",)), ("cache_branch", ("unet",)),
-                            ("controlnet", ("unet",)), ("preset", ("clip",)), ("rounds", ("clip",))):
+                            ("controlnet", ("unet",)), ("preset", ("clip",)), ("rounds", ("clip",)),
+                            ("loop", ("unet",))):
             if flag in given and args.target not in where:  # elsewhere it would be ignored
                 name = flag.replace("_", "-")
                 raise InputError(f"--{name} has no effect on `bench {args.target}` (only {', '.join(where)})")
         if "cache_branch" in given and "profile" in given:
             raise InputError("--profile has no effect with --cache-branch")
+        if "loop" in given and ({"cache_branch", "controlnet"} & set(given)):
+            raise InputError("--loop times a plain guided step: not with --cache-branch or --controlnet")
         if "controlnet" in given and ({"profile", "cache_branch"} & set(given)):
             raise InputError("--controlnet times its own steps: not with --profile or --cache-branch")
         mod = importlib.import_module(f"minriff.bench.{MODULES.get(args.target, args.target)}")

@@ -47,3 +47,20 @@ def test_bench_vae_taesd_quick_times_the_full_vae_too(capsys, monkeypatch):
     assert by_op["upsample_nearest2x"]["calls"] == 3 and "attention" not in by_op
     if row["torch_s"] is not None:
         assert row["max_rel_diff_vs_torch"] < 1e-4
+
+
+def test_bench_unet_loop_keeps_the_transforms(capsys):
+    """--loop: the step runs with CFG's equal halves and the weight cache filled by the first call."""
+    assert main(["bench", "unet", "--quick", "--json", "--repeat", "3", "--loop", "--no-torch"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out[out.index("{"):])
+    assert report["finite"]
+    kept = float(report["loop"].split("kept: ")[1].split(" GiB")[0])
+    assert kept > 1.0  # SD 1.5's transformed conv weights (4.1 GiB when the budget allows)
+
+
+def test_loop_flag_is_for_a_plain_unet_step(capsys):
+    assert main(["bench", "vae", "--loop"]) == 2
+    assert "--loop has no effect on `bench vae`" in capsys.readouterr().err
+    assert main(["bench", "unet", "--loop", "--cache-branch", "1"]) == 2
+    assert "not with --cache-branch" in capsys.readouterr().err
