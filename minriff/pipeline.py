@@ -93,6 +93,11 @@ SAMPLE_RATE = 44100  # Riffusion's SpectrogramParams
 # FCFS fill caches the down path's layers; noise), 3 GiB 5.96, 4.5 GiB 5.81.
 # MINRIFF_KERNEL_CACHE_MB sets it (0: off).
 KERNEL_CACHE_MB = 4608
+# Filling the cache (4.1 GiB of fresh memory, first touched) cost ~3 s of a loop here, and a full
+# guided step saves ~0.37 s once it is filled: the fast preset's 4-step loop went 8.2 -> 11.1 s with
+# it (bench clip --preset fast, full size), the quality preset's 30 steps 174 -> 169 s. Loops with
+# fewer steps than this run without it (unless kernel_cache_bytes is set).
+KERNEL_CACHE_MIN_STEPS = 12
 
 
 def _available_bytes() -> int:
@@ -198,16 +203,18 @@ class Riffusion:
         """True when the networks are loaded on demand, one at a time (`Riffusion.load(low_memory=True)`)."""
         return self._on_demand is not None
 
-    def kernel_cache_budget(self) -> int:
-        """Bytes the kernels may keep across the steps of one sampling loop (`kernels.weight_cache`:
-        on the cpu backend the Winograd-transformed 3x3 conv weights, 4.1 GiB for SD 1.5's UNet,
-        which saves their transform on every step after the first). `kernel_cache_bytes` when set,
-        else 0 under low_memory (its point is a low peak) and `default_kernel_cache_bytes()`
-        (KERNEL_CACHE_MB, or the environment's MINRIFF_KERNEL_CACHE_MB) otherwise. The
-        cache is dropped when the loop ends."""
+    def kernel_cache_budget(self, steps: int | None = None) -> int:
+        """Bytes the kernels may keep across the steps of one sampling loop of `steps` steps
+        (`kernels.weight_cache`: on the cpu backend the Winograd-transformed 3x3 conv weights, 4.1 GiB
+        for SD 1.5's UNet, which saves their transform on every step after the first).
+        `kernel_cache_bytes` when set; else 0 under low_memory (its point is a low peak) and for loops
+        of fewer than KERNEL_CACHE_MIN_STEPS steps (filling the cache costs more than a few steps
+        win back); else `default_kernel_cache_bytes()`. The cache is dropped when the loop ends."""
         if self.kernel_cache_bytes is not None:
             return int(self.kernel_cache_bytes)
-        return 0 if self.low_memory else default_kernel_cache_bytes()
+        if self.low_memory or (steps is not None and steps < KERNEL_CACHE_MIN_STEPS):
+            return 0
+        return default_kernel_cache_bytes()
 
     def keep_loaded(self) -> None:
         """Load every network and keep them (ends low_memory): done before anything changes weights
@@ -253,7 +260,7 @@ class Riffusion:
         `cache`: a `deepcache.DeepCache` (most steps then run only the UNet's shallow branch);
         `bar`: a Progress to advance instead of a new one labelled `label`; `control`: a
         `controlnet.ControlRun` (the UNet then gets its ControlNets' residuals)."""
-        with kernels.weight_cache(self.kernel_cache_budget(), self.backend):
+        with kernels.weight_cache(self.kernel_cache_budget(len(timesteps)), self.backend):
             return self._sample_steps(sched, timesteps, latents, context, guidance, label, after_step, generator,
                                       callback, cache, bar, control)
 

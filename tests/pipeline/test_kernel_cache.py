@@ -27,10 +27,13 @@ def budgets(monkeypatch):
 
 def test_budget_defaults_and_override(tiny, budgets, monkeypatch):
     monkeypatch.setattr(pipeline, "_available_bytes", lambda: 1 << 40)
+    monkeypatch.setattr(pipeline, "KERNEL_CACHE_MIN_STEPS", 2)
     riff = Riffusion.load(tiny, quiet=True)
     assert riff.kernel_cache_budget() == pipeline.KERNEL_CACHE_MB << 20 > 0
     riff.generate_spectrogram("jazz", duration_s=0.64, steps=2, seed=1)
     assert budgets == [pipeline.KERNEL_CACHE_MB << 20]  # one block for the whole loop
+    riff.generate_spectrogram("jazz", duration_s=0.64, steps=1, seed=1)
+    assert budgets[-1] == 0  # a loop too short to win back the filling
     monkeypatch.setattr(pipeline, "_available_bytes", lambda: 3 << 30)  # a small machine: half of what is free
     assert riff.kernel_cache_budget() == 3 << 29
     assert weightcache.used_bytes() == 0 and not weightcache.active()
@@ -38,6 +41,7 @@ def test_budget_defaults_and_override(tiny, budgets, monkeypatch):
     assert lazy.kernel_cache_budget() == 0  # low_memory is for a low peak
     lazy.kernel_cache_bytes = 5 << 20
     assert lazy.kernel_cache_budget() == 5 << 20
+    assert lazy.kernel_cache_budget(steps=1) == 5 << 20  # set by hand: taken whatever the loop
 
 
 def test_images_do_not_depend_on_the_cache(tiny, monkeypatch):
@@ -48,6 +52,7 @@ def test_images_do_not_depend_on_the_cache(tiny, monkeypatch):
     real = cpu_conv.cpu_winograd.transformed
     monkeypatch.setattr(cpu_conv.cpu_winograd, "transformed", lambda w: transforms.append(1) or real(w))
     riff = Riffusion.load(tiny, quiet=True)
+    monkeypatch.setattr(pipeline, "KERNEL_CACHE_MIN_STEPS", 3)
     riff.kernel_cache_bytes = 0
     off = riff.generate_spectrogram("jazz", duration_s=0.64, steps=3, seed=2)
     uncached, transforms[:] = len(transforms), []
@@ -63,6 +68,7 @@ def test_a_bad_environment_budget_is_named(tiny, monkeypatch, raw):
     from minriff.errors import InputError
 
     riff = Riffusion.load(tiny, quiet=True)
+    monkeypatch.setattr(pipeline, "KERNEL_CACHE_MIN_STEPS", 1)
     monkeypatch.setenv("MINRIFF_KERNEL_CACHE_MB", raw)
     with pytest.raises(InputError, match="MINRIFF_KERNEL_CACHE_MB"):
         riff.generate_spectrogram("jazz", duration_s=0.64, steps=1, seed=1)
