@@ -118,6 +118,32 @@ def check_target(path, make_parents: bool = False) -> Path:
     return target
 
 
+@contextlib.contextmanager
+def deferred_signals():
+    """SIGINT, SIGTERM and SIGHUP held back for the block (main thread only; elsewhere a no-op) and
+    delivered when it ends. For C code that calls back into Python, e.g. libsndfile encoding into a
+    BytesIO through soundfile's callbacks: an exception raised inside such a callback is printed and
+    swallowed by cffi, and the encoder carries on with a short write, so an interrupt there would
+    have yielded a damaged file that then got written as if complete."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {}
+    for sig in _GUARDED:
+        try:
+            previous[sig] = signal.signal(sig, lambda signum, frame: pending.append(signum))
+        except (ValueError, OSError):  # not settable here
+            continue
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        for sig in dict.fromkeys(pending):  # each once, in arrival order, to the handler now installed
+            signal.raise_signal(sig)
+
+
 # ----------------------------------------------------------------------------- temporary files
 
 _live: set[str] = set()  # temporary files open right now, in any thread

@@ -225,7 +225,8 @@ def encode_audio(waveform: np.ndarray, sample_rate: int, format: str = "wav",  #
     if vbr_quality is not None and fmt == "MP3":
         extra = {"bitrate_mode": "VARIABLE", "compression_level": float(vbr_quality)}
     try:
-        sf.write(buf, np.ascontiguousarray(w.T), int(sample_rate), format=fmt, subtype=subtype, **extra)
+        with atomic.deferred_signals():  # an interrupt inside libsndfile's callbacks would truncate the file
+            sf.write(buf, np.ascontiguousarray(w.T), int(sample_rate), format=fmt, subtype=subtype, **extra)
     except Exception as e:
         raise AudioError(f"cannot encode {fmt} audio: {_first_line(e)}") from e
     return buf.getvalue()
