@@ -41,7 +41,7 @@ from minriff.kernels.cpu.half import widen
 from minriff.kernels.cpu.vecmath import FMA_FLAGS, prefer_wide_vectors
 from minriff.kernels.cpu.workspace import buffer, pad_flat
 
-TILES_PER_ITEM = 128  # GEMM width T; see tile_rows_per_item
+TILES_PER_ITEM = 128  # GEMM width T; see tile_rows_per_item (F(4x4, 3x3): 64 was 1.1-1.15x slower at 64x64)
 MIN_ITEMS = 4  # work items per conv at least (SD's 32x32 layers at batch 2: 4 items of 128 tiles)
 SPLIT_TILES = 256  # tiles per image from which items are bands of tile rows (32x32 px and up)
 CHANNEL_BLOCK = 128  # output channels per item below that
@@ -159,20 +159,27 @@ def _output_transform(m, tr0, tr1, tw, bias, has_bias, y):
                         y[o, oh + 1, ow] = y10
 
 
+@njit(inline="always", error_model="numpy")
+def position_gemms(fn, kind, u, o0, ob, v, ldv, m, ldm, T):
+    """m[e, :ob, :T] = u[e, o0:o0+ob] (ob, C) @ v[e, :, :T] (C, T) for every position e of the
+    transformed tile (16 for F(2x2, 3x3), 36 for F(4x4, 3x3)); v, m with row strides ldv, ldm."""
+    C = u.shape[2]
+    for e in range(u.shape[0]):
+        sgemm(fn, kind, ob, T, C, u[e].ctypes.data + 4 * o0 * C, C, v[e].ctypes.data, ldv, np.float32(0),
+              m[e].ctypes.data, ldm)
+
+
 @njit(cache=True, error_model="numpy", fastmath=FMA_FLAGS, nogil=True)
 def winograd_rows(fn, kind, xp, u, bias, has_bias, y, tr0, tr1, tw, v, m):
     """y[:, 2*tr0 : 2*tr1] of one image. xp (C, Hp, Wp) padded input, u (16, O, C) transformed
     weights; v (16, C, >= T), m (16, O, >= T) scratch for T = (tr1 - tr0) * tw tiles."""
-    C = xp.shape[0]
     O = u.shape[1]
     T = (tr1 - tr0) * tw
     vt = v[:, :, :T]
     mt = m[:, :, :T]
     cols = np.empty((4, xp.shape[2]), np.float32)
     _input_transform(xp, tr0, tr1, tw, cols, vt)
-    ldv, ldm = v.shape[2], m.shape[2]
-    for e in range(16):
-        sgemm(fn, kind, O, T, C, u[e].ctypes.data, C, v[e].ctypes.data, ldv, np.float32(0), m[e].ctypes.data, ldm)
+    position_gemms(fn, kind, u, 0, O, v, v.shape[2], m, m.shape[2], T)
     _output_transform(mt, tr0, tr1, tw, bias, has_bias, y)
 
 
@@ -181,13 +188,9 @@ def winograd_channels(fn, kind, v, u, o0, o1, bias, has_bias, y, th, tw, m):
     """y[:, o0:o1] of every image from the whole batch's transformed input v (16, C, N·th·tw):
     16 GEMMs (o1-o0, C) @ (C, N·th·tw) into m (16, >= o1-o0, >= N·th·tw), then the output
     transform image by image. For small images, where the tiles are few and the weights many."""
-    C, T = v.shape[1], v.shape[2]
     ob = o1 - o0
     per_image = th * tw
-    ldv, ldm = v.strides[1] // 4, m.strides[1] // 4
-    for e in range(16):
-        sgemm(fn, kind, ob, T, C, u[e].ctypes.data + 4 * o0 * C, C, v[e].ctypes.data, ldv, np.float32(0),
-              m[e].ctypes.data, ldm)
+    position_gemms(fn, kind, u, o0, ob, v, v.strides[1] // 4, m, m.strides[1] // 4, v.shape[2])
     for n in range(y.shape[0]):
         _output_transform(m[:, :ob, n * per_image : (n + 1) * per_image], 0, th, tw, bias[o0:o1] if has_bias else bias,
                           has_bias, y[n, o0:o1])
@@ -247,18 +250,33 @@ def conv3x3(x, w, b, pads, y, u=None):
 
         run_items(by_channels, items, threads)
         return
+    run_row_bands(winograd_rows, 2, x, u, bias, has_bias, pads, th, tw, Wp, y)
+
+
+def run_row_bands(rows_kernel, tile: int, x, u, bias, has_bias, pads, th, tw, Wp, y) -> None:
+    """The band path of F(2x2, 3x3) (tile 2, `winograd_rows`) and F(4x4, 3x3) (tile 4,
+    winograd4.winograd4_rows): work items of tile_rows_per_item rows of th x tw tiles of one
+    image, each padding its own band of input rows into a per-thread buffer (the last 2 rows
+    overlap the next band's) and calling rows_kernel(fn, kind, band, u, bias, has_bias, y rows,
+    0, band tile rows, tw, v, m) with v (E, C, ld) and m (E, O, ld) per-thread scratch, E = u's
+    positions. y (N, O, Ho, Wo)."""
+    N, C = x.shape[:2]
+    E, O = u.shape[:2]
+    top, _, left, _ = pads
+    Ho = y.shape[2]
     rows = tile_rows_per_item(th, tw, N)
     T = rows * tw
     ld = T + 16 if (4 * T) % 4096 == 0 else T  # rows 4 KiB apart would share L1 sets
     items = [(n, r0, min(r0 + rows, th)) for n in range(N) for r0 in range(0, th, rows)]
+    fn, kind = cpu_blas.SGEMM_ADDR, cpu_blas.SGEMM_KIND
 
-    def by_rows(item):  # each item pads its own band of input rows (2 rows overlap the next band's)
+    def by_rows(item):
         n, r0, r1 = item
-        Hb = 2 * (r1 - r0) + 2
+        Hb = tile * (r1 - r0) + 2
         band = buffer("band", C * Hb * Wp).reshape(C, Hb, Wp)
-        pad_band(x[n], 2 * r0, top, left, band)
-        v = buffer("v", 16 * C * ld).reshape(16, C, ld)
-        m = buffer("m", 16 * O * ld).reshape(16, O, ld)
-        winograd_rows(fn, kind, band, u, bias, has_bias, y[n, :, 2 * r0 : min(2 * r1, Ho)], 0, r1 - r0, tw, v, m)
+        pad_band(x[n], tile * r0, top, left, band)
+        v = buffer("v", E * C * ld).reshape(E, C, ld)
+        m = buffer("m", E * O * ld).reshape(E, O, ld)
+        rows_kernel(fn, kind, band, u, bias, has_bias, y[n, :, tile * r0 : min(tile * r1, Ho)], 0, r1 - r0, tw, v, m)
 
-    run_items(by_rows, items, threads)
+    run_items(by_rows, items, numba.get_num_threads())

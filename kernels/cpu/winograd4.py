@@ -27,8 +27,9 @@ Near image borders an output's error follows its tile's magnitudes, not its own 
 
 Work items (cpu_blas.run_items threads, BLAS single-threaded), as winograd.py:
 - batches with many tiles (> BATCH_TILES; SD's 64 px layers, the VAE's big ones): a band of
-  TILES_PER_ITEM tiles of one image: pad the band's input rows (winograd.pad_band), input
-  transform into V, 36 sgemm calls, output transform (plus bias) straight into y.
+  winograd.TILES_PER_ITEM tiles of one image (winograd.run_row_bands, shared with F(2x2, 3x3)):
+  pad the band's input rows, input transform into V, 36 sgemm calls, output transform (plus
+  bias) straight into y.
 - fewer tiles (SD's 32 px layers): the whole batch's V first (items: blocks of input channels),
   then an item is a block of output channels (channel_block), each doing 36 GEMMs over all tiles.
 Items depend on the shape only: results do not depend on the thread count.
@@ -40,10 +41,10 @@ import numpy as np
 from numba import njit, prange
 
 from minriff.kernels.cpu import blas as cpu_blas
-from minriff.kernels.cpu.blas import run_items, sgemm
+from minriff.kernels.cpu.blas import run_items
 from minriff.kernels.cpu.half import widen
 from minriff.kernels.cpu.vecmath import FMA_FLAGS, prefer_wide_vectors
-from minriff.kernels.cpu.winograd import pad_band
+from minriff.kernels.cpu.winograd import pad_band, position_gemms, run_row_bands
 from minriff.kernels.cpu.workspace import buffer
 
 BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0],
@@ -54,8 +55,6 @@ AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0,
 
 _SIXTH = 1.0 / 6.0
 _2, _4, _5, _8 = np.float32(2), np.float32(4), np.float32(5), np.float32(8)  # float32 * int would be float64
-TILES_PER_ITEM = 128  # GEMM width T of the band path (64: 1.1-1.15x slower at SD's 64x64 layers)
-MIN_ITEMS = 4  # work items per conv at least
 BATCH_TILES = 256  # at most this many tiles in the whole batch: items are blocks of output channels
 CHANNEL_BLOCK = 320  # output channels per item below that, at most (channel_block)
 INPUT_BLOCK = 64  # input channels per item of that path's input transform
@@ -170,14 +169,11 @@ def output_transform(m, tr0, tr1, tw, bias, has_bias, y, p):
 def winograd4_rows(fn, kind, xp, u, bias, has_bias, y, tr0, tr1, tw, v, m):
     """y[:, 4*tr0 : 4*tr1] of one image. xp (C, Hp, Wp) padded input, u (36, O, C) transformed
     weights; v (36, C, >= T), m (36, O, >= T) scratch for T = (tr1 - tr0) * tw tiles."""
-    C = xp.shape[0]
     O = u.shape[1]
     T = (tr1 - tr0) * tw
     rows = np.empty((6, xp.shape[2]), np.float32)
     input_transform(xp, tr0, tr1, tw, rows, v[:, :, :T])
-    ldv, ldm = v.shape[2], m.shape[2]
-    for e in range(36):
-        sgemm(fn, kind, O, T, C, u[e].ctypes.data, C, v[e].ctypes.data, ldv, np.float32(0), m[e].ctypes.data, ldm)
+    position_gemms(fn, kind, u, 0, O, v, v.shape[2], m, m.shape[2], T)
     output_transform(m[:, :, :T], tr0, tr1, tw, bias, has_bias, y, np.empty((4, 6, tw), np.float32))
 
 
@@ -186,13 +182,9 @@ def winograd4_channels(fn, kind, v, u, o0, o1, bias, has_bias, y, th, tw, m):
     """y[:, o0:o1] of every image from the whole batch's transformed input v (36, C, N·th·tw):
     36 GEMMs (o1-o0, C) @ (C, N·th·tw) into m (36, >= o1-o0, >= N·th·tw), then the output
     transform image by image."""
-    C, T = v.shape[1], v.shape[2]
     ob = o1 - o0
     per_image = th * tw
-    ldv, ldm = v.strides[1] // 4, m.strides[1] // 4
-    for e in range(36):
-        sgemm(fn, kind, ob, T, C, u[e].ctypes.data + 4 * o0 * C, C, v[e].ctypes.data, ldv, np.float32(0),
-              m[e].ctypes.data, ldm)
+    position_gemms(fn, kind, u, o0, ob, v, v.strides[1] // 4, m, m.strides[1] // 4, v.shape[2])
     p = np.empty((4, 6, tw), np.float32)
     for n in range(y.shape[0]):
         output_transform(m[:, :ob, n * per_image : (n + 1) * per_image], 0, th, tw,
@@ -206,16 +198,6 @@ def channel_block(O: int) -> int:
     blocks = -(-O // CHANNEL_BLOCK)
     blocks += blocks % 2 if O > 1 else 0
     return -(-O // blocks)
-
-
-def tile_rows_per_item(th: int, tw: int, images: int) -> int:
-    """Tile rows per band item: about TILES_PER_ITEM tiles, halved until there are MIN_ITEMS
-    items. A function of the shape only (never of the thread count: the GEMM width could change
-    OpenBLAS's kernel choice, and with it the bits)."""
-    rows = max(1, TILES_PER_ITEM // tw)
-    while rows > 1 and images * -(-th // rows) < MIN_ITEMS:
-        rows //= 2
-    return rows
 
 
 def transformed(w) -> np.ndarray:
@@ -265,18 +247,4 @@ def conv3x3(x, w, b, pads, y, u=None):
 
         run_items(by_channels, items, threads)
         return
-    rows = tile_rows_per_item(th, tw, N)
-    T = rows * tw
-    ld = T + 16 if (4 * T) % 4096 == 0 else T  # rows 4 KiB apart would share L1 sets
-    items = [(n, r0, min(r0 + rows, th)) for n in range(N) for r0 in range(0, th, rows)]
-
-    def by_rows(item):  # each item pads its own band of input rows (2 rows overlap the next band's)
-        n, r0, r1 = item
-        Hb = 4 * (r1 - r0) + 2
-        band = buffer("band", C * Hb * Wp).reshape(C, Hb, Wp)
-        pad_band(x[n], 4 * r0, top, left, band)
-        v = buffer("v", 36 * C * ld).reshape(36, C, ld)
-        m = buffer("m", 36 * O * ld).reshape(36, O, ld)
-        winograd4_rows(fn, kind, band, u, bias, has_bias, y[n, :, 4 * r0 : min(4 * r1, Ho)], 0, r1 - r0, tw, v, m)
-
-    run_items(by_rows, items, threads)
+    run_row_bands(winograd4_rows, 4, x, u, bias, has_bias, pads, th, tw, Wp, y)
