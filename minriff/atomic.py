@@ -121,27 +121,13 @@ def check_target(path, make_parents: bool = False) -> Path:
 @contextlib.contextmanager
 def deferred_signals():
     """SIGINT, SIGTERM and SIGHUP held back for the block (main thread only; elsewhere a no-op) and
-    delivered when it ends. For C code that calls back into Python, e.g. libsndfile encoding into a
-    BytesIO through soundfile's callbacks: an exception raised inside such a callback is printed and
-    swallowed by cffi, and the encoder carries on with a short write, so an interrupt there would
-    have yielded a damaged file that then got written as if complete."""
-    if threading.current_thread() is not threading.main_thread():
+    delivered when it ends, as during a write's bookkeeping steps (`_critical`). For C code that calls
+    back into Python, e.g. libsndfile encoding into a BytesIO through soundfile's callbacks: an
+    exception raised inside such a callback is printed and swallowed by cffi, and the encoder carries
+    on with a short write, so an interrupt there would have yielded a damaged file that then got
+    written as if complete."""
+    with _signal_guard(), _critical():
         yield
-        return
-    pending: list[int] = []
-    previous = {}
-    for sig in _GUARDED:
-        try:
-            previous[sig] = signal.signal(sig, lambda signum, frame: pending.append(signum))
-        except (ValueError, OSError):  # not settable here
-            continue
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        for sig in dict.fromkeys(pending):  # each once, in arrival order, to the handler now installed
-            signal.raise_signal(sig)
 
 
 # ----------------------------------------------------------------------------- temporary files
@@ -339,7 +325,7 @@ def _critical():
         _local.critical -= 1
         if not _local.critical and _state.pending and threading.current_thread() is threading.main_thread():
             pending, _state.pending = _state.pending, []
-            for signum in pending:
+            for signum in dict.fromkeys(pending):  # each once, in arrival order, as the OS delivers a held signal
                 if signal.getsignal(signum) is _on_signal:
                     _on_signal(signum, None)
                 else:  # the previous handlers are back: deliver it to them
