@@ -299,8 +299,8 @@ class UNet2DConditionModel(_TimedInput):
     # cross-attention both halves compute the same thing. When the latents' halves (and so the
     # timesteps' embedding) are equal, conv_in, the first resnet and the first transformer's
     # self-attention run on one half (SD 1.5 at 64x64: one 4096-token self-attention of the five,
-    # ~3% of a step) and are doubled there. Kernels compute each sample alone, so the result is
-    # the same as the whole batch's.
+    # ~3% of a step) and are doubled there. The result equals the whole batch's within float32
+    # rounding (a GEMM over one half may be blocked differently than over both).
 
     def _down(self, x, temb_act, context, branch: int | None = None, rec=lambda *a: None):
         """conv_in and the down blocks -> (h, skips); with `branch`, only until skips 0..branch
