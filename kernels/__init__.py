@@ -76,6 +76,26 @@ def weight_cache(budget_bytes: int, backend_name: str | None = None):
     return make(budget_bytes) if make is not None else contextlib.nullcontext()
 
 
+def _weightcache_fn(name: str | None, fn: str):
+    name = name or _current
+    _load(name)
+    return getattr(importlib.import_module(_MODULES[name], __name__), fn, None)
+
+
+def weight_cache_pooled_bytes(backend_name: str | None = None) -> int:
+    """Bytes the backend keeps between weight_cache blocks for the next block's derived forms
+    (cpu: the last block's arrays, reused as buffers: memory already paged in)."""
+    fn = _weightcache_fn(backend_name, "weight_cache_pooled_bytes")
+    return int(fn()) if fn is not None else 0
+
+
+def release_weight_cache(backend_name: str | None = None) -> None:
+    """Free what the backend keeps between weight_cache blocks."""
+    fn = _weightcache_fn(backend_name, "release_weight_cache")
+    if fn is not None:
+        fn()
+
+
 def _identity_asarray(xp, which):
     if which == "asarray":
         return lambda a, dtype=None: xp.asarray(a, dtype=dtype)

@@ -19,8 +19,8 @@ __version__ = "0.1.0"
 # then every small parallel kernel pays the wake-up, ~0.5 ms on this VM (GroupNorm+SiLU alone
 # 1.1 instead of 0.58 ms). Set before numpy and Numba's OpenMP start (importing minriff first
 # does that); a value you set yourself wins (try OMP_WAIT_POLICY=PASSIVE for whole-model runs).
-# MINRIFF_THREAD_DEFAULTS=0 turns off this and the malloc setting below (the benchmarks' torch
-# process uses that).
+# MINRIFF_THREAD_DEFAULTS=0 turns off this and the malloc and page settings below (the benchmarks'
+# torch process uses that).
 _DEFAULTS_ON = _os.environ.get("MINRIFF_THREAD_DEFAULTS") != "0"
 ENV_DEFAULTS = {}
 if _DEFAULTS_ON:
@@ -48,6 +48,32 @@ def _keep_freed_memory() -> bool:
 
 
 MALLOC_TUNED = _DEFAULTS_ON and _keep_freed_memory()
+
+
+def _small_pages_for_numpy() -> bool:
+    """numpy asks the kernel for transparent huge pages (madvise) on every array of 4 MB and up.
+    With the kernel's THP defrag on "madvise" (Debian's default) a first touch of such memory may
+    stall in page compaction: measured here, writing 4 GB of fresh arrays took 10.4-11.7 s with
+    it and 1.6-2.8 s without; one 105 MB Winograd weight transform into a fresh array 0.19-0.21
+    against 0.03 s. A warm UNet step was the same either way (5.74/5.89 against 5.77/5.97 s), so
+    the huge pages bought nothing here to pay for that. numpy reads NUMPY_MADVISE_HUGEPAGE when it
+    is imported, and has a switch for after; a value you set yourself wins."""
+    if "NUMPY_MADVISE_HUGEPAGE" in _os.environ:
+        return False
+    ENV_DEFAULTS["NUMPY_MADVISE_HUGEPAGE"] = "0"  # (the benchmarks' torch child does without it)
+    _os.environ["NUMPY_MADVISE_HUGEPAGE"] = "0"
+    import sys
+
+    if "numpy" in sys.modules:  # imported before minriff: the switch, where this numpy has it
+        core = getattr(sys.modules["numpy"], "_core", None) or getattr(sys.modules["numpy"], "core", None)
+        setter = getattr(getattr(core, "multiarray", None), "_set_madvise_hugepage", None)
+        if setter is None:
+            return False
+        setter(False)
+    return True
+
+
+SMALL_PAGES = _DEFAULTS_ON and _small_pages_for_numpy()
 
 from minriff import errors  # noqa: E402
 from minriff.errors import (  # noqa: E402

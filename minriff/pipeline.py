@@ -96,7 +96,7 @@ KERNEL_CACHE_MB = 4608
 # Filling the cache (4.1 GiB of fresh memory, first touched) cost ~3 s of a loop here, and a full
 # guided step saves ~0.37 s once it is filled: the fast preset's 4-step loop went 8.2 -> 11.1 s with
 # it (bench clip --preset fast, full size), the quality preset's 30 steps 174 -> 169 s. Loops with
-# fewer steps than this run without it (unless kernel_cache_bytes is set).
+# fewer steps than this use only what an earlier loop left paged in (unless kernel_cache_bytes is set).
 KERNEL_CACHE_MIN_STEPS = 12
 
 
@@ -118,7 +118,8 @@ def default_kernel_cache_bytes() -> int:
     swap for a 6% faster step), in bytes."""
     raw = os.environ.get("MINRIFF_KERNEL_CACHE_MB")
     if raw is None:
-        return min(KERNEL_CACHE_MB << 20, _available_bytes() // 2)
+        # (the pool of the last loop's buffers is ours to reuse, so it counts as available)
+        return min(KERNEL_CACHE_MB << 20, (_available_bytes() + kernels.weight_cache_pooled_bytes()) // 2)
     try:
         mb = float(raw)
     except ValueError:
@@ -207,14 +208,19 @@ class Riffusion:
         """Bytes the kernels may keep across the steps of one sampling loop of `steps` steps
         (`kernels.weight_cache`: on the cpu backend the Winograd-transformed 3x3 conv weights, 4.1 GiB
         for SD 1.5's UNet, which saves their transform on every step after the first).
-        `kernel_cache_bytes` when set; else 0 under low_memory (its point is a low peak) and for loops
-        of fewer than KERNEL_CACHE_MIN_STEPS steps (filling the cache costs more than a few steps
-        win back); else `default_kernel_cache_bytes()`. The cache is dropped when the loop ends."""
+        `kernel_cache_bytes` when set; else 0 under low_memory (its point is a low peak); else
+        `default_kernel_cache_bytes()`, but for loops of fewer than KERNEL_CACHE_MIN_STEPS steps only
+        as much as an earlier loop left paged in (the pool, `kernels.weight_cache_pooled_bytes`):
+        filling fresh memory costs more than a few steps win back. The cache's entries are dropped
+        when the loop ends; their memory is pooled for the next loop (0 frees it)."""
         if self.kernel_cache_bytes is not None:
             return int(self.kernel_cache_bytes)
-        if self.low_memory or (steps is not None and steps < KERNEL_CACHE_MIN_STEPS):
+        if self.low_memory:
             return 0
-        return default_kernel_cache_bytes()
+        budget = default_kernel_cache_bytes()
+        if steps is not None and steps < KERNEL_CACHE_MIN_STEPS:
+            return min(budget, kernels.weight_cache_pooled_bytes(self.backend))
+        return budget
 
     def keep_loaded(self) -> None:
         """Load every network and keep them (ends low_memory): done before anything changes weights

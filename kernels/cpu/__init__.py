@@ -21,7 +21,11 @@ from minriff.kernels.cpu import norm as cpu_norm
 from minriff.kernels.cpu import weightgemm
 from minriff.kernels.cpu.blas import gemm_into, run_items
 from minriff.kernels.cpu.half import as_float32, bits_or_float32
-from minriff.kernels.cpu.weightcache import weight_cache  # noqa: F401  (kernels.weight_cache finds it here)
+
+# kernels.weight_cache and its pool functions find these here
+from minriff.kernels.cpu.weightcache import pooled_bytes as weight_cache_pooled_bytes  # noqa: F401
+from minriff.kernels.cpu.weightcache import release as release_weight_cache  # noqa: F401
+from minriff.kernels.cpu.weightcache import weight_cache  # noqa: F401
 
 xp = np
 
@@ -41,7 +45,12 @@ def conv2d(x, w, b=None, stride=1, padding=0):
     return cpu_conv.conv2d(_f32(x), bits_or_float32(w), bias, int(stride), conv_padding(padding), key=w)
 
 
-LINEAR_BAND_ROWS = 512  # rows per work item of a long linear (a multiple of 16; same for any thread count)
+# Rows per work item of a long linear (a multiple of 16; same for any thread count). 1024 against
+# 512: alone, (8192, 320) -> 320 at 268 against 242 GFLOP/s, (2048, 640) -> 640 296 / 279; in a
+# full-size guided step (5 interleaved rounds) the long linears took 1.68 against 1.80 s (medians).
+# 256 and 128 were slower than 512.
+LINEAR_BAND_ROWS = 1024
+LONG_LINEAR_MIN_ROWS = 2048  # inputs of this many rows and more go in row bands; shorter ones in weight blocks
 WEIGHT_BLOCKS_MIN = 1 << 18  # weight elements from which a short linear runs in weight blocks (weightgemm)
 
 
@@ -57,12 +66,12 @@ def linear(x, w, b=None):
     x2 = _f32(x).reshape(-1, K)
     R, O = x2.shape[0], w.shape[0]
     bias = None if b is None else as_float32(b)
-    if R < 4 * LINEAR_BAND_ROWS:
+    if R < LONG_LINEAR_MIN_ROWS:
         if R and w.size >= WEIGHT_BLOCKS_MIN:
             y = np.empty((R, O), np.float32)
-            weightgemm.x_wt(x2, bits_or_float32(w), y)
-        else:
-            y = x2 @ as_float32(w, "weight").T
+            weightgemm.x_wt(x2, bits_or_float32(w), y, bias)
+            return y.reshape(*x.shape[:-1], O)
+        y = x2 @ as_float32(w, "weight").T
         if bias is not None:
             ew.add_bias_rows(y, bias)
         return y.reshape(*x.shape[:-1], O)

@@ -36,6 +36,7 @@ import numpy as np
 from numba import njit, prange
 
 from minriff.kernels.cpu import blas as cpu_blas
+from minriff.kernels.cpu import weightcache
 from minriff.kernels.cpu.blas import run_items, sgemm
 from minriff.kernels.cpu.half import widen
 from minriff.kernels.cpu.vecmath import FMA_FLAGS, prefer_wide_vectors
@@ -209,7 +210,7 @@ def tile_rows_per_item(th: int, tw: int, images: int) -> int:
 
 def transformed(w) -> np.ndarray:
     """U (16, O, C) float32 of w (O, C, 3, 3) float32 or float16 bits."""
-    u = np.empty((16, w.shape[0], w.shape[1]), np.float32)
+    u = weightcache.empty((16, w.shape[0], w.shape[1]))
     transform_weights(w, u)
     return u
 

@@ -60,3 +60,36 @@ def test_freed_big_arrays_are_reused_without_page_faults():
     assert (tuned, off, user) == (True, False, False)
     # (numpy asks for huge pages on big arrays, so a fault may be 2 MB: ~500 for the 100 MB array)
     assert off_faults > 40 and tuned_faults < off_faults / 10, (tuned_faults, off_faults)
+
+
+PAGES = """
+import json, sys
+if sys.argv[1] == "numpy-first":
+    import numpy
+import minriff
+from numpy._core.multiarray import _get_madvise_hugepage
+print(json.dumps([minriff.SMALL_PAGES, _get_madvise_hugepage()]))
+"""
+
+
+def _pages(order="minriff-first", **overrides):
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMPY_MADVISE_HUGEPAGE", "MINRIFF_THREAD_DEFAULTS")}
+    env.update(overrides)
+    out = subprocess.run([sys.executable, "-c", PAGES, order], env=env, capture_output=True, text=True, check=True)
+    return tuple(__import__("json").loads(out.stdout))
+
+
+def test_numpy_huge_page_advice_is_off_whichever_is_imported_first():
+    assert _pages() == (True, False)
+    assert _pages("numpy-first") == (True, False)
+
+
+def test_numpy_huge_page_advice_a_users_setting_wins_and_can_be_turned_off():
+    assert _pages(NUMPY_MADVISE_HUGEPAGE="1") == (False, True)
+    assert _pages(MINRIFF_THREAD_DEFAULTS="0") == (False, True)
+
+
+def test_the_benchmarks_torch_child_gets_numpys_default():
+    import minriff
+
+    assert minriff.ENV_DEFAULTS.get("NUMPY_MADVISE_HUGEPAGE") == ("0" if minriff.SMALL_PAGES else None)

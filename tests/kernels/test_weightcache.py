@@ -138,3 +138,58 @@ def test_blocks_nest_and_other_backends_ignore_it():
         kernels.ops("ref").conv2d(x, w, b, padding=1)
     with pytest.raises(ValueError, match="unknown kernel backend"):
         kernels.weight_cache(1, "nope")
+
+
+def _pointers():
+    return sorted(a.ctypes.data for arrays in weightcache._pool.values() for a in arrays)
+
+
+def test_the_next_block_reuses_the_last_blocks_memory():
+    """A block's transforms go to a pool when it ends; the next block computes its transforms of
+    the same shapes into those buffers (paged in already) and gets the same results."""
+    kernels.release_weight_cache()
+    rng = np.random.default_rng(3)
+    x, w, b = _case(rng)
+    _, w2, _ = _case(rng)  # a second weight of the same shape
+    want = F.conv2d(x, w2, b, padding=1)
+    with kernels.weight_cache(1 << 30):
+        F.conv2d(x, w, b, padding=1)
+        first_block = {id(a): a.ctypes.data for a in (e[1] for e in weightcache._entries.values())}
+    assert kernels.weight_cache_pooled_bytes() == 16 * 8 * 64 * 4 and len(_pointers()) == 1
+    pointer = _pointers()[0]
+    assert list(first_block.values()) == [pointer]
+    with kernels.weight_cache(1 << 30):
+        assert np.array_equal(F.conv2d(x, w2, b, padding=1), want)  # another weight: transformed anew...
+        (entry,) = weightcache._entries.values()
+        assert entry[1].ctypes.data == pointer  # ...into the pooled buffer
+        assert kernels.weight_cache_pooled_bytes() == 0
+    assert _pointers() == [pointer]
+    kernels.release_weight_cache()
+    assert kernels.weight_cache_pooled_bytes() == 0 and _pointers() == []
+
+
+def test_the_pool_holds_at_most_the_budget_and_a_zero_budget_empties_it():
+    kernels.release_weight_cache()
+    rng = np.random.default_rng(4)
+    x, w, b = _case(rng, O=8)
+    _, w_big, _ = _case(rng, O=16)
+    one, big = 16 * 8 * 64 * 4, 16 * 16 * 64 * 4
+    with kernels.weight_cache(1 << 30):
+        F.conv2d(x, w, b, padding=1)
+        F.conv2d(x, w_big, np.zeros(16, np.float32), padding=1)
+    assert kernels.weight_cache_pooled_bytes() == one + big
+    with kernels.weight_cache(one):  # a smaller budget: the biggest buffers go first
+        assert kernels.weight_cache_pooled_bytes() == one
+    with kernels.weight_cache(0):
+        assert kernels.weight_cache_pooled_bytes() == 0
+
+
+def test_a_freed_weights_transform_is_freed_not_pooled():
+    kernels.release_weight_cache()
+    x, w, b = _case(np.random.default_rng(5))
+    with kernels.weight_cache(1 << 30):
+        F.conv2d(x, w, b, padding=1)
+        del w
+        gc.collect()
+        assert weightcache.used_bytes() == 0
+    assert kernels.weight_cache_pooled_bytes() == 0
