@@ -111,21 +111,63 @@ def test_linear_matches_ref(seed, lead, fin, fout, bias):
 @given(seed=seeds, band_rows=st.sampled_from([1, 3, 16]), rows=st.integers(4, 70), fin=st.integers(1, 40),
        fout=st.integers(1, 40), bias=st.booleans(), strided=st.booleans())
 def test_linear_in_row_bands_matches_ref(seed, band_rows, rows, fin, fout, bias, strided):
-    # the banded path (normally from 4 * 512 rows: the UNet's 4096-token layers) with small bands,
-    # so partial last bands and single-row bands come up; strided: x is a non-contiguous view
+    # the banded path (normally from 2048 rows: the UNet's 4096- and 1024-token layers) with small
+    # bands, so partial last bands and single-row bands come up; strided: x is a non-contiguous view
     from minriff.kernels import cpu as kcpu
 
     rng = np.random.default_rng(seed)
     x = f32(rng, rows, fin + 3)[:, 1 : fin + 1] if strided else f32(rng, rows, fin)
     w, b = f32(rng, fout, fin), (f32(rng, fout) if bias else None)
-    saved, kcpu.LINEAR_BAND_ROWS = kcpu.LINEAR_BAND_ROWS, band_rows
+    saved = kcpu.LINEAR_BAND_ROWS, kcpu.LONG_LINEAR_MIN_ROWS
+    kcpu.LINEAR_BAND_ROWS, kcpu.LONG_LINEAR_MIN_ROWS = band_rows, 4
     try:
         got = CPU.linear(x, w, b)
     finally:
-        kcpu.LINEAR_BAND_ROWS = saved
+        kcpu.LINEAR_BAND_ROWS, kcpu.LONG_LINEAR_MIN_ROWS = saved
     want = REF.linear(as64(x), as64(w), as64(b))
     scale = REF.linear(np.abs(as64(x)), np.abs(as64(w)), None if b is None else np.abs(as64(b)))
     assert_close(got, want, scale, what=f"linear in bands of {band_rows}")
+
+
+@settings(max_examples=30)
+@given(seed=seeds, max_rows=st.sampled_from([16, 32, 48]), rows=st.integers(1, 40), fin=st.integers(1, 40),
+       fout=st.integers(1, 200), bias=st.booleans(), half=st.booleans(), strided=st.booleans())
+def test_linear_in_weight_blocks_matches_ref(seed, max_rows, rows, fin, fout, bias, half, strided):
+    # the weight-block path (normally short inputs with a weight of >= 2^18 elements: the 16x16 and
+    # 8x8 levels, the text encoder) with small blocks, so partial last blocks come up; each block's
+    # output rows are set to the bias before its GEMM accumulates into them
+    from minriff.kernels import cpu as kcpu
+    from minriff.kernels.cpu import weightgemm
+
+    rng = np.random.default_rng(seed)
+    x = f32(rng, rows, fin + 3)[:, 1 : fin + 1] if strided else f32(rng, rows, fin)
+    w, b = f32(rng, fout, fin), (f32(rng, fout) if bias else None)
+    if half:
+        w = w.astype(np.float16)
+    saved = kcpu.WEIGHT_BLOCKS_MIN, weightgemm.MAX_BLOCK_ROWS
+    kcpu.WEIGHT_BLOCKS_MIN, weightgemm.MAX_BLOCK_ROWS = 1, max_rows
+    try:
+        got = CPU.linear(x, w, b)
+    finally:
+        kcpu.WEIGHT_BLOCKS_MIN, weightgemm.MAX_BLOCK_ROWS = saved
+    w64 = as64(w.astype(np.float32))
+    want = REF.linear(as64(x), w64, as64(b))
+    scale = REF.linear(np.abs(as64(x)), np.abs(w64), None if b is None else np.abs(as64(b)))
+    assert_close(got, want, scale, what=f"linear in weight blocks of <= {max_rows} rows")
+
+
+@given(rows=st.integers(1, 20000))
+def test_weight_blocks_tile_the_rows_in_equal_shares(rows):
+    from minriff.kernels.cpu import weightgemm
+
+    blocks = weightgemm.blocks(rows)
+    assert blocks[0][0] == 0 and blocks[-1][1] == rows
+    assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))  # contiguous, no gaps or overlaps
+    sizes = [r1 - r0 for r0, r1 in blocks]
+    assert all(s % 16 == 0 and s == sizes[0] for s in sizes[:-1]) and 0 < sizes[-1] <= sizes[0]
+    assert sizes[0] <= max(16, weightgemm.MAX_BLOCK_ROWS)
+    if rows >= 64 * weightgemm.BLOCK_COUNT_MULTIPLE:  # enough rows: 1, 2 or 4 threads get equal counts
+        assert len(blocks) % weightgemm.BLOCK_COUNT_MULTIPLE == 0
 
 
 @EXAMPLES
