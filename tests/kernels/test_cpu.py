@@ -219,6 +219,27 @@ def test_attention_matches_ref(seed, b, h, tq, tk, d, causal, scale, growth):
     assert_close(got, want, scale_v * (1.0 + 8 * 2.0**-24 * score_abs / 1e-5), what="attention")
 
 
+@settings(max_examples=20)
+@given(seed=seeds, b=st.integers(1, 2), h=st.integers(4, 12), tq=st.integers(1, 200), tk=st.sampled_from([1, 77, 300]),
+       d=st.sampled_from([8, 40]), causal=st.booleans(), threads=st.sampled_from([1, 2]))
+def test_attention_with_one_item_per_head_matches_ref(seed, b, h, tq, tk, d, causal, threads):
+    # with >= 4 heads per thread every work item is one head, and lays out that head's operands
+    # itself (the UNet's and text encoder's case); heads are strided views, as the models split them
+    import numba
+
+    rng = np.random.default_rng(seed)
+    split = lambda a, t: a.reshape(b, t, h, d).transpose(0, 2, 1, 3)  # noqa: E731  (B, T, H·D) -> (B, H, T, D)
+    q, k, v = split(f32(rng, b, tq, h * d), tq), split(f32(rng, b, tk, h * d), tk), split(f32(rng, b, tk, h * d), tk)
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        got = CPU.attention(q, k, v, causal=causal)
+    finally:
+        numba.set_num_threads(before)
+    want = REF.attention(as64(q), as64(k), as64(v), causal=causal)
+    assert_close(got, want, REF.attention(as64(q), as64(k), np.abs(as64(v)), causal=causal), what="attention per head")
+
+
 @EXAMPLES
 @given(seed=seeds, shape=st.lists(st.sampled_from([1, 2, 3, 5, 17, 64, 101]), min_size=1, max_size=3),
        data=st.data(), spread=st.floats(0.1, 30))
