@@ -70,15 +70,14 @@ def weight_cache(budget_bytes: int, backend_name: str | None = None):
     back, e.g. across the steps of a sampling loop (cpu: Winograd-transformed 3x3 conv weights,
     cpu/weightcache.py). Backends without such forms ignore it. Weights must not be changed in
     place inside the block (cpu makes cached ones read-only meanwhile); replacing them is fine."""
-    name = backend_name or _current
-    _load(name)  # an unknown name fails here
-    make = getattr(importlib.import_module(_MODULES[name], __name__), "weight_cache", None)
+    make = _weightcache_fn(backend_name, "weight_cache")
     return make(budget_bytes) if make is not None else contextlib.nullcontext()
 
 
 def _weightcache_fn(name: str | None, fn: str):
+    """The backend's (default: the current one's) function `fn`, or None where it has none."""
     name = name or _current
-    _load(name)
+    _load(name)  # an unknown name fails here
     return getattr(importlib.import_module(_MODULES[name], __name__), fn, None)
 
 

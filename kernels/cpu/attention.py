@@ -201,29 +201,26 @@ def attention(q, k, v, scale, causal):
     pieces = _ceil_div(4 * threads, BH)  # query ranges per head: >= 4 items per thread when heads are few
     step = _ceil_div(_ceil_div(Tq, pieces), bq) * bq  # ceil(Tq / pieces) rounded up to whole blocks
     items = [(bh, q0, min(q0 + step, Tq)) for bh in range(BH) for q0 in range(0, Tq, step)]
-    if len(items) == BH:
-        # one item per head: each item lays out its own head's operands, so the copies run on
-        # every thread (done up front, on one core, they took ~0.2 s of a UNet step). Alone, medians
-        # of 7, two runs each: (2,8,1024,80) 24 against 28-29 ms, (2,8,256,160) 4.6 against 5.5-6.6,
-        # 4096 queries to 77 keys 8.1 against 10.8-11.7; (2,8,4096,40) within the noise (191-211
-        # against 203-221 ms)
-        def work(item):
-            bh, q0, q1 = item
-            b, h = divmod(bh, H)
-            attend_rows(cpu_blas.SGEMM_ADDR, cpu_blas.SGEMM_KIND, _transposed(q[b : b + 1, h : h + 1], q_scale)[0],
-                        np.ascontiguousarray(k[b, h]), _transposed(v[b : b + 1, h : h + 1], None)[0], out[b, :, h],
-                        q0, q1, bq, bk, causal)
-
-        run_items(work, items, threads)
-        return out.transpose(0, 2, 1, 3)
-    qt = _transposed(q, q_scale)  # (BH, D, Tq)
-    k3 = np.ascontiguousarray(k).reshape(BH, Tk, D)
-    vt = _transposed(v, None)  # (BH, D, Tk)
+    # One item per head: each item lays out its own head's operands, so the copies run on every
+    # thread (done up front, on one core, they took ~0.2 s of a UNet step). Alone, medians of 7,
+    # two runs each: (2,8,1024,80) 24 against 28-29 ms, (2,8,256,160) 4.6 against 5.5-6.6, 4096
+    # queries to 77 keys 8.1 against 10.8-11.7; (2,8,4096,40) within the noise (191-211 against
+    # 203-221 ms). Several items per head share copies made up front.
+    per_head = len(items) == BH
+    if not per_head:
+        qt = _transposed(q, q_scale)  # (BH, D, Tq)
+        k3 = np.ascontiguousarray(k).reshape(BH, Tk, D)
+        vt = _transposed(v, None)  # (BH, D, Tk)
 
     def work(item):
         bh, q0, q1 = item
-        attend_rows(cpu_blas.SGEMM_ADDR, cpu_blas.SGEMM_KIND, qt[bh], k3[bh], vt[bh], out[bh // H, :, bh % H], q0, q1,
-                    bq, bk, causal)
+        b, h = divmod(bh, H)
+        if per_head:
+            qh, kh = _transposed(q[b : b + 1, h : h + 1], q_scale)[0], np.ascontiguousarray(k[b, h])
+            vh = _transposed(v[b : b + 1, h : h + 1], None)[0]
+        else:
+            qh, kh, vh = qt[bh], k3[bh], vt[bh]
+        attend_rows(cpu_blas.SGEMM_ADDR, cpu_blas.SGEMM_KIND, qh, kh, vh, out[b, :, h], q0, q1, bq, bk, causal)
 
     run_items(work, items, threads)
     return out.transpose(0, 2, 1, 3)
