@@ -53,7 +53,18 @@ import os
 
 import numpy as np
 
-from minriff import atomic, controlnet, deepcache, kernels, longform, prompt_weighting, schedulers, values, weights
+from minriff import (
+    atomic,
+    controlnet,
+    deepcache,
+    kernels,
+    longform,
+    prompt_weighting,
+    schedulers,
+    sysinfo,
+    values,
+    weights,
+)
 from minriff import remix as remix_mod
 from minriff.audio.spectrogram import SpectrogramParams, audio_to_image, image_to_audio
 from minriff.configs import SD15_SCHEDULER, ModelConfig
@@ -101,25 +112,20 @@ KERNEL_CACHE_MIN_STEPS = 12
 
 
 def _available_bytes() -> int:
-    """MemAvailable from /proc/meminfo; elsewhere (or unreadable) as if plenty were free."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 1 << 62
+    """Memory available now (sysinfo); where that cannot be read, as if plenty were free."""
+    free = sysinfo.available_memory()
+    return 1 << 62 if free is None else free
 
 
-def default_kernel_cache_bytes() -> int:
+def default_kernel_cache_bytes(backend: str | None = None) -> int:
     """MINRIFF_KERNEL_CACHE_MB when set, else KERNEL_CACHE_MB but at most half the memory the system
     has available now (Linux: MemAvailable; a server on an 8 GB laptop must not be pushed into
-    swap for a 6% faster step), in bytes."""
+    swap for a 6% faster step), in bytes. `backend` (default: the current one) is the one whose
+    pool of the last loop's buffers counts as available."""
     raw = os.environ.get("MINRIFF_KERNEL_CACHE_MB")
     if raw is None:
         # (the pool of the last loop's buffers is ours to reuse, so it counts as available)
-        return min(KERNEL_CACHE_MB << 20, (_available_bytes() + kernels.weight_cache_pooled_bytes()) // 2)
+        return min(KERNEL_CACHE_MB << 20, (_available_bytes() + kernels.weight_cache_pooled_bytes(backend)) // 2)
     try:
         mb = float(raw)
     except ValueError:
@@ -217,7 +223,7 @@ class Riffusion:
             return int(self.kernel_cache_bytes)
         if self.low_memory:
             return 0
-        budget = default_kernel_cache_bytes()
+        budget = default_kernel_cache_bytes(self.backend)
         if steps is not None and steps < KERNEL_CACHE_MIN_STEPS:
             return min(budget, kernels.weight_cache_pooled_bytes(self.backend))
         return budget

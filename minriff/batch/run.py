@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from minriff import atomic
+from minriff import atomic, sysinfo
 from minriff.batch import local, manifest
 from minriff.errors import InputError, OutputError
 from minriff.progress import JobProgress
@@ -37,12 +37,9 @@ def worker_memory(weights_file) -> int:
 
 
 def available_memory() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            info = dict(line.split(":", 1) for line in f)
-        return int(info["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        return 8 * GB
+    """Memory available now (sysinfo); 8 GB assumed where that cannot be read."""
+    free = sysinfo.available_memory()
+    return 8 * GB if free is None else free
 
 
 def default_workers(weights_file, cores: int | None = None, memory: int | None = None) -> tuple[int, str]:
