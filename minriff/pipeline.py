@@ -99,11 +99,12 @@ from minriff.weights.format import MissingTokenizer, config_dicts, write_weights
 
 SAMPLE_RATE = 44100  # Riffusion's SpectrogramParams
 # Riffusion.kernel_cache_budget's default outside low_memory: room for all of SD 1.5's transformed
-# conv weights (4.1 GiB: F(4x4, 3x3)'s are 4x the weights as float32, F(2x2, 3x3)'s 1.8x). A full-size
-# UNet step, cache filled (batch 2, 64x64, 3 interleaved rounds): budget 0 6.18 s, 2 GiB 6.40 (the
-# FCFS fill caches the down path's layers; noise), 3 GiB 5.96, 4.5 GiB 5.81.
-# MINRIFF_KERNEL_CACHE_MB sets it (0: off).
-KERNEL_CACHE_MB = 4608
+# conv weights (4.1 GiB: F(4x4, 3x3)'s are 4x the weights as float32, F(2x2, 3x3)'s 1.8x) and its
+# float16 linear and 8x8 conv weights widened to float32 (1.2 GiB). A full-size UNet step, cache
+# filled (batch 2, 64x64, 3 interleaved rounds): budget 0 6.18 s, 2 GiB 6.40 (the FCFS fill caches
+# the down path's layers; noise), 3 GiB 5.96, 4.5 GiB 5.81; the widened weights on top: 5.79 against
+# 5.87 s (5 interleaved rounds). MINRIFF_KERNEL_CACHE_MB sets it (0: off).
+KERNEL_CACHE_MB = 5632
 # Filling the cache (4.1 GiB of fresh memory, first touched) cost ~3 s of a loop here, and a full
 # guided step saves ~0.37 s once it is filled: the fast preset's 4-step loop went 8.2 -> 11.1 s with
 # it (bench clip --preset fast, full size), the quality preset's 30 steps 174 -> 169 s. Loops with

@@ -18,9 +18,9 @@ from minriff.kernels.cpu import attention as cpu_attention
 from minriff.kernels.cpu import conv as cpu_conv
 from minriff.kernels.cpu import elementwise as ew
 from minriff.kernels.cpu import norm as cpu_norm
-from minriff.kernels.cpu import weightgemm
-from minriff.kernels.cpu.blas import gemm_into, run_items
-from minriff.kernels.cpu.half import as_float32, bits_or_float32
+from minriff.kernels.cpu import weightcache, weightgemm
+from minriff.kernels.cpu.blas import gemm_into, run_items, single_threaded_blas
+from minriff.kernels.cpu.half import as_float32, bits_or_float32, is_half
 
 # kernels.weight_cache and its pool functions find these here
 from minriff.kernels.cpu.weightcache import pooled_bytes as weight_cache_pooled_bytes  # noqa: F401
@@ -42,7 +42,14 @@ def _param(a, n, fill):
 def conv2d(x, w, b=None, stride=1, padding=0):
     """x (N, C, H, W), w (O, C, kh, kw) -> (N, O, Ho, Wo). w may be float16 (widened where used)."""
     bias = None if b is None else as_float32(b)
-    return cpu_conv.conv2d(_f32(x), bits_or_float32(w), bias, int(stride), conv_padding(padding), key=w)
+    pads = conv_padding(padding)
+    if (w.shape[2:] == (1, 1) and int(stride) == 1 and pads == (0, 0, 0, 0) and isinstance(x, np.ndarray)
+            and x.dtype == np.float32 and x.shape[1] > 1 and x.transpose(0, 2, 3, 1).flags.c_contiguous):
+        # channels-last memory (a transformer's tokens seen as an image): read as it lies
+        kept = weightcache.active() and is_half(w)
+        w2 = weightcache.float32_of(w) if kept else as_float32(w, "weight")
+        return cpu_conv.conv1x1_channels_last(x.transpose(0, 2, 3, 1), w2.reshape(w.shape[:2]), bias)
+    return cpu_conv.conv2d(_f32(x), bits_or_float32(w), bias, int(stride), pads, key=w)
 
 
 # Rows per work item of a long linear (a multiple of 16; same for any thread count). 1024 against
@@ -51,7 +58,11 @@ def conv2d(x, w, b=None, stride=1, padding=0):
 # 256 and 128 were slower than 512.
 LINEAR_BAND_ROWS = 1024
 LONG_LINEAR_MIN_ROWS = 2048  # inputs of this many rows and more go in row bands; shorter ones in weight blocks
-WEIGHT_BLOCKS_MIN = 1 << 18  # weight elements from which a short linear runs in weight blocks (weightgemm)
+CHANNELS_FIRST_MIN_TOKENS = 64  # tokens per batch entry from which channels-first input is read in place
+# Multiply-adds from which a short linear runs in weight blocks on the run_items threads (weightgemm);
+# smaller ones run on the calling thread with BLAS on one thread. Not numpy's threaded `x @ wᵀ`: that
+# wakes OpenBLAS's pool, which then spins beside the next op (see weightgemm.a_b).
+WEIGHT_BLOCKS_MIN = 1 << 20
 
 
 def linear(x, w, b=None):
@@ -60,32 +71,69 @@ def linear(x, w, b=None):
     threads, each band's rows first set to the bias and then accumulated into (beta = 1). In
     isolation that is no faster than numpy's own threaded GEMM, but in a model step it was 4.5%
     faster overall: OpenBLAS's pool then never spins beside the Numba and run_items threads of
-    the next op. Short inputs with a big weight go in blocks of output features (weightgemm.py).
-    float16 weights are widened per call: by each block's thread, or once before the bands."""
+    the next op. A long input that is the (0, 2, 1) view of a contiguous (B, in, T) array (a UNet
+    transformer's GroupNorm output as tokens) is read as it lies, transposed inside the GEMMs.
+    Short inputs go in blocks of output features (weightgemm.py), tiny ones on this thread.
+    float16 weights are widened per call (by each block's thread, or once before the bands), or
+    once per sampling loop inside kernels.weight_cache (weightcache.float32_of)."""
     K = w.shape[1]
+    bias = None if b is None else as_float32(b)
+    kept = weightcache.active() and is_half(w)
+
+    def w32():
+        return weightcache.float32_of(w) if kept else as_float32(w, "weight")
+
+    tokens = x.shape[1] if x.ndim == 3 else 0
+    if _channels_first(x) and tokens >= CHANNELS_FIRST_MIN_TOKENS and x.shape[0] * tokens >= LONG_LINEAR_MIN_ROWS:
+        return _linear_channels_first(x.transpose(0, 2, 1), w32(), bias)
     x2 = _f32(x).reshape(-1, K)
     R, O = x2.shape[0], w.shape[0]
-    bias = None if b is None else as_float32(b)
     if R < LONG_LINEAR_MIN_ROWS:
-        if R and w.size >= WEIGHT_BLOCKS_MIN:
+        if R * w.size >= WEIGHT_BLOCKS_MIN:
             y = np.empty((R, O), np.float32)
-            weightgemm.x_wt(x2, bits_or_float32(w), y, bias)
+            weightgemm.x_wt(x2, weightcache.float32_of(w) if kept else bits_or_float32(w), y, bias)
             return y.reshape(*x.shape[:-1], O)
-        y = x2 @ as_float32(w, "weight").T
+        with single_threaded_blas():
+            y = x2 @ w32().T
         if bias is not None:
             ew.add_bias_rows(y, bias)
         return y.reshape(*x.shape[:-1], O)
-    w = as_float32(w, "weight")
+    wf = w32()
     y = np.empty((R, O), np.float32)
 
     def band(r0):
         rows = slice(r0, min(r0 + LINEAR_BAND_ROWS, R))
         if bias is not None:
             y[rows] = bias
-        gemm_into(x2[rows], w, y[rows], beta=0.0 if bias is None else 1.0, trans_b=True)
+        gemm_into(x2[rows], wf, y[rows], beta=0.0 if bias is None else 1.0, trans_b=True)
 
     run_items(band, list(range(0, R, LINEAR_BAND_ROWS)), numba.get_num_threads())
     return y.reshape(*x.shape[:-1], O)
+
+
+def _channels_first(x) -> bool:
+    """x (B, T, C) is the (0, 2, 1) view of a C-contiguous float32 (B, C, T): an image's pixels as
+    tokens (a UNet transformer's input after GroupNorm), which BLAS reads transposed as it is."""
+    return (isinstance(x, np.ndarray) and x.ndim == 3 and x.dtype == np.float32 and x.shape[2] > 1
+            and x.transpose(0, 2, 1).flags.c_contiguous)
+
+
+def _linear_channels_first(xt, w, bias):
+    """xt (B, K, T) C-contiguous, w (O, K) float32 -> (B, T, O) = xtᵀ wᵀ (+ bias): bands of
+    LINEAR_BAND_ROWS tokens per batch entry with the token operand transposed in the GEMM, instead
+    of first copying (B, K, T) to (B, T, K) (a strided copy: 3.6 ms on one core for (2, 320, 4096))."""
+    B, _, T = xt.shape
+    y = np.empty((B, T, w.shape[0]), np.float32)
+
+    def band(item):
+        n, t0 = item
+        rows = slice(t0, min(t0 + LINEAR_BAND_ROWS, T))
+        if bias is not None:
+            y[n, rows] = bias
+        gemm_into(xt[n, :, rows], w, y[n, rows], beta=0.0 if bias is None else 1.0, trans_a=True, trans_b=True)
+
+    run_items(band, [(n, t0) for n in range(B) for t0 in range(0, T, LINEAR_BAND_ROWS)], numba.get_num_threads())
+    return y
 
 
 def group_norm(x, groups, weight, bias, eps, silu=False):

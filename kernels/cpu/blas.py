@@ -111,21 +111,26 @@ def _ld(a: np.ndarray) -> int:
     return max(a.strides[0] // 4, 1)
 
 
-def gemm_into(a: np.ndarray, b: np.ndarray, c: np.ndarray, beta: float = 1.0, trans_b: bool = False) -> None:
+def gemm_into(a: np.ndarray, b: np.ndarray, c: np.ndarray, beta: float = 1.0, trans_b: bool = False,
+              trans_a: bool = False) -> None:
     """c (M, N) = a (M, K) @ b (K, N) + beta * c, in place; row-major views with any row stride.
-    trans_b: b is given as (N, K) and bᵀ is used (a linear layer's weight, no copy)."""
-    M, K = a.shape
+    trans_b: b is given as (N, K) and bᵀ is used (a linear layer's weight, no copy); trans_a: a is
+    given as (K, M) and aᵀ is used (channels-first activations read as (tokens, channels))."""
+    M, K = (a.shape[1], a.shape[0]) if trans_a else a.shape
     N, Kb = (b.shape[0], b.shape[1]) if trans_b else (b.shape[1], b.shape[0])
     if Kb != K or c.shape != (M, N):
-        raise ValueError(f"gemm_into: shapes {a.shape} @ {b.shape}{'ᵀ' if trans_b else ''} -> {c.shape} do not agree")
+        raise ValueError(f"gemm_into: shapes {a.shape}{'ᵀ' if trans_a else ''} @ {b.shape}{'ᵀ' if trans_b else ''} "
+                         f"-> {c.shape} do not agree")
     if SGEMM_KIND == 0:
-        _cblas_sgemm(_ROW_MAJOR, _NO_TRANS, _TRANS if trans_b else _NO_TRANS, M, N, K, 1.0, a.ctypes.data, _ld(a),
-                     b.ctypes.data, _ld(b), beta, c.ctypes.data, _ld(c))
+        _cblas_sgemm(_ROW_MAJOR, _TRANS if trans_a else _NO_TRANS, _TRANS if trans_b else _NO_TRANS, M, N, K, 1.0,
+                     a.ctypes.data, _ld(a), b.ctypes.data, _ld(b), beta, c.ctypes.data, _ld(c))
         return
-    # column-major: cᵀ = (b-side)ᵀ · aᵀ; a row-major (N, K) b read column-major is bᵀ, hence 'T' for trans_b
+    # column-major: cᵀ = op(b)ᵀ · op(a)ᵀ; a row-major matrix read column-major is its transpose, so a
+    # transposed operand is passed as 'T'
     i = lambda v: ctypes.byref(ctypes.c_int(v))  # noqa: E731
-    _fortran_sgemm(b"T" if trans_b else b"N", b"N", i(N), i(M), i(K), ctypes.byref(ctypes.c_float(1.0)), b.ctypes.data,
-                   i(_ld(b)), a.ctypes.data, i(_ld(a)), ctypes.byref(ctypes.c_float(beta)), c.ctypes.data, i(_ld(c)))
+    _fortran_sgemm(b"T" if trans_b else b"N", b"T" if trans_a else b"N", i(N), i(M), i(K),
+                   ctypes.byref(ctypes.c_float(1.0)), b.ctypes.data, i(_ld(b)), a.ctypes.data, i(_ld(a)),
+                   ctypes.byref(ctypes.c_float(beta)), c.ctypes.data, i(_ld(c)))
 
 
 _I32, _I64, _F32 = ir.IntType(32), ir.IntType(64), ir.FloatType()

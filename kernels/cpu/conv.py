@@ -1,6 +1,8 @@
 """conv2d on the CPU. Six paths, all ending in BLAS (choose_path picks one):
 
-- 1x1, stride 1, no padding: GEMMs (O, C) @ (C, band of H*W) on the input itself, no copy.
+- 1x1, stride 1, no padding: GEMMs (O, C) @ (C, band of H*W) on the input itself, no copy; an
+  input whose memory is channels-last (a UNet transformer's tokens (N, H*W, C) seen as an image for
+  its proj_out) as (O, C) @ (band of pixels, C)ᵀ (conv1x1_channels_last), also without a copy.
 - 3x3, stride 1, >= WINOGRAD_MIN_CHANNELS input channels, >= WINOGRAD4_MIN_PIXELS output pixels
   per image (32x32: SD's 32 and 64 px layers, the VAE's, TAESD's 64-channel ones): Winograd
   F(4x4, 3x3), winograd4.py, 4x fewer multiplies than direct, 1.78x fewer than F(2x2, 3x3).
@@ -32,7 +34,8 @@
 - everything else (strided, few channels): im2col (Numba, parallel over rows of the column
   matrix) and one GEMM per chunk of output rows; the column buffer is capped, so a 512x512 VAE
   layer is done in row chunks instead of a multi-GB matrix.
-Buffers come from a per-thread workspace reused across calls (cpu_workspace.buffer). Taps are
+Every GEMM runs on the run_items threads with BLAS on one thread (never numpy's threaded matmul,
+see weightgemm.a_b). Buffers come from a per-thread workspace reused across calls (cpu_workspace.buffer). Taps are
 accumulated in a fixed order: same bits for any thread count."""
 from __future__ import annotations
 
@@ -134,6 +137,26 @@ def im2col(x, kh, kw, stride, top, left, oh0, Wo, cols):
                     cols[r, base + ow] = x[c, ih, iw] if 0 <= iw < W else np.float32(0)
 
 
+def conv1x1_channels_last(xl, w2, b):
+    """xl (N, H, W, C) C-contiguous (an image stored channels-last: a UNet transformer's tokens),
+    w2 (O, C) float32 -> (N, O, H, W): GEMMs (O, C) @ (band of pixels, C)ᵀ, reading the pixels
+    transposed where they are instead of first copying them to (N, C, H, W)."""
+    N, H, W, C = xl.shape
+    O = w2.shape[0]
+    x3 = xl.reshape(N, H * W, C)
+    y = np.empty((N, O, H * W), np.float32)
+
+    def work(item):  # the band's bias first, then accumulated into (while the band is in cache)
+        n, c0, c1 = item
+        if b is not None:
+            y[n, :, c0:c1] = b[:, None]
+        gemm_into(w2, x3[n, c0:c1], y[n, :, c0:c1], beta=0.0 if b is None else 1.0, trans_b=True)
+
+    run_items(work, [(n, c0, min(c0 + BAND_COLUMNS, H * W)) for n in range(N) for c0 in range(0, H * W, BAND_COLUMNS)],
+              numba.get_num_threads())
+    return y.reshape(N, O, H, W)
+
+
 def choose_path(xshape, wshape, stride, pads) -> str:
     """Which of PATHS conv2d takes (see the module docstring); FORCE_PATH wins where it applies."""
     N, C, H, W = xshape
@@ -194,10 +217,9 @@ def conv2d(x, w, b, stride, pads, key=None):
         # one GEMM for the whole batch, K = 9C deep; with many output channels in blocks of rows
         # on single-threaded BLAS (weightgemm; 8x8 layers, (1280, 11520) @ (11520, 128): 247 against
         # 192 GFLOP/s for OpenBLAS's own split). Blocks fixed by the shape: same bits for any thread count.
-        if O >= 512:
-            weightgemm.w_x(w.reshape(O, K), cols, y2)
-        else:
-            np.matmul(as_float32(w, "weight").reshape(O, K), cols, out=y2)
+        kept = key is not None and weightcache.active() and w.dtype == np.uint16
+        w_ok = weightcache.float32_of(w.view(np.float16), key) if kept else w  # (kept: widened once per loop)
+        weightgemm.w_x(w_ok.reshape(O, K), cols, y2)
         y[:] = y2.reshape(O, N, P).transpose(1, 0, 2)
     elif path == "winograd4":
         u = weightcache.derived(key, "winograd4", lambda: cpu_winograd4.transformed(w)) if key is not None else None
@@ -218,7 +240,7 @@ def conv2d(x, w, b, stride, pads, key=None):
                 rows = min(rows_per_chunk, Ho - oh0)
                 cols = buffer("cols", K * rows * Wo).reshape(K, rows * Wo)
                 im2col(x[n], kh, kw, stride, top, left, oh0, Wo, cols)
-                np.matmul(w2, cols, out=y[n, :, oh0 * Wo : (oh0 + rows) * Wo])
+                weightgemm.a_b(w2, cols, y[n, :, oh0 * Wo : (oh0 + rows) * Wo])
     if b is not None:
         add_bias_channels(y, b)
     return y.reshape(N, O, Ho, Wo)

@@ -72,6 +72,26 @@ def test_gemm_into_and_attention_through_each_interface(kind, monkeypatch):
     assert_close(CPU.attention(q, kk, v), REF.attention(as64(q), as64(kk), as64(v)), scale_v, what="attention")
 
 
+@pytest.mark.parametrize("kind", INTERFACES)
+@settings(max_examples=60)
+@given(seed=st.integers(0, 2**32 - 1), m=st.integers(1, 40), n=st.integers(1, 40), k=st.integers(1, 40),
+       trans=st.tuples(st.booleans(), st.booleans()), pads=st.tuples(*[st.sampled_from([0, 2])] * 3),
+       beta=st.sampled_from([0.0, 1.0]))
+def test_gemm_into_with_either_operand_transposed_matches_numpy(kind, seed, m, n, k, trans, pads, beta):
+    trans_a, trans_b = trans
+    rng = np.random.default_rng(seed)
+    a = _strided(rng, k, m, pads[0]) if trans_a else _strided(rng, m, k, pads[0])  # stored as given to gemm_into
+    b = _strided(rng, n, k, pads[1]) if trans_b else _strided(rng, k, n, pads[1])
+    c = _strided(rng, m, n, pads[2])
+    a64, b64 = (as64(a).T if trans_a else as64(a)), (as64(b).T if trans_b else as64(b))
+    want = a64 @ b64 + beta * as64(c)
+    bound = np.abs(a64) @ np.abs(b64) + np.abs(want)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cpu_blas, "SGEMM_KIND", kind)
+        cpu_blas.gemm_into(a, b, c, beta=beta, trans_a=trans_a, trans_b=trans_b)
+    assert_close(c, want, bound, what=f"gemm_into trans_a={trans_a} trans_b={trans_b}")
+
+
 FLAGS = {"plain": set(), "fma": FMA_FLAGS, "reassoc": FMA_FLAGS | {"reassoc"}}
 
 

@@ -156,6 +156,85 @@ def test_linear_in_weight_blocks_matches_ref(seed, max_rows, rows, fin, fout, bi
     assert_close(got, want, scale, what=f"linear in weight blocks of <= {max_rows} rows")
 
 
+@settings(max_examples=30)
+@given(seed=seeds, n=st.integers(1, 3), tokens=st.integers(2, 60), fin=st.integers(2, 40), fout=st.integers(1, 40),
+       band_rows=st.sampled_from([1, 7, 16]), bias=st.booleans(), half=st.booleans(), cached=st.booleans())
+def test_linear_on_channels_first_tokens_matches_ref(seed, n, tokens, fin, fout, band_rows, bias, half, cached):
+    # a UNet transformer's input: the (0, 2, 1) view of a GroupNorm output (n, channels, tokens),
+    # which the long path reads transposed inside the GEMM instead of copying
+    from minriff import kernels
+    from minriff.kernels import cpu as kcpu
+
+    rng = np.random.default_rng(seed)
+    x = f32(rng, n, fin, tokens).transpose(0, 2, 1)  # (n, tokens, fin), channels-first memory
+    w, b = f32(rng, fout, fin), (f32(rng, fout) if bias else None)
+    if half:
+        w = w.astype(np.float16)
+    taken = []
+    real = kcpu._linear_channels_first
+    saved = (kcpu.LINEAR_BAND_ROWS, kcpu.LONG_LINEAR_MIN_ROWS, kcpu.CHANNELS_FIRST_MIN_TOKENS,
+             kcpu._linear_channels_first)
+    kcpu.LINEAR_BAND_ROWS, kcpu.LONG_LINEAR_MIN_ROWS, kcpu.CHANNELS_FIRST_MIN_TOKENS = band_rows, 2, 2
+    kcpu._linear_channels_first = lambda *a: taken.append(1) or real(*a)
+    try:
+        with kernels.weight_cache(1 << 20 if cached else 0):
+            got = CPU.linear(x, w, b)
+    finally:
+        (kcpu.LINEAR_BAND_ROWS, kcpu.LONG_LINEAR_MIN_ROWS, kcpu.CHANNELS_FIRST_MIN_TOKENS,
+         kcpu._linear_channels_first) = saved
+    assert taken, "the channels-first path was not taken"
+    w64 = as64(w.astype(np.float32))
+    want = REF.linear(as64(x), w64, as64(b))
+    scale = REF.linear(np.abs(as64(x)), np.abs(w64), None if b is None else np.abs(as64(b)))
+    assert_close(got, want, scale, what=f"linear on channels-first tokens, bands of {band_rows}")
+
+
+@settings(max_examples=30)
+@given(seed=seeds, n=st.integers(1, 3), h=st.integers(1, 9), w=st.integers(1, 9), c=st.integers(2, 24),
+       o=st.integers(1, 24), bias=st.booleans(), half=st.booleans(), band=st.sampled_from([1, 5, 2048]))
+def test_conv1x1_on_channels_last_memory_matches_ref(seed, n, h, w, c, o, bias, half, band):
+    # a transformer's tokens (n, h·w, c) seen as an image for its 1x1 proj_out: (n, c, h, w) whose
+    # memory is channels-last; the GEMMs read the pixels transposed in bands of `band` pixels
+    rng = np.random.default_rng(seed)
+    x = f32(rng, n, h, w, c).transpose(0, 3, 1, 2)
+    wt, b = f32(rng, o, c, 1, 1), (f32(rng, o) if bias else None)
+    if half:
+        wt = wt.astype(np.float16)
+    taken = []
+    real = cpu_conv.conv1x1_channels_last
+    saved = cpu_conv.BAND_COLUMNS, cpu_conv.conv1x1_channels_last
+    cpu_conv.BAND_COLUMNS, cpu_conv.conv1x1_channels_last = band, lambda *a: taken.append(1) or real(*a)
+    try:
+        got = CPU.conv2d(x, wt, b)
+    finally:
+        cpu_conv.BAND_COLUMNS, cpu_conv.conv1x1_channels_last = saved
+    assert taken, "the channels-last 1x1 path was not taken"
+    w64 = as64(wt.astype(np.float32))
+    want = REF.conv2d(as64(x), w64, as64(b))
+    scale = REF.conv2d(np.abs(as64(x)), np.abs(w64), None if b is None else np.abs(as64(b)))
+    assert_close(got, want, scale, what="1x1 conv on channels-last memory")
+
+
+@settings(max_examples=30)
+@given(seed=seeds, m=st.integers(1, 130), k=st.integers(1, 40), cols=st.integers(1, 300),
+       max_rows=st.sampled_from([16, 64]))
+def test_matmul_on_the_item_threads_matches_ref(seed, m, k, cols, max_rows):
+    # weightgemm.a_b (im2col convs' GEMM): blocks of a's rows from 64 rows, else of b's columns
+    from minriff.kernels.cpu import weightgemm
+
+    rng = np.random.default_rng(seed)
+    a, b = f32(rng, m, k), f32(rng, k, cols)
+    c = np.full((m, cols + 3), np.nan, np.float32)[:, :cols]  # row-strided output; every element written
+    saved = weightgemm.MAX_BLOCK_ROWS
+    weightgemm.MAX_BLOCK_ROWS = max_rows
+    try:
+        weightgemm.a_b(a, b, c)
+    finally:
+        weightgemm.MAX_BLOCK_ROWS = saved
+    assert_close(c, as64(a) @ as64(b), np.abs(as64(a)) @ np.abs(as64(b)), what="a_b")
+    assert np.isnan(c.base[:, cols:]).all()
+
+
 @given(rows=st.integers(1, 20000))
 def test_weight_blocks_tile_the_rows_in_equal_shares(rows):
     from minriff.kernels.cpu import weightgemm

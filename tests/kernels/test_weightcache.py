@@ -193,3 +193,28 @@ def test_a_freed_weights_transform_is_freed_not_pooled():
         gc.collect()
         assert weightcache.used_bytes() == 0
     assert kernels.weight_cache_pooled_bytes() == 0
+
+
+def test_float16_weights_are_widened_once_per_block():
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((48, 32)).astype(np.float16)
+    outside = weightcache.float32_of(w)
+    assert outside.dtype == np.float32 and not np.shares_memory(weightcache.float32_of(w), outside)  # per call
+    with kernels.weight_cache(1 << 20):
+        first = weightcache.float32_of(w)
+        assert np.shares_memory(weightcache.float32_of(w), first)  # kept
+        np.testing.assert_array_equal(first, w.astype(np.float32))
+        assert not w.flags.writeable  # an in-place change would make the kept copy stale
+        # a reshaped view made per call (UNet's 1x1 projections) is keyed by the weight it views
+        w4 = rng.standard_normal((16, 8, 1, 1)).astype(np.float16)
+        a = weightcache.float32_of(w4.reshape(16, 8))
+        b = weightcache.float32_of(w4.reshape(16, 8))
+        assert a.shape == (16, 8) and np.shares_memory(a, b)
+        assert weightcache.used_bytes() == (48 * 32 + 16 * 8) * 4
+        f32 = np.ones((4, 4), np.float32)
+        assert weightcache.float32_of(f32) is f32  # float32 weights are used as they are
+    assert w.flags.writeable
+    with kernels.weight_cache(0):  # no budget: widened per call, nothing kept
+        assert not np.shares_memory(weightcache.float32_of(w), weightcache.float32_of(w))
+        assert weightcache.used_bytes() == 0
+
