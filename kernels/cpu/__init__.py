@@ -20,7 +20,7 @@ from minriff.kernels.cpu import elementwise as ew
 from minriff.kernels.cpu import norm as cpu_norm
 from minriff.kernels.cpu import weightcache, weightgemm
 from minriff.kernels.cpu.blas import gemm_into, run_items, single_threaded_blas
-from minriff.kernels.cpu.half import as_float32, bits_or_float32, is_half
+from minriff.kernels.cpu.half import as_float32, bits_or_float32
 
 # kernels.weight_cache and its pool functions find these here
 from minriff.kernels.cpu.weightcache import pooled_bytes as weight_cache_pooled_bytes  # noqa: F401
@@ -43,12 +43,10 @@ def conv2d(x, w, b=None, stride=1, padding=0):
     """x (N, C, H, W), w (O, C, kh, kw) -> (N, O, Ho, Wo). w may be float16 (widened where used)."""
     bias = None if b is None else as_float32(b)
     pads = conv_padding(padding)
-    if (w.shape[2:] == (1, 1) and int(stride) == 1 and pads == (0, 0, 0, 0) and isinstance(x, np.ndarray)
-            and x.dtype == np.float32 and x.shape[1] > 1 and x.transpose(0, 2, 3, 1).flags.c_contiguous):
+    if w.shape[2:] == (1, 1) and int(stride) == 1 and pads == (0, 0, 0, 0) and _stored_as(x, (0, 2, 3, 1)):
         # channels-last memory (a transformer's tokens seen as an image): read as it lies
-        kept = weightcache.active() and is_half(w)
-        w2 = weightcache.float32_of(w) if kept else as_float32(w, "weight")
-        return cpu_conv.conv1x1_channels_last(x.transpose(0, 2, 3, 1), w2.reshape(w.shape[:2]), bias)
+        w2 = weightcache.float32_of(w, scratch="weight").reshape(w.shape[:2])
+        return cpu_conv.conv1x1_channels_last(x.transpose(0, 2, 3, 1), w2, bias)
     return cpu_conv.conv2d(_f32(x), bits_or_float32(w), bias, int(stride), pads, key=w)
 
 
@@ -78,27 +76,22 @@ def linear(x, w, b=None):
     once per sampling loop inside kernels.weight_cache (weightcache.float32_of)."""
     K = w.shape[1]
     bias = None if b is None else as_float32(b)
-    kept = weightcache.active() and is_half(w)
-
-    def w32():
-        return weightcache.float32_of(w) if kept else as_float32(w, "weight")
-
-    tokens = x.shape[1] if x.ndim == 3 else 0
-    if _channels_first(x) and tokens >= CHANNELS_FIRST_MIN_TOKENS and x.shape[0] * tokens >= LONG_LINEAR_MIN_ROWS:
-        return _linear_channels_first(x.transpose(0, 2, 1), w32(), bias)
+    if _long_channels_first(x):
+        return _linear_channels_first(x.transpose(0, 2, 1), weightcache.float32_of(w, scratch="weight"), bias)
     x2 = _f32(x).reshape(-1, K)
     R, O = x2.shape[0], w.shape[0]
     if R < LONG_LINEAR_MIN_ROWS:
         if R * w.size >= WEIGHT_BLOCKS_MIN:
             y = np.empty((R, O), np.float32)
-            weightgemm.x_wt(x2, weightcache.float32_of(w) if kept else bits_or_float32(w), y, bias)
+            # float16 outside a sampling loop: widened per block by the block's thread
+            weightgemm.x_wt(x2, weightcache.float32_of(w) if weightcache.active() else bits_or_float32(w), y, bias)
             return y.reshape(*x.shape[:-1], O)
         with single_threaded_blas():
-            y = x2 @ w32().T
+            y = x2 @ weightcache.float32_of(w, scratch="weight").T
         if bias is not None:
             ew.add_bias_rows(y, bias)
         return y.reshape(*x.shape[:-1], O)
-    wf = w32()
+    wf = weightcache.float32_of(w, scratch="weight")
     y = np.empty((R, O), np.float32)
 
     def band(r0):
@@ -111,11 +104,18 @@ def linear(x, w, b=None):
     return y.reshape(*x.shape[:-1], O)
 
 
-def _channels_first(x) -> bool:
-    """x (B, T, C) is the (0, 2, 1) view of a C-contiguous float32 (B, C, T): an image's pixels as
-    tokens (a UNet transformer's input after GroupNorm), which BLAS reads transposed as it is."""
-    return (isinstance(x, np.ndarray) and x.ndim == 3 and x.dtype == np.float32 and x.shape[2] > 1
-            and x.transpose(0, 2, 1).flags.c_contiguous)
+def _stored_as(x, axes) -> bool:
+    """x is a float32 numpy view whose transpose by `axes` is C-contiguous (its memory holds that
+    layout) and whose axis 1 has more than one element (else every layout is contiguous)."""
+    return (isinstance(x, np.ndarray) and x.ndim == len(axes) and x.dtype == np.float32 and x.shape[1] > 1
+            and x.transpose(axes).flags.c_contiguous)
+
+
+def _long_channels_first(x) -> bool:
+    """x (B, T, C) is the (0, 2, 1) view of a C-contiguous (B, C, T) (an image's pixels as tokens: a
+    UNet transformer's input after GroupNorm) and long enough for row bands: BLAS reads it as it is."""
+    return (_stored_as(x, (0, 2, 1)) and x.shape[2] > 1 and x.shape[1] >= CHANNELS_FIRST_MIN_TOKENS
+            and x.shape[0] * x.shape[1] >= LONG_LINEAR_MIN_ROWS)
 
 
 def _linear_channels_first(xt, w, bias):

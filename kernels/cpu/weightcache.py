@@ -156,20 +156,19 @@ def derived(w, kind: str, make):
     return out
 
 
-def float32_of(w, key=None):
+def float32_of(w, key=None, scratch: str | None = None):
     """Weight `w` (float16 or float32) as C-contiguous float32. Inside a block a float16 weight is
     widened once and kept (kind "float32", under `key`: the array the caller holds, when `w` is a
-    view made per call); outside one, or for float32, as `half.as_float32` (a new array)."""
-    if not half.is_half(w):
-        return half.as_float32(w)
-    if _depth == 0:
-        return half.as_float32(w)
+    view made per call); outside one, or for float32, `half.as_float32(w, scratch)` (widened per
+    call, into the calling thread's workspace buffer `scratch` when given)."""
+    if _depth == 0 or not half.is_half(w):
+        return half.as_float32(w, scratch)
     if key is None:  # a reshaped view of the caller's weight (as UNet's 1x1 projections pass) -> that weight
         base = w.base
         same = isinstance(base, np.ndarray) and base.dtype == w.dtype and base.size == w.size
         key = base if same and base.flags.c_contiguous and w.flags.c_contiguous else w
     if not isinstance(key, np.ndarray) or key.size != w.size:
-        return half.as_float32(w)
+        return half.as_float32(w, scratch)
 
     def make():
         out = empty(key.shape)

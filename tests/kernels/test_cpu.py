@@ -107,6 +107,14 @@ def test_linear_matches_ref(seed, lead, fin, fout, bias):
     assert_close(got, want, scale, what="linear")
 
 
+def _assert_linear_matches_ref(got, x, w, b, what):
+    """got against the float64 reference linear on the same inputs (a float16 w read as float32)."""
+    w64 = as64(np.asarray(w, np.float32))
+    want = REF.linear(as64(x), w64, as64(b))
+    scale = REF.linear(np.abs(as64(x)), np.abs(w64), None if b is None else np.abs(as64(b)))
+    assert_close(got, want, scale, what=what)
+
+
 @settings(max_examples=30)
 @given(seed=seeds, band_rows=st.sampled_from([1, 3, 16]), rows=st.integers(4, 70), fin=st.integers(1, 40),
        fout=st.integers(1, 40), bias=st.booleans(), strided=st.booleans())
@@ -124,9 +132,7 @@ def test_linear_in_row_bands_matches_ref(seed, band_rows, rows, fin, fout, bias,
         got = CPU.linear(x, w, b)
     finally:
         kcpu.LINEAR_BAND_ROWS, kcpu.LONG_LINEAR_MIN_ROWS = saved
-    want = REF.linear(as64(x), as64(w), as64(b))
-    scale = REF.linear(np.abs(as64(x)), np.abs(as64(w)), None if b is None else np.abs(as64(b)))
-    assert_close(got, want, scale, what=f"linear in bands of {band_rows}")
+    _assert_linear_matches_ref(got, x, w, b, f"linear in bands of {band_rows}")
 
 
 @settings(max_examples=30)
@@ -150,10 +156,7 @@ def test_linear_in_weight_blocks_matches_ref(seed, max_rows, rows, fin, fout, bi
         got = CPU.linear(x, w, b)
     finally:
         kcpu.WEIGHT_BLOCKS_MIN, weightgemm.MAX_BLOCK_ROWS = saved
-    w64 = as64(w.astype(np.float32))
-    want = REF.linear(as64(x), w64, as64(b))
-    scale = REF.linear(np.abs(as64(x)), np.abs(w64), None if b is None else np.abs(as64(b)))
-    assert_close(got, want, scale, what=f"linear in weight blocks of <= {max_rows} rows")
+    _assert_linear_matches_ref(got, x, w, b, f"linear in weight blocks of <= {max_rows} rows")
 
 
 @settings(max_examples=30)
@@ -172,21 +175,15 @@ def test_linear_on_channels_first_tokens_matches_ref(seed, n, tokens, fin, fout,
         w = w.astype(np.float16)
     taken = []
     real = kcpu._linear_channels_first
-    saved = (kcpu.LINEAR_BAND_ROWS, kcpu.LONG_LINEAR_MIN_ROWS, kcpu.CHANNELS_FIRST_MIN_TOKENS,
-             kcpu._linear_channels_first)
-    kcpu.LINEAR_BAND_ROWS, kcpu.LONG_LINEAR_MIN_ROWS, kcpu.CHANNELS_FIRST_MIN_TOKENS = band_rows, 2, 2
-    kcpu._linear_channels_first = lambda *a: taken.append(1) or real(*a)
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in [("LINEAR_BAND_ROWS", band_rows), ("LONG_LINEAR_MIN_ROWS", 2),
+                            ("CHANNELS_FIRST_MIN_TOKENS", 2),
+                            ("_linear_channels_first", lambda *a: taken.append(1) or real(*a))]:
+            mp.setattr(kcpu, name, value)
         with kernels.weight_cache(1 << 20 if cached else 0):
             got = CPU.linear(x, w, b)
-    finally:
-        (kcpu.LINEAR_BAND_ROWS, kcpu.LONG_LINEAR_MIN_ROWS, kcpu.CHANNELS_FIRST_MIN_TOKENS,
-         kcpu._linear_channels_first) = saved
     assert taken, "the channels-first path was not taken"
-    w64 = as64(w.astype(np.float32))
-    want = REF.linear(as64(x), w64, as64(b))
-    scale = REF.linear(np.abs(as64(x)), np.abs(w64), None if b is None else np.abs(as64(b)))
-    assert_close(got, want, scale, what=f"linear on channels-first tokens, bands of {band_rows}")
+    _assert_linear_matches_ref(got, x, w, b, f"linear on channels-first tokens, bands of {band_rows}")
 
 
 @settings(max_examples=30)
@@ -202,12 +199,10 @@ def test_conv1x1_on_channels_last_memory_matches_ref(seed, n, h, w, c, o, bias, 
         wt = wt.astype(np.float16)
     taken = []
     real = cpu_conv.conv1x1_channels_last
-    saved = cpu_conv.BAND_COLUMNS, cpu_conv.conv1x1_channels_last
-    cpu_conv.BAND_COLUMNS, cpu_conv.conv1x1_channels_last = band, lambda *a: taken.append(1) or real(*a)
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cpu_conv, "BAND_COLUMNS", band)
+        mp.setattr(cpu_conv, "conv1x1_channels_last", lambda *a: taken.append(1) or real(*a))
         got = CPU.conv2d(x, wt, b)
-    finally:
-        cpu_conv.BAND_COLUMNS, cpu_conv.conv1x1_channels_last = saved
     assert taken, "the channels-last 1x1 path was not taken"
     w64 = as64(wt.astype(np.float32))
     want = REF.conv2d(as64(x), w64, as64(b))
@@ -225,12 +220,9 @@ def test_matmul_on_the_item_threads_matches_ref(seed, m, k, cols, max_rows):
     rng = np.random.default_rng(seed)
     a, b = f32(rng, m, k), f32(rng, k, cols)
     c = np.full((m, cols + 3), np.nan, np.float32)[:, :cols]  # row-strided output; every element written
-    saved = weightgemm.MAX_BLOCK_ROWS
-    weightgemm.MAX_BLOCK_ROWS = max_rows
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(weightgemm, "MAX_BLOCK_ROWS", max_rows)
         weightgemm.a_b(a, b, c)
-    finally:
-        weightgemm.MAX_BLOCK_ROWS = saved
     assert_close(c, as64(a) @ as64(b), np.abs(as64(a)) @ np.abs(as64(b)), what="a_b")
     assert np.isnan(c.base[:, cols:]).all()
 
