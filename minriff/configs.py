@@ -15,6 +15,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+from minriff import values
 from minriff.errors import ConfigError
 
 # Inclusive ranges of the numeric fields (and of each entry of the channel tuples). Far above any
@@ -45,7 +46,7 @@ MAX_BLOCKS = 8
 
 def _from_dict(cls, d: dict, what: str):
     if not isinstance(d, dict):
-        raise ConfigError(f"{what} config must be a JSON object, got {type(d).__name__}")
+        raise ConfigError(f"{what} config must be a JSON object, got {values.json_kind(d)}")
     names = {f.name for f in dataclasses.fields(cls)}
     kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
     try:

@@ -150,7 +150,7 @@ class InferenceInput:
         "ignore" (dropped, as the original server; `unknown_fields(d)` names them). Known fields are
         checked either way."""
         if not isinstance(d, dict):
-            raise InputError(f"request must be a JSON object, got {type(d).__name__}")
+            raise InputError(f"request must be a JSON object, got {values.json_kind(d)}")
         _known_fields(d, cls, "request", unknown)
         for key in ("start", "end"):
             if key not in d:

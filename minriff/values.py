@@ -150,6 +150,24 @@ def _json_object(pairs: list) -> dict:
     return out
 
 
+def json_kind(x) -> str:
+    """What a parsed JSON value is, in JSON's words (an error about a request says "got an array",
+    not Python's "got list")."""
+    if x is None:
+        return "null"
+    if isinstance(x, bool):
+        return "a boolean"
+    if isinstance(x, (int, float)):
+        return "a number"
+    if isinstance(x, str):
+        return "a string"
+    if isinstance(x, (list, tuple)):
+        return "an array"
+    if isinstance(x, dict):
+        return "an object"
+    return type(x).__name__
+
+
 def show(x, limit: int = 60) -> str:
     """repr(x) cut to `limit` characters (a 5,000-digit int would otherwise fill the message)."""
     try:

@@ -118,7 +118,7 @@ def kind_available(kind: Kind) -> bool:
 def parse_job(obj, line: int = 0, base: Path | None = None, seed_images: str | None = None) -> Job:
     """One parsed JSON value -> Job, or InputError (without the line number: parse_lines adds it)."""
     if not isinstance(obj, dict):
-        raise InputError(f"a job must be a JSON object, got {type(obj).__name__}")
+        raise InputError(f"a job must be a JSON object, got {values.json_kind(obj)}")
     job_id = obj.get("id")
     if not isinstance(job_id, str) or not ID.fullmatch(job_id) or job_id.lower() in RESERVED_IDS:
         raise InputError(f"id must be a string usable as a file name ({ID.pattern}, not 'manifest'), "

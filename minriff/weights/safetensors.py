@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minriff import atomic
+from minriff import atomic, values
 from minriff.errors import WeightsError
 
 MAX_HEADER = 100 * 1024 * 1024  # same cap as the safetensors library
@@ -118,7 +118,7 @@ def _parse_header(raw: bytes, path) -> tuple[dict, dict]:
         raise WeightsError(f"{path}: header is not valid UTF-8 JSON ({type(e).__name__}: {e}); "
                            "not a safetensors file?") from None
     if not isinstance(header, dict):
-        raise WeightsError(f"{path}: header is a JSON {type(header).__name__}, expected an object")
+        raise WeightsError(f"{path}: header is {values.json_kind(header)} in JSON, expected an object")
     meta = header.pop("__metadata__", None) or {}
     if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
         raise WeightsError(f"{path}: __metadata__ must map strings to strings")

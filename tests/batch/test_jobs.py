@@ -48,7 +48,8 @@ def test_seed_without_one_comes_from_the_id_alone():
 
 @pytest.mark.parametrize("bad, words", [
     ("{not json", "malformed JSON"),
-    ("[1, 2]", "must be a JSON object"),
+    ("[1, 2]", "must be a JSON object, got an array"),
+    ("7", "must be a JSON object, got a number"),
     (json.dumps({"kind": "generate", "prompt": "x"}), "id must be"),
     (line(id="../escape"), "id must be"),
     (line(id=".hidden"), "id must be"),

@@ -82,6 +82,20 @@ def test_each_problem_has_its_message(body, message):
         InferenceInput.from_json(body)
 
 
+JSON_KIND_BY_FIRST_CHAR = {"[": "an array", '"': "a string", "n": "null", "t": "a boolean", "f": "a boolean"}
+
+
+@settings(max_examples=100)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+                    | st.text(max_size=5), lambda inner: st.lists(inner, max_size=3), max_leaves=6))
+def test_a_request_that_is_not_an_object_is_named_in_json_words(value):
+    """`[]` is "an array", `null` is "null" (not Python's list / NoneType), read off the text itself."""
+    body = json.dumps(value)
+    kind = JSON_KIND_BY_FIRST_CHAR.get(body[0], "a number")
+    with pytest.raises(InputError, match=re.escape(f"request must be a JSON object, got {kind}")):
+        InferenceInput.from_json(body)
+
+
 @pytest.mark.parametrize("body", [
     b'{"alpha": ' + b"[" * 10000 + b"]" * 10000 + b"}",
     b'{"alpha": 0.5, "start": {"prompt": "a", "seed": ' + b"1" * 5000 + b'}, "end": {"prompt": "b", "seed": 1}}',

@@ -105,8 +105,9 @@ ID_ERROR = "is not the id of a PNG in the seed-image folders"
 
 @pytest.mark.parametrize("body,status,message", [
     ("{oops", 400, "malformed JSON"),
-    ("[]", 400, "must be a JSON object"),
-    ('"jazz"', 400, "must be a JSON object"),
+    ("[]", 400, "must be a JSON object, got an array"),
+    ('"jazz"', 400, "must be a JSON object, got a string"),
+    ("null", 400, "must be a JSON object, got null"),
     ("[" * 60000, 400, "nests 60000 levels deep"),  # refused before the parser recurses
     (b"\xff\xfe{}", 400, "not UTF-8"),
     ('{"alpha": 1e999, "start": {"prompt": "a", "seed": 1}, "end": {"prompt": "b", "seed": 2}}', 400, "1e999"),

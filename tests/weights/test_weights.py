@@ -100,7 +100,7 @@ def _header_file(tmp_path, header, data=b"", raw_len=None):
     ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"", 500, "truncated"),
     (b"{not json", b"", None, "not valid UTF-8 JSON"),
     (b"\xff\xfe", b"", None, "not valid UTF-8 JSON"),
-    ([1, 2], b"", None, "expected an object"),
+    ([1, 2], b"", None, "header is an array in JSON, expected an object"),
     ({"w": {"dtype": "Q7", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8, None, "unknown dtype 'Q7'"),
     ({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 12, None, "needs 12 bytes"),
     ({"w": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, b"\0" * 8, None, "bad shape"),
@@ -354,6 +354,14 @@ def test_fuzz_stored_configs_only_raise_minriff_errors(tmp_path_factory, tiny_fi
         weights.load_models(p)
     except MinriffError:
         pass
+
+
+@pytest.mark.parametrize("value, kind", [([1, 2], "an array"), (None, "null"), ("unet", "a string"), (7, "a number")])
+def test_a_config_that_is_not_an_object_is_named_in_json_words(value, kind):
+    from minriff.configs import UNetConfig
+
+    with pytest.raises(MinriffError, match=f"UNet config must be a JSON object, got {kind}"):
+        UNetConfig.from_dict(value)
 
 
 # ----------------------------------------------------------------------------- init_random / random_models
