@@ -52,6 +52,7 @@ MESSAGE_FIELDS = {  # what each message type reads; anything else is ignored (an
     "start": {"type", "prompt", "seed", "alpha_velocity", "ahead", "previews"} | _SETTINGS,
     "settings": {"type", "ahead", "previews"} | _SETTINGS,
     "up_next": {"type", "prompt"}, "position": {"type", "seconds"}, "pause": {"type"}, "resume": {"type"}}
+MESSAGE_TYPES = tuple(MESSAGE_FIELDS)
 
 
 def _jpeg(image, quality=75) -> str:
@@ -142,7 +143,10 @@ def handle(listener: Listener, msg: dict, server) -> dict | None:
     """Apply one client message (InputError if it is refused); returns a message to answer with.
     Unknown fields are ignored and logged (as on /run_inference/); known ones are checked."""
     kind = msg.get("type")
-    ignored = sorted(set(msg) - MESSAGE_FIELDS.get(kind, set(msg)))
+    if not isinstance(kind, str) or kind not in MESSAGE_FIELDS:  # str first: {"type": [1]} is unhashable
+        what = f"type {values.show(kind)}" if "type" in msg else f"no 'type' (fields {values.show(sorted(msg))})"
+        raise InputError(f"unknown message {what}: a message's type is one of {', '.join(MESSAGE_TYPES)}")
+    ignored = sorted(set(msg) - MESSAGE_FIELDS[kind])
     if ignored:
         log.info("/stream %s message: ignored unknown fields %s", kind, ", ".join(map(str, ignored)))
     if kind == "start":
@@ -180,8 +184,6 @@ def handle(listener: Listener, msg: dict, server) -> dict | None:
             listener.paused_for += now - (listener.paused_at or now)
             listener.paused_at = None
             listener.position_at = now
-    else:
-        raise InputError(f"unknown message type {kind!r} (start, up_next, settings, position, pause, resume)")
 
 
 def _started(listener) -> RiffLoop:
@@ -251,7 +253,7 @@ async def _receiver(listener: Listener, server):
                 raise InputError(f"message of {len(text)} characters; the limit is {MAX_MESSAGE}")
             msg = values.parse_json(text, "JSON message", max_bytes=MAX_MESSAGE)  # depth and number limits too
             if not isinstance(msg, dict):
-                raise InputError("a message must be a JSON object with a 'type'")
+                raise InputError(f"a message must be a JSON object with a 'type', got {values.json_kind(msg)}")
             answer = handle(listener, msg, server)
             if answer is not None:
                 await listener.out.put(answer)

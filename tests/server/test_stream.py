@@ -84,7 +84,10 @@ def test_bad_messages_are_answered_and_the_stream_goes_on(make_client, caplog):
     caplog.set_level(logging.INFO, logger="minriff.server")
     with client, listen(client, server) as ws:
         receive(ws, "hello")
-        for text, message in (("nope", "malformed JSON"), ("[1]", "JSON object"), ('{"type": "dance"}', "unknown"),
+        for text, message in (("nope", "malformed JSON"), ("[1]", "JSON object with a 'type', got an array"),
+                              ('{"type": "dance"}', "unknown message type 'dance': a message's type is one of start,"),
+                              ('{"type": [1]}', "unknown message type [1]"),
+                              ('{"prompt": 5}', "unknown message no 'type' (fields ['prompt'])"),
                               ('{"type": "up_next", "prompt": "x"}', "start message first"),
                               ('{"type": "start", "prompt": "a", "seed_image_id": "../secret"}', "invalid seed image"),
                               ('{"type": "start", "prompt": "a", "steps": 500}', "limit of 10"),
