@@ -315,12 +315,16 @@ class Riffusion:
         both = np.concatenate([uncond(), cond]) if guidance > 1.0 else cond
         return self.F.asarray(both.astype(np.float32))
 
-    def make_scheduler(self, scheduler, steps: int):
+    def make_scheduler(self, scheduler, steps: int, sd_pipeline: bool = True):
         """A ready scheduler for one run: a fresh one by name, or a deep copy of a scheduler object
-        (so a run never changes the object, nor leaks state into the next run)."""
+        (so a run never changes the object, nor leaks state into the next run). By name, `sd_pipeline`
+        builds it from the config as diffusers' Stable Diffusion pipelines use it
+        (`schedulers.sd_pipeline_config`: no x0 clipping in DDIM); False (riffuse, ControlNet runs,
+        as their diffusers pipelines) from the weights' config as it is. Objects are used as given."""
         scheduler = check_scheduler(scheduler)
         if isinstance(scheduler, str):
-            sched = schedulers.make(scheduler, self.scheduler_config)
+            config = schedulers.sd_pipeline_config(self.scheduler_config) if sd_pipeline else self.scheduler_config
+            sched = schedulers.make(scheduler, config)
         else:
             sched = copy.deepcopy(scheduler)
         sched.set_timesteps(int(steps))
@@ -483,7 +487,7 @@ class Riffusion:
         gen = Generator(seed)
         cond = self.encode_prompt(prompt)
         context = self._context(cond, lambda: self.encode_prompt(negative_prompt or ""), guidance)
-        sched = self.make_scheduler(scheduler, steps)
+        sched = self.make_scheduler(scheduler, steps, sd_pipeline=control is None)
         if rgb is None:
             latents = gen.randn(self.latent_shape(width)) * np.float32(sched.init_noise_sigma)
             timesteps = list(sched.timesteps)
@@ -538,7 +542,7 @@ class Riffusion:
         noise = slerp(alpha, gen.randn(shape), Generator(seed_b).randn(shape))
         cond = lerp(self.encode_prompt(prompt_a), self.encode_prompt(prompt_b), np.float32(alpha))
         context = self._context(cond, lambda: self.encode_prompt(negative_prompt or ""), guidance)
-        sched = self.make_scheduler(scheduler, steps)
+        sched = self.make_scheduler(scheduler, steps, sd_pipeline=control is None)
         latents = noise * np.float32(sched.init_noise_sigma)
         latents = self._sample(sched, list(sched.timesteps), latents, context, guidance, "denoising", generator=gen,
                                callback=callback, cache=cache, control=control)
@@ -597,7 +601,7 @@ class Riffusion:
                                                    self.encode_prompt(end.negative_prompt or ""), np.float32(alpha)),
                                 guidance)
         z = self.encode_image(rgb, Generator(start.seed), encoder)
-        sched = self.make_scheduler(scheduler, steps)
+        sched = self.make_scheduler(scheduler, steps, sd_pipeline=False)  # the original RiffusionPipeline
         if isinstance(sched, schedulers.PNDMScheduler):
             t0, timesteps = schedulers.riffusion_img2img_schedule(sched, steps, strength)
         else:  # the original schedule indexes PNDM's n+1 timesteps; others get diffusers' img2img one

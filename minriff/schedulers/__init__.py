@@ -88,6 +88,14 @@ def make(name: str, config: dict, **options):
     return cls(config, **options)
 
 
+def sd_pipeline_config(config: dict) -> dict:
+    """`config` as current diffusers' StableDiffusionPipeline and StableDiffusionImg2ImgPipeline run
+    it: their constructors rewrite the scheduler they are given to `steps_offset` 1 and `clip_sample`
+    off (DDIM's own default clips x0 to [-1, 1], which the Riffusion/SD 1.x configs do not mention).
+    diffusers' ControlNet pipelines and the original RiffusionPipeline take the config as it is."""
+    return {**config, "steps_offset": 1, "clip_sample": False}
+
+
 def img2img_timesteps(scheduler, steps: int, strength: float) -> np.ndarray:
     """Current diffusers StableDiffusionImg2ImgPipeline.get_timesteps, on a scheduler already given
     `set_timesteps(steps)`: skip the first steps - int(steps * strength) steps. The first returned

@@ -23,10 +23,12 @@ def riff():
 
 class PlainDDIM:
     """DDIM (eta 0) written from its formulas for this test, independent of minriff.schedulers:
-    SD's scaled-linear betas, "leading" timesteps + steps_offset 1, final alpha = alphas_cumprod[0],
-    x0 clipped to [-1, 1] (DDIM's clip_sample default, which Riffusion's PNDM config leaves on)."""
+    SD's scaled-linear betas, "leading" timesteps + steps_offset 1, final alpha = alphas_cumprod[0];
+    x0 clipped to [-1, 1] only with `clip` (DDIM's clip_sample default, which diffusers' Stable
+    Diffusion pipelines turn off and Riffusion's PNDM config does not mention)."""
 
-    def __init__(self):
+    def __init__(self, clip=False):
+        self.clip = clip
         betas = np.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=np.float64) ** 2
         self.alphas_cumprod = np.cumprod(1.0 - betas)
         self.timesteps = None
@@ -45,7 +47,8 @@ class PlainDDIM:
         a_t = self.alphas_cumprod[t]
         prev = t - self.step_size
         a_prev = self.alphas_cumprod[prev] if prev >= 0 else self.alphas_cumprod[0]
-        x0 = np.clip((x - np.sqrt(1 - a_t) * eps) / np.sqrt(a_t), -1.0, 1.0)
+        x0 = (x - np.sqrt(1 - a_t) * eps) / np.sqrt(a_t)
+        x0 = np.clip(x0, -1.0, 1.0) if self.clip else x0
         return (np.sqrt(a_prev) * x0 + np.sqrt(1 - a_prev) * eps).astype(np.float32)
 
     def add_noise(self, x0, noise, t):
@@ -71,6 +74,25 @@ def test_a_scheduler_written_here_matches_the_builtin_ddim(riff):
     a = custom.generate_spectrogram("organ", seed=4, init_image=image, strength=0.7, **KW)
     b = riff.generate_spectrogram("organ", seed=4, init_image=image, strength=0.7, scheduler="ddim", **KW)
     assert np.mean(np.abs(a.astype(int) - b) <= 1) > 0.99
+
+
+def test_ddim_clips_x0_only_where_its_diffusers_pipeline_does(riff):
+    """generate (StableDiffusionPipeline) runs DDIM unclipped; riffuse (the original RiffusionPipeline)
+    and ControlNet runs keep the config's clip_sample (DDIM's default: on). Told apart with PlainDDIM."""
+    assert rel_err(final_latents(riff, scheduler="ddim"), final_latents(riff, scheduler=PlainDDIM(clip=False))) < 1e-5
+    assert rel_err(final_latents(riff, scheduler="ddim"), final_latents(riff, scheduler=PlainDDIM(clip=True))) > 1e-2
+    seed_image = riff.generate_spectrogram("jazz piano", seed=3, **KW)
+    start, end = dict(prompt="a", seed=1, denoising=0.9), dict(prompt="b", seed=2, denoising=0.9)
+
+    def riffused(scheduler):
+        seen = []
+        riff.riffuse(start, end, 0.5, seed_image, steps=4, scheduler=scheduler,
+                     callback=lambda i, n, t, x: seen.append(x.copy()))
+        return seen[-1]
+
+    by_name = riffused("ddim")
+    assert rel_err(by_name, riffused(PlainDDIM(clip=True))) < 1e-5
+    assert rel_err(by_name, riffused(PlainDDIM(clip=False))) > 1e-2
 
 
 def test_a_scheduler_object_missing_a_method_is_refused(riff):
