@@ -67,7 +67,9 @@ shapes["text_states"] = text_states.shape
 # The UNet works on latents 8× smaller than the image: 512 rows -> 64, WIDTH columns -> WIDTH/8.
 # minriff's Generator reproduces torch.Generator("cpu").manual_seed(seed): same seed, same noise.
 # The timesteps follow diffusers' "leading" spacing (every 1000/STEPS, plus steps_offset = 1).
-sched = schedulers.make("ddim", models["scheduler_config"])
+# sd_pipeline_config: the config as diffusers' StableDiffusionPipeline runs it, which turns DDIM's
+# default clipping of its x0 estimate to [-1, 1] off (the pipeline below does the same).
+sched = schedulers.make("ddim", schedulers.sd_pipeline_config(models["scheduler_config"]))
 sched.set_timesteps(STEPS)
 latent_shape = (1, unet.config.in_channels, 512 // vae.downscale, WIDTH // vae.downscale)
 generator = Generator(SEED)
@@ -97,12 +99,12 @@ print(f"   |eps_cond - eps_uncond| / |eps_uncond| = {text_effect:.1e}; guidance 
 # ------------------------------------------------------------------ 5. the scheduler update
 # Training noised a clean latent x0 as   x_t = √ā_t · x0 + √(1-ā_t) · noise   (ā_t: alphas_cumprod).
 # DDIM inverts that with the predicted noise, then re-noises x0 to the next, lower, timestep:
-#     x0     = (x_t - √(1-ā_t) · eps) / √ā_t        clipped to [-1, 1] (DDIM's clip_sample default)
-#     x_prev = √ā_prev · x0 + √(1-ā_prev) · eps
+#     x0     = (x_t - √(1-ā_t) · eps) / √ā_t        (DDIM's own default would clip it to [-1, 1];
+#     x_prev = √ā_prev · x0 + √(1-ā_prev) · eps      diffusers' SD pipelines turn that off: see 3.)
 a_t = sched.alphas_cumprod[t]
 t_prev = int(sched.timesteps[1])
 a_prev = sched.alphas_cumprod[t_prev]
-x0 = np.clip((x - np.sqrt(1 - a_t) * eps) / np.sqrt(a_t), -1, 1)
+x0 = (x - np.sqrt(1 - a_t) * eps) / np.sqrt(a_t)
 x_prev_by_hand = np.sqrt(a_prev) * x0 + np.sqrt(1 - a_prev) * eps
 x_prev = sched.step(eps, t, x)
 step_err = float(np.max(np.abs(x_prev_by_hand - x_prev)))

@@ -7,6 +7,8 @@ activations of the widest layer.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from minriff import kernels
 from minriff.models.nn import Conv2d, GroupNorm, Linear, Module, merge_heads, split_heads
 
@@ -53,13 +55,33 @@ class Downsample2D(Module):
 
 
 class Upsample2D(Module):
-    """Nearest ×2 then conv3×3 pad 1."""
+    """Nearest ×2 then conv3×3 pad 1; or nearest to `size` when that is not twice the input (a UNet
+    on latents whose size is not a multiple of its downscale: the skip it meets next is smaller)."""
 
     def __init__(self, channels: int):
         self.conv = Conv2d(channels, channels, 3, padding=1)
 
-    def __call__(self, x):  # (B, C, H, W) -> (B, C, 2H, 2W)
-        return self.conv(kernels.ops().upsample_nearest2x(x))
+    def __call__(self, x, size=None):  # (B, C, H, W) -> (B, C, 2H, 2W) or (B, C, *size)
+        H, W = x.shape[2:]
+        if size is None or tuple(size) == (2 * H, 2 * W):
+            return self.conv(kernels.ops().upsample_nearest2x(x))
+        return self.conv(resize_nearest(x, tuple(size)))
+
+
+def _nearest_index(n_in: int, n_out: int) -> np.ndarray:
+    """Source index of each output position as torch's nearest interpolation picks it:
+    min(floor(i · (float32) n_in/n_out), n_in - 1)."""
+    if n_out == 2 * n_in:
+        return np.arange(n_out) >> 1
+    scale = np.float32(n_in) / np.float32(n_out)
+    return np.minimum(np.floor(np.arange(n_out, dtype=np.float32) * scale).astype(np.int64), n_in - 1)
+
+
+def resize_nearest(x, size: tuple):
+    """(B, C, H, W) -> (B, C, *size), nearest (torch's F.interpolate(size=..., mode="nearest"))."""
+    xp = kernels.ops().xp
+    ih, iw = (xp.asarray(_nearest_index(n, m)) for n, m in zip(x.shape[2:], size))
+    return xp.ascontiguousarray(x[:, :, ih][:, :, :, iw])
 
 
 class Attention(Module):

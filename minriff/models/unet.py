@@ -7,6 +7,11 @@
     up_blocks (concat a skip before each resnet, [transformers], nearest×2 upsampler)
     conv_norm_out -> SiLU -> conv_out -> eps (B,4,h,w)
 
+Any latent size the downsamplers take works, as in diffusers: a side n that is not a multiple of
+2^(levels-1) is halved to ceil(n/2) somewhere (SD's padding 1), and the upsampler coming back up
+resizes (nearest, as torch) to the size of the skip it meets next instead of doubling. The
+pipeline still rounds widths up to 64 px (inputs.py).
+
 Heads per block come from `cfg.heads()` (diffusers calls the head *count* attention_head_dim);
 the mid block uses the last down block's value and the up blocks the reversed list.
 
@@ -167,8 +172,8 @@ class UpBlock(Module):
             if self.attentions:
                 x = self.attentions[i](x, context)
         if stop is None:
-            for up in self.upsamplers:
-                x = up(x)
+            for up in self.upsamplers:  # to the size of the skip it meets next (twice x's, unless odd)
+                x = up(x, skips[-1].shape[2:] if skips else None)
         return x
 
 
@@ -223,16 +228,30 @@ class _TimedInput(Module):
             x = 2 * x - 1.0
         return x, context, F.silu(temb)  # every ResNet applies SiLU to temb first: do it once
 
+    def _down_size(self, n: int, levels: int) -> int | None:
+        """A side of n latents after `levels` stride-2 3x3 downsamplers (ceil(n/2) each with SD's
+        padding 1); None when one of them cannot take it (a padded input narrower than 3)."""
+        pad = self.config.downsample_padding
+        for _ in range(levels):
+            padded = n + (2 * pad if pad else 1)  # padding 0: diffusers pads one at the end only
+            if padded < 3:
+                return None
+            n = (padded - 3) // 2 + 1
+        return n
+
+    def _fits(self, n: int) -> bool:
+        m = self._down_size(n, len(self.config.block_out_channels) - 1)
+        return m is not None and m > 0
+
     def _check_inputs(self, F, x, t, context, dtype):
         xp, c = F.xp, self.config
         x = F.asarray(x, dtype=dtype)
         if x.ndim != 4 or x.shape[1] != c.in_channels:
             raise InputError(f"UNet: latents must be (B, {c.in_channels}, h, w), got shape {tuple(x.shape)}")
         B, _, h, w = x.shape
-        d = self.downscale
-        if h % d or w % d or h == 0 or w == 0:
-            raise InputError(f"UNet: latent size {h}×{w} must be a positive multiple of {d} "
-                             f"(image size a multiple of {8 * d} pixels)")
+        if not (self._fits(h) and self._fits(w)):  # other sizes work, as in diffusers (upsamplers meet the skips)
+            raise InputError(f"UNet: latent size {h}×{w} is too small for its {len(c.block_out_channels) - 1} "
+                             f"downsamplers (padding {c.downsample_padding})")
         t = xp.asarray(F.asarray(t), dtype=xp.float32).reshape(-1)
         if t.shape[0] == 1:
             t = xp.broadcast_to(t, (B,)).copy()
@@ -400,13 +419,13 @@ class UNet2DConditionModel(_TimedInput):
 
     def _check_feature(self, feature, x, block_i: int, resnet_i: int):
         """The cached feature as a backend array, refused unless it has the shape a full step of
-        the same branch leaves for these latents: (B, C, h/s, w/s) at up block `block_i`'s scale."""
+        the same branch leaves for these latents: (B, C, h', w') at up block `block_i`'s level."""
         F = kernels.ops()
         rch = self.config.block_out_channels[::-1]
         channels = rch[max(block_i - 1, 0)] if resnet_i == 0 else rch[block_i]
-        scale = 2 ** (len(rch) - 1 - block_i)
+        levels = len(rch) - 1 - block_i
         B, _, h, w = x.shape
-        want = (B, channels, h // scale, w // scale)
+        want = (B, channels, self._down_size(h, levels), self._down_size(w, levels))
         got = tuple(getattr(feature, "shape", ()))
         if got != want:
             raise InputError(f"DeepCache feature has shape {got}, but this branch and these latents need {want}: "

@@ -47,6 +47,17 @@ def test_full_step_is_the_plain_forward_and_a_cached_step_on_its_inputs_gives_it
     np.testing.assert_array_equal(model.deep_cache_step(x, t, ctx, branch, feature), plain)
 
 
+@pytest.mark.parametrize("branch", [0, 2, 3, 7, 11])
+def test_the_same_at_latent_sizes_that_are_not_multiples_of_the_downscale(sd4, branch):
+    """9 x 13 latents: the skips are 9x13, 5x7, 3x4, 2x2, so the features are too (not h/s, w/s)."""
+    model, x, t, ctx = sd4
+    x = np.ascontiguousarray(np.concatenate([x, x], axis=3)[:, :, :9, :13])
+    plain = model(x, t, ctx)
+    eps, feature = model.deep_cache_full(x, t, ctx, branch)
+    np.testing.assert_array_equal(eps, plain)
+    np.testing.assert_array_equal(model.deep_cache_step(x, t, ctx, branch, feature), plain)
+
+
 # ---- what a cached step computes ------------------------------------------------------------------
 RECORDED = (blocks.ResnetBlock2D, unet_mod.Transformer2DModel, blocks.Downsample2D, blocks.Upsample2D,
             unet_mod.MidBlock, unet_mod.TimestepEmbedding)

@@ -35,7 +35,9 @@ def unet_cases(draw):
                   flip_sin_to_cos=draw(st.booleans()), freq_shift=draw(st.integers(0, 1 if ch[0] > 2 else 0)),
                   downsample_padding=draw(st.integers(0, 1)))
     d = 2 ** (n - 1)
-    hw = (d * draw(st.integers(1, 3)), d * draw(st.integers(1, 3)))
+    # any size the downsamplers take (padding 0 needs >= d): the upsamplers then meet the skips' sizes
+    lo = d if config["downsample_padding"] == 0 else 1
+    hw = (draw(st.integers(lo, 3 * d)), draw(st.integers(lo, 3 * d)))
     return dict(config=config, batch=draw(st.integers(1, 2)), hw=hw, seq=draw(st.integers(1, 6)),
                 t=tuple(float(draw(st.integers(0, 999))) for _ in range(1)))
 
@@ -46,3 +48,17 @@ def test_live_drawn_configs(case, tmp_path_factory):
     oracle("torch"), oracle("diffusers")
     with drawn_case(mm.UNET_CASES, case) as name:
         check_live("unet", name, tmp_path_factory.mktemp("unet"))
+
+
+@settings(max_examples=40)
+@given(n_in=st.integers(1, 40), n_out=st.integers(1, 90), m_in=st.integers(1, 9), m_out=st.integers(1, 30))
+def test_resize_nearest_is_torch_interpolate_nearest(n_in, n_out, m_in, m_out):
+    oracle("torch")
+    import numpy as np
+    import torch
+
+    from minriff.models.blocks import resize_nearest
+
+    x = np.arange(2 * n_in * m_in, dtype=np.float32).reshape(1, 2, n_in, m_in)
+    want = torch.nn.functional.interpolate(torch.from_numpy(x), size=(n_out, m_out), mode="nearest").numpy()
+    assert np.array_equal(resize_nearest(x, (n_out, m_out)), want)
