@@ -211,10 +211,6 @@ class _TimedInput(Module):
     """What the UNet and the ControlNet share ahead of conv_in: the input checks and the time
     embedding (needs `conv_in`, `time_embedding` and a config with the UNet's input fields)."""
 
-    @property
-    def downscale(self) -> int:
-        return 2 ** (len(self.config.block_out_channels) - 1)
-
     def _prepare(self, x, t, context, rec=lambda *a: None):
         """Checked inputs (centred if the config says so) and SiLU(time embedding) (B, 4·C0)."""
         F = kernels.ops()

@@ -52,7 +52,6 @@ MESSAGE_FIELDS = {  # what each message type reads; anything else is ignored (an
     "start": {"type", "prompt", "seed", "alpha_velocity", "ahead", "previews"} | _SETTINGS,
     "settings": {"type", "ahead", "previews"} | _SETTINGS,
     "up_next": {"type", "prompt"}, "position": {"type", "seconds"}, "pause": {"type"}, "resume": {"type"}}
-MESSAGE_TYPES = tuple(MESSAGE_FIELDS)
 
 
 def _jpeg(image, quality=75) -> str:
@@ -145,7 +144,7 @@ def handle(listener: Listener, msg: dict, server) -> dict | None:
     kind = msg.get("type")
     if not isinstance(kind, str) or kind not in MESSAGE_FIELDS:  # str first: {"type": [1]} is unhashable
         what = f"type {values.show(kind)}" if "type" in msg else f"no 'type' (fields {values.show(sorted(msg))})"
-        raise InputError(f"unknown message {what}: a message's type is one of {', '.join(MESSAGE_TYPES)}")
+        raise InputError(f"unknown message {what}: a message's type is one of {', '.join(MESSAGE_FIELDS)}")
     ignored = sorted(set(msg) - MESSAGE_FIELDS[kind])
     if ignored:
         log.info("/stream %s message: ignored unknown fields %s", kind, ", ".join(map(str, ignored)))

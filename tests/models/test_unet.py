@@ -31,14 +31,13 @@ def _tiny(seed=0, dtype=np.float32, **over):
 
 
 @settings(max_examples=6)
-@given(h=st.integers(1, 5), w=st.integers(1, 5), seed=st.integers(0, 2**16))
+@given(h=st.integers(1, 10), w=st.integers(1, 10), seed=st.integers(0, 2**16))
 def test_batch_items_are_independent(h, w, seed):
-    """Any latent size that is a multiple of the downscale (non-square, widened) runs, keeps its
-    shape, and each batch item's output depends on that item only."""
+    """Any latent size (non-square, odd ones too: TINY's padding-1 downsampler takes any) runs,
+    keeps its shape, and each batch item's output depends on that item only."""
     model, cfg = _tiny()
-    d = model.downscale
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((2, 4, h * d, w * d), dtype=np.float32)
+    x = rng.standard_normal((2, 4, h, w), dtype=np.float32)
     ctx = rng.standard_normal((2, 3, cfg.cross_attention_dim), dtype=np.float32)
     t = np.array([3.0, 700.0], dtype=np.float32)
     both = model(x, t, ctx)
